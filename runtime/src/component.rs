@@ -1,0 +1,213 @@
+//! The two shapes of component, and what a running instance sees.
+//!
+//! - [`Transform`]: a synchronous function of one message to zero or more
+//!   messages. Most transforms are this kind; they are unit-tested without a
+//!   runtime, and the runtime drives them in batches.
+//! - [`Task`]: an async task for sources, sinks and anything with I/O or timers.
+//!
+//! Either way, a message the component cannot process is a *message error*
+//! (`Err(String)` from `process`, or [`Context::reject`]): it goes to the `err`
+//! port and the component keeps running. A *failure* (`Err(Failure)` from a
+//! task, or a panic) ends the instance and the supervisor decides what next.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::deadletter::ErrorRoute;
+use crate::message::{Message, Meta};
+use crate::metrics::Metrics;
+use crate::queue::{Closed, InPort, OutPort};
+
+/// A failure that breaks the component itself; the supervisor restarts it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct Failure(pub String);
+
+impl From<Closed> for Failure {
+    fn from(e: Closed) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// The future a [`Task`] runs as.
+pub type TaskFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
+
+/// A synchronous component: message in, zero or more messages out.
+pub trait Transform: Send + 'static {
+    /// Processes one message. `Err` is a message error: the message goes to `err`.
+    fn process(&mut self, msg: &Message, out: &mut Outbox) -> Result<(), String>;
+
+    /// Called once when every input has ended, to flush what is held.
+    fn finish(&mut self, _out: &mut Outbox) {}
+}
+
+/// An async component: owns its loop, its I/O and its timers.
+pub trait Task: Send + 'static {
+    /// Runs until the inputs end (or, for a source, until it finishes or is told to stop).
+    fn run(self: Box<Self>, ctx: Context) -> TaskFuture;
+}
+
+/// A built component, ready to run.
+pub enum Instance {
+    /// A synchronous transform, driven by the runtime.
+    Transform(Box<dyn Transform>),
+    /// An async task.
+    Task(Box<dyn Task>),
+}
+
+impl Instance {
+    /// Wraps a transform.
+    pub fn transform(t: impl Transform) -> Self {
+        Instance::Transform(Box::new(t))
+    }
+
+    /// Wraps a task.
+    pub fn task(t: impl Task) -> Self {
+        Instance::Task(Box::new(t))
+    }
+}
+
+/// Where a transform puts its output, port by port (index in the spec's outputs).
+#[derive(Debug, Default)]
+pub struct Outbox {
+    ports: Vec<Vec<Message>>,
+}
+
+impl Outbox {
+    /// An outbox for `ports` out-ports.
+    pub fn new(ports: usize) -> Self {
+        Outbox {
+            ports: (0..ports.max(1)).map(|_| Vec::new()).collect(),
+        }
+    }
+
+    /// Emits on the first out-port (`out`).
+    pub fn send(&mut self, msg: Message) {
+        self.ports[0].push(msg);
+    }
+
+    /// Emits on out-port number `port`.
+    pub fn send_to(&mut self, port: usize, msg: Message) {
+        self.ports[port].push(msg);
+    }
+
+    /// Everything emitted on `port` so far, taken out.
+    pub fn take(&mut self, port: usize) -> Vec<Message> {
+        std::mem::take(&mut self.ports[port])
+    }
+
+    async fn deliver(&mut self, outputs: &[OutPort]) -> Result<(), Closed> {
+        for (port, msgs) in outputs.iter().zip(self.ports.iter_mut()) {
+            port.send_all(msgs.drain(..)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// What a running instance sees of the network.
+pub struct Context {
+    /// The component's name in the flow.
+    pub name: Arc<str>,
+    /// Its type name.
+    pub type_name: &'static str,
+    inputs: Vec<(&'static str, Option<InPort>)>,
+    outputs: Vec<(&'static str, OutPort)>,
+    errors: ErrorRoute,
+    shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
+    seq: Arc<AtomicU64>,
+}
+
+impl Context {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        name: Arc<str>,
+        type_name: &'static str,
+        inputs: Vec<(&'static str, InPort)>,
+        outputs: Vec<(&'static str, OutPort)>,
+        errors: ErrorRoute,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+        seq: Arc<AtomicU64>,
+    ) -> Self {
+        let inputs = inputs.into_iter().map(|(n, p)| (n, Some(p))).collect();
+        Context {
+            name,
+            type_name,
+            inputs,
+            outputs,
+            errors,
+            shutdown,
+            metrics,
+            seq,
+        }
+    }
+
+    /// Takes the in-port called `name` (each can be taken once).
+    pub fn input(&mut self, name: &str) -> InPort {
+        self.inputs
+            .iter_mut()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, p)| p.take())
+            .unwrap_or_else(|| InPort::new(Vec::new(), self.metrics.clone()))
+    }
+
+    /// The out-port called `name`.
+    pub fn output(&self, name: &str) -> OutPort {
+        self.outputs
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| OutPort::new(Vec::new(), self.metrics.clone()))
+    }
+
+    /// Fires when the flow is shutting down: a source stops taking new input.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Fresh metadata for a message this component ingests (next `seq`).
+    pub fn meta(&self) -> Meta {
+        Meta::new(self.name.clone(), self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// This component's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Sends a message this component cannot process to `err` (or the dead letter).
+    pub async fn reject(&self, msg: &Message, error: &str) -> Result<(), Failure> {
+        self.errors.route(msg, error, 1).await
+    }
+}
+
+/// Runs a transform over its `in` port until the input ends.
+pub(crate) async fn drive(mut t: Box<dyn Transform>, mut ctx: Context) -> Result<(), Failure> {
+    const BATCH: usize = 128;
+    let mut input = ctx.input("in");
+    let outputs: Vec<OutPort> = ctx.outputs.iter().map(|(_, p)| p.clone()).collect();
+    let mut outbox = Outbox::new(outputs.len());
+    let mut buf = Vec::with_capacity(BATCH);
+    while input.recv_many(&mut buf, BATCH).await {
+        for msg in buf.drain(..) {
+            if let Err(e) = t.process(&msg, &mut outbox) {
+                ctx.errors.route(&msg, &e, 1).await?;
+            }
+        }
+        outbox.deliver(&outputs).await?;
+    }
+    t.finish(&mut outbox);
+    outbox.deliver(&outputs).await?;
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The fbp runtime: message model, flow loader, data plane and supervisor.
+//!
+//! How the pieces fit:
+//!
+//! - [`value`] and [`message`]: the payload (a jq value), metadata and the
+//!   acknowledgement handle every message carries.
+//! - [`port`] and [`spec`]: port types, and the one declaration each component
+//!   type makes ([`spec::ComponentSpec`]).
+//! - [`flow`]: what the user wrote (`RawFlow`, spanned, unchecked) becomes a
+//!   [`flow::Flow`] (resolved, typed, checked), with rustc-style diagnostics.
+//! - [`queue`]: bounded queues, one per connection, owned by the network.
+//! - [`component`]: the two component shapes and the context an instance sees.
+//! - [`network`] and [`supervisor`]: the running network; one actix actor per
+//!   component supervises its instance, which runs as a tokio task.
+//! - [`metrics`], [`jq`], [`graph`], [`launch`]: counters, jq programs, graph
+//!   rendering and the `launch` pipeline parser.
+
+pub mod component;
+pub mod deadletter;
+pub mod flow;
+pub mod graph;
+pub mod jq;
+pub mod launch;
+pub mod message;
+pub mod metrics;
+pub mod network;
+pub mod port;
+pub mod queue;
+pub mod spec;
+pub mod supervisor;
+pub mod value;
+
+pub use component::{Context, Failure, Instance, Outbox, Task, TaskFuture, Transform};
+pub use message::{Ack, Message, Meta, Outcome};
+pub use spec::{
+    BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec,
+};
+pub use value::Value;

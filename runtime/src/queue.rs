@@ -1,0 +1,317 @@
+//! The data plane: bounded queues, one per connection, owned by the network.
+//!
+//! The network creates every queue before any component starts and keeps a
+//! sender and a receiver of each. A component instance gets clones through its
+//! [`InPort`]s and [`OutPort`]s; when it fails and is restarted, the new
+//! instance gets clones of the same queues, so nothing queued is lost. A queue
+//! closes only when the network says so: when every instance of its upstream
+//! component has finished.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_channel::{Receiver, Sender, TryRecvError};
+
+use crate::message::Message;
+use crate::metrics::Metrics;
+
+/// What a full queue does with a new message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WhenFull {
+    /// Wait until there is room (back-pressure). The default.
+    #[default]
+    Block,
+    /// Drop the new message.
+    DropNewest,
+    /// Drop the oldest queued message to make room.
+    DropOldest,
+}
+
+impl WhenFull {
+    /// Parses the flow-file spelling.
+    pub fn parse(s: &str) -> Option<WhenFull> {
+        match s {
+            "block" => Some(WhenFull::Block),
+            "drop_newest" => Some(WhenFull::DropNewest),
+            "drop_oldest" => Some(WhenFull::DropOldest),
+            _ => None,
+        }
+    }
+
+    /// The spellings, for errors.
+    pub const NAMES: &'static [&'static str] = &["block", "drop_newest", "drop_oldest"];
+}
+
+/// One connection's queue.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    tx: Sender<Message>,
+    rx: Receiver<Message>,
+    when_full: WhenFull,
+}
+
+impl Queue {
+    /// A bounded queue holding at most `capacity` messages.
+    pub fn new(capacity: usize, when_full: WhenFull) -> Self {
+        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        Queue { tx, rx, when_full }
+    }
+
+    /// Closes the queue: receivers drain what is queued, then see the end.
+    pub fn close(&self) {
+        self.tx.close();
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// The receiving end, for an in-port.
+    pub fn receiver(&self) -> Receiver<Message> {
+        self.rx.clone()
+    }
+
+    /// The sending end, for an out-port.
+    pub fn sender(&self) -> (Sender<Message>, WhenFull) {
+        (self.tx.clone(), self.when_full)
+    }
+}
+
+/// An in-port: the receiving ends of every connection into it (merge).
+pub struct InPort {
+    rxs: Vec<Receiver<Message>>,
+    next: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl InPort {
+    /// An in-port reading from these queues.
+    pub fn new(rxs: Vec<Receiver<Message>>, metrics: Arc<Metrics>) -> Self {
+        InPort {
+            rxs,
+            next: 0,
+            metrics,
+        }
+    }
+
+    /// Waits for the next message; `None` once every connection is closed and drained.
+    pub async fn recv(&mut self) -> Option<Message> {
+        let mut buf = Vec::with_capacity(1);
+        self.recv_many(&mut buf, 1).await;
+        buf.pop()
+    }
+
+    /// Appends up to `max` messages to `buf`, waiting for at least one.
+    /// Returns `false` once every connection is closed and drained.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Message>, max: usize) -> bool {
+        let start = buf.len();
+        let more = self.recv_many_uncounted(buf, max).await;
+        self.metrics
+            .received
+            .fetch_add((buf.len() - start) as u64, Ordering::Relaxed);
+        more
+    }
+
+    async fn recv_many_uncounted(&mut self, buf: &mut Vec<Message>, max: usize) -> bool {
+        loop {
+            if self.rxs.is_empty() {
+                return false;
+            }
+            if self.try_fill(buf, max) > 0 {
+                return true;
+            }
+            if self.rxs.is_empty() {
+                return false;
+            }
+            self.wait_any(buf).await;
+            if !buf.is_empty() {
+                self.try_fill(buf, max);
+                return true;
+            }
+        }
+    }
+
+    /// Takes what is queued, up to `max`, round-robin over the connections.
+    fn try_fill(&mut self, buf: &mut Vec<Message>, max: usize) -> usize {
+        let start = buf.len();
+        let mut idle = 0;
+        while buf.len() - start < max && idle < self.rxs.len() {
+            let i = self.next % self.rxs.len();
+            match self.rxs[i].try_recv() {
+                Ok(m) => {
+                    buf.push(m);
+                    idle = 0;
+                    if self.rxs.len() > 1 {
+                        self.next = i + 1;
+                    }
+                }
+                Err(TryRecvError::Empty) => {
+                    idle += 1;
+                    self.next = i + 1;
+                }
+                Err(TryRecvError::Closed) => {
+                    self.rxs.swap_remove(i);
+                    idle = 0;
+                }
+            }
+        }
+        buf.len() - start
+    }
+
+    async fn wait_any(&mut self, buf: &mut Vec<Message>) {
+        let result = if self.rxs.len() == 1 {
+            (self.rxs[0].recv().await, 0)
+        } else {
+            let futs = self.rxs.iter().map(|r| Box::pin(r.recv()));
+            let (res, i, _) = futures_util::future::select_all(futs).await;
+            (res, i)
+        };
+        match result {
+            (Ok(m), _) => buf.push(m),
+            (Err(_), i) => {
+                self.rxs.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// An out-port: the sending ends of every connection out of it (fan-out copies).
+#[derive(Clone)]
+pub struct OutPort {
+    txs: Vec<(Sender<Message>, WhenFull)>,
+    metrics: Arc<Metrics>,
+}
+
+/// The message could not be sent: every receiver has gone.
+#[derive(Debug, thiserror::Error)]
+#[error("every receiver of this port has gone")]
+pub struct Closed;
+
+impl OutPort {
+    /// An out-port writing to these queues.
+    pub fn new(txs: Vec<(Sender<Message>, WhenFull)>, metrics: Arc<Metrics>) -> Self {
+        OutPort { txs, metrics }
+    }
+
+    /// Whether any connection leaves this port.
+    pub fn is_connected(&self) -> bool {
+        !self.txs.is_empty()
+    }
+
+    /// Sends a message to every connection: the last gets it, the others a clone.
+    /// Waits while a `block` queue is full. An unconnected port acknowledges
+    /// (drops) the message.
+    pub async fn send(&self, msg: Message) -> Result<(), Closed> {
+        self.metrics.sent.fetch_add(1, Ordering::Relaxed);
+        let Some(((last, last_mode), rest)) = self.txs.split_last() else {
+            return Ok(());
+        };
+        for (tx, mode) in rest {
+            self.send_one(tx, *mode, msg.clone()).await?;
+        }
+        self.send_one(last, *last_mode, msg).await
+    }
+
+    /// Sends every message of `batch`, in order.
+    pub async fn send_all(&self, batch: impl IntoIterator<Item = Message>) -> Result<(), Closed> {
+        for m in batch {
+            self.send(m).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_one(
+        &self,
+        tx: &Sender<Message>,
+        mode: WhenFull,
+        msg: Message,
+    ) -> Result<(), Closed> {
+        match mode {
+            WhenFull::Block => tx.send(msg).await.map_err(|_| Closed),
+            WhenFull::DropNewest => match tx.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(async_channel::TrySendError::Full(_)) => {
+                    self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Err(async_channel::TrySendError::Closed(_)) => Err(Closed),
+            },
+            WhenFull::DropOldest => match tx.force_send(msg) {
+                Ok(Some(_displaced)) => {
+                    self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(_) => Err(Closed),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Meta;
+    use crate::value;
+
+    fn msg(i: i64) -> Message {
+        Message::new(value::int(i), Meta::new("t".into(), i as u64))
+    }
+
+    #[tokio::test]
+    async fn fan_out_copies_and_merge_drains_all() {
+        let (a, b) = (
+            Queue::new(10, WhenFull::Block),
+            Queue::new(10, WhenFull::Block),
+        );
+        let out = OutPort::new(vec![a.sender(), b.sender()], Arc::default());
+        for i in 0..3 {
+            out.send(msg(i)).await.unwrap();
+        }
+        a.close();
+        b.close();
+        let mut merged = InPort::new(vec![a.receiver(), b.receiver()], Arc::default());
+        let mut seen = Vec::new();
+        while let Some(m) = merged.recv().await {
+            seen.push(value::as_f64(&m.payload).unwrap() as i64);
+        }
+        seen.sort();
+        assert_eq!(seen, vec![0, 0, 1, 1, 2, 2]);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_keeps_the_newest() {
+        let q = Queue::new(2, WhenFull::DropOldest);
+        let metrics = Arc::new(Metrics::default());
+        let out = OutPort::new(vec![q.sender()], metrics.clone());
+        for i in 0..5 {
+            out.send(msg(i)).await.unwrap();
+        }
+        q.close();
+        let mut port = InPort::new(vec![q.receiver()], Arc::default());
+        let mut buf = Vec::new();
+        while port.recv_many(&mut buf, 10).await {}
+        let got: Vec<_> = buf
+            .iter()
+            .map(|m| value::as_f64(&m.payload).unwrap() as i64)
+            .collect();
+        assert_eq!(got, vec![3, 4]);
+        assert_eq!(metrics.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn queue_survives_its_receivers() {
+        let q = Queue::new(4, WhenFull::Block);
+        let out = OutPort::new(vec![q.sender()], Arc::default());
+        out.send(msg(1)).await.unwrap();
+        drop(InPort::new(vec![q.receiver()], Arc::default()));
+        let mut again = InPort::new(vec![q.receiver()], Arc::default());
+        assert!(again.recv().await.is_some());
+    }
+}

@@ -1,0 +1,276 @@
+//! The one declaration every component type makes.
+//!
+//! A [`ComponentSpec`] names the type, documents it, declares its ports with
+//! their types, its config keys with types and defaults, its delivery
+//! semantics and an example, and points at the function that builds it.
+//! `fbp check`, `fbp describe`, `fbp components`, the `launch` parser and
+//! `docs/components.md` all read these declarations and nothing else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::component::Instance;
+
+/// What kind of node a component is in a graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Produces messages; has no input.
+    Source,
+    /// Takes messages in and sends messages on.
+    Transform,
+    /// Takes messages in and writes them somewhere.
+    Sink,
+}
+
+impl Kind {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Source => "source",
+            Kind::Transform => "transform",
+            Kind::Sink => "sink",
+        }
+    }
+}
+
+/// Delivery semantics, as `fbp describe` states them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// Generates its own messages; nothing upstream to acknowledge.
+    Generated,
+    /// Passes acknowledgements through: a dropped message is acknowledged,
+    /// an output carries its inputs' acknowledgements.
+    PassThrough,
+    /// Acknowledges once the data is written, flushed or committed.
+    AtLeastOnce,
+    /// Cannot acknowledge its upstream; a crash may lose what is in flight.
+    AtMostOnce,
+}
+
+impl Delivery {
+    /// One sentence for `describe` and the docs.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Delivery::Generated => "generates its messages; nothing upstream to acknowledge",
+            Delivery::PassThrough => {
+                "passes acknowledgements through: a dropped message is acknowledged, an output carries its inputs' acknowledgements"
+            }
+            Delivery::AtLeastOnce => {
+                "at-least-once: acknowledges a message only after it is written and flushed or committed"
+            }
+            Delivery::AtMostOnce => {
+                "at-most-once: cannot acknowledge upstream; a crash may lose messages in flight"
+            }
+        }
+    }
+}
+
+/// A port declaration.
+#[derive(Clone, Copy, Debug)]
+pub struct PortSpec {
+    /// Port name (`in`, `out`, ...).
+    pub name: &'static str,
+    /// Type, as [`crate::port::PortType::parse`] reads it.
+    pub ty: &'static str,
+    /// What flows through it.
+    pub doc: &'static str,
+}
+
+/// The type of a config key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyType {
+    /// A string.
+    String,
+    /// A whole number.
+    Integer,
+    /// Any number.
+    Number,
+    /// `true` or `false`.
+    Bool,
+    /// A human duration: `"200ms"`, `"10s"`, `"1m"`.
+    Duration,
+    /// A jq program, compiled at check time.
+    Expr,
+    /// One of the listed strings.
+    Enum(&'static [&'static str]),
+    /// An array of strings.
+    StringList,
+    /// A list of numbers: `[min, max]` and the like.
+    NumberList,
+    /// Any TOML value (arrays and tables of free form).
+    Any,
+}
+
+impl KeyType {
+    /// How `describe` names the type.
+    pub fn name(self) -> String {
+        match self {
+            KeyType::String => "string".into(),
+            KeyType::Integer => "integer".into(),
+            KeyType::Number => "number".into(),
+            KeyType::Bool => "bool".into(),
+            KeyType::Duration => "duration".into(),
+            KeyType::Expr => "jq expression".into(),
+            KeyType::Enum(options) => options
+                .iter()
+                .map(|o| format!("\"{o}\""))
+                .collect::<Vec<_>>()
+                .join(" | "),
+            KeyType::StringList => "array of strings".into(),
+            KeyType::NumberList => "array of numbers".into(),
+            KeyType::Any => "any".into(),
+        }
+    }
+}
+
+/// A config key declaration.
+#[derive(Clone, Copy, Debug)]
+pub struct KeySpec {
+    /// Key name, snake_case.
+    pub name: &'static str,
+    /// Its type.
+    pub ty: KeyType,
+    /// Default as a TOML literal (`"1s"`, `10`, `true`); `None` for required or optional keys.
+    pub default: Option<&'static str>,
+    /// Whether a flow must set it.
+    pub required: bool,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+impl KeySpec {
+    /// An optional key with a default.
+    pub const fn new(
+        name: &'static str,
+        ty: KeyType,
+        default: &'static str,
+        doc: &'static str,
+    ) -> Self {
+        KeySpec {
+            name,
+            ty,
+            default: Some(default),
+            required: false,
+            doc,
+        }
+    }
+
+    /// A key the flow must set.
+    pub const fn required(name: &'static str, ty: KeyType, doc: &'static str) -> Self {
+        KeySpec {
+            name,
+            ty,
+            default: None,
+            required: true,
+            doc,
+        }
+    }
+
+    /// An optional key without a default.
+    pub const fn optional(name: &'static str, ty: KeyType, doc: &'static str) -> Self {
+        KeySpec {
+            name,
+            ty,
+            default: None,
+            required: false,
+            doc,
+        }
+    }
+}
+
+/// What a build function receives.
+#[derive(Clone, Debug)]
+pub struct BuildContext {
+    /// The component's name in its flow.
+    pub name: Arc<str>,
+    /// Its config, checked, with defaults filled in, as JSON.
+    pub config: serde_json::Value,
+    /// The folder of the flow file, for relative paths.
+    pub base_dir: PathBuf,
+}
+
+impl BuildContext {
+    /// Deserialises the config into a component's config type.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_value(self.config.clone())
+            .map_err(|e| format!("bad config for `{}`: {e}", self.name))
+    }
+
+    /// Resolves a path from the config against the flow file's folder.
+    pub fn path(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+/// Builds a fresh instance of a component (at start and at every restart).
+pub type BuildFn = fn(&BuildContext) -> Result<Instance, String>;
+
+/// The declaration of a component type.
+#[derive(Clone, Copy)]
+pub struct ComponentSpec {
+    /// Type name, kebab-case.
+    pub name: &'static str,
+    /// One line for `fbp components`.
+    pub summary: &'static str,
+    /// Longer description for `describe` and the docs.
+    pub doc: &'static str,
+    /// Source, transform or sink.
+    pub kind: Kind,
+    /// In-ports. Every component also has an `err` out-port, not listed here.
+    pub inputs: &'static [PortSpec],
+    /// Out-ports, besides `err`.
+    pub outputs: &'static [PortSpec],
+    /// Config keys.
+    pub config: &'static [KeySpec],
+    /// Delivery semantics.
+    pub delivery: Delivery,
+    /// Whether `workers = N` may run parallel instances.
+    pub stateless: bool,
+    /// An example: a `[components.NAME]` table that passes `fbp check`.
+    pub example: &'static str,
+    /// Builds an instance.
+    pub build: BuildFn,
+}
+
+impl std::fmt::Debug for ComponentSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentSpec")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ComponentSpec {
+    /// The declared key called `name`.
+    pub fn key(&self, name: &str) -> Option<&'static KeySpec> {
+        self.config.iter().find(|k| k.name == name)
+    }
+}
+
+/// The every-component `err` port.
+pub const ERR_PORT: PortSpec = PortSpec {
+    name: "err",
+    ty: "object",
+    doc: "messages this component could not process: `{error, component, type, attempts, data}` with the original metadata",
+};
+
+/// The list of component types a flow may use.
+#[derive(Clone, Copy, Debug)]
+pub struct Catalogue(pub &'static [&'static ComponentSpec]);
+
+impl Catalogue {
+    /// The spec called `name`.
+    pub fn get(&self, name: &str) -> Option<&'static ComponentSpec> {
+        self.0.iter().copied().find(|s| s.name == name)
+    }
+
+    /// All type names.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|s| s.name)
+    }
+}
