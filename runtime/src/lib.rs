@@ -28,6 +28,8 @@ pub mod port;
 pub mod queue;
 pub mod spec;
 pub mod supervisor;
+pub mod testing;
+pub mod units;
 pub mod value;
 
 pub use component::{Context, Failure, Instance, Outbox, Task, TaskFuture, Transform};

@@ -1,0 +1,4 @@
+//! Transforms: reshape, select, aggregate.
+
+pub mod filter;
+pub mod map;
