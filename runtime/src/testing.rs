@@ -1,6 +1,6 @@
 //! A harness to unit-test a component without a whole flow.
 //!
-//! ```ignore
+//! ```text
 //! let mut h = Harness::new(&MY_SPEC, json!({"every": "1s"}));
 //! h.push("in", payload);          // queue input
 //! let out = h.run_to_end().await; // close inputs, run, collect every port

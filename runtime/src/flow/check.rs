@@ -1,0 +1,890 @@
+//! From spanned values to a checked [`Flow`]: types, config, ports,
+//! connections. Every error is collected; nothing stops at the first.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use toml::de::DeTable;
+
+use super::diag::{Diagnostic, Diagnostics, did_you_mean};
+use super::raw::{self, RawValue, Sp};
+use super::{DEFAULT_CAPACITY, Edge, Flow, Node, OnFailure, Policy, PortRef, Restart};
+use crate::port::PortType;
+use crate::queue::WhenFull;
+use crate::spec::{Catalogue, ComponentSpec, KeyType};
+use crate::units::parse_duration;
+
+type Table = Vec<(Sp<String>, Sp<RawValue>)>;
+
+const TOP_KEYS: &[&str] = &["flow", "components", "ports"];
+const FLOW_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "connections",
+    "dead_letter",
+    "on_component_failure",
+];
+const COMPONENT_KEYS: &[&str] = &[
+    "type",
+    "config",
+    "restart",
+    "capacity",
+    "workers",
+    "description",
+];
+const RESTART_KEYS: &[&str] = &["policy", "max_restarts", "within", "backoff"];
+const EDGE_KEYS: &[&str] = &["from", "to", "capacity", "when_full"];
+
+/// Checks a flow file's text.
+pub fn check_source(
+    path: &str,
+    text: &str,
+    base_dir: &Path,
+    catalogue: &Catalogue,
+    env: raw::Env<'_>,
+) -> Result<Flow, Diagnostics> {
+    let mut errors = Vec::new();
+    let flow = check_text(text, base_dir, catalogue, env, &mut errors);
+    match flow {
+        Some(flow) if errors.is_empty() => Ok(flow),
+        _ => Err(Diagnostics {
+            path: path.to_string(),
+            source: text.to_string(),
+            errors,
+        }),
+    }
+}
+
+fn check_text(
+    text: &str,
+    base_dir: &Path,
+    catalogue: &Catalogue,
+    env: raw::Env<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Flow> {
+    if text.trim().is_empty() {
+        errors.push(
+            Diagnostic::whole("the flow file is empty")
+                .help("a flow starts with `[flow]` and a `name`, then `[components.NAME]` tables"),
+        );
+        return None;
+    }
+    let (parsed, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in syntax {
+            let span = e.span().unwrap_or(0..0);
+            errors.push(Diagnostic::at(
+                span,
+                format!("invalid TOML: {}", e.message().trim_end()),
+            ));
+        }
+        return None;
+    }
+    let top = raw::table(parsed.get_ref(), text, env, errors);
+    Checker {
+        catalogue,
+        errors,
+        base_dir,
+    }
+    .flow(&top)
+}
+
+struct Checker<'a> {
+    catalogue: &'a Catalogue,
+    errors: &'a mut Vec<Diagnostic>,
+    base_dir: &'a Path,
+}
+
+fn unknown_key(key: &Sp<String>, what: &str, known: &[&str]) -> Diagnostic {
+    let d = Diagnostic::at(key.span.clone(), format!("unknown {what} `{}`", key.value));
+    match did_you_mean(&key.value, known.iter().copied()) {
+        Some(best) => d.help(format!("did you mean `{best}`?")),
+        None => d.help(format!("expected one of: {}", known.join(", "))),
+    }
+}
+
+impl Checker<'_> {
+    fn err(&mut self, d: Diagnostic) {
+        self.errors.push(d);
+    }
+
+    fn flow(&mut self, top: &Table) -> Option<Flow> {
+        for (k, _) in top {
+            if !TOP_KEYS.contains(&k.value.as_str()) {
+                let d = unknown_key(k, "top-level table", TOP_KEYS);
+                self.err(d);
+            }
+        }
+        let get = |name: &str| top.iter().find(|(k, _)| k.value == name).map(|(_, v)| v);
+        let mut flow = Flow {
+            name: String::new(),
+            description: String::new(),
+            nodes: Vec::new(),
+            edges: Vec::new(),
+            dead_letter: None,
+            on_component_failure: OnFailure::Stop,
+        };
+        let flow_table = match get("flow") {
+            None => {
+                self.err(
+                    Diagnostic::at(0..0, "missing `[flow]` table")
+                        .help("start the file with `[flow]`, a `name` and `connections = [...]`"),
+                );
+                None
+            }
+            Some(v) => self.table_of(v, "`[flow]`"),
+        };
+        let components = get("components")
+            .and_then(|v| self.table_of(v, "`[components]`"))
+            .unwrap_or_default();
+        for (name, body) in components {
+            if let Some(node) = self.component(&name, &body) {
+                flow.nodes.push(node);
+            }
+        }
+        if let Some(ft) = flow_table {
+            self.flow_settings(&ft, &mut flow);
+            let names: HashMap<&str, usize> = flow
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (&*n.name, i))
+                .collect();
+            if let Some((_, conns)) = ft.iter().find(|(k, _)| k.value == "connections") {
+                let (edges, spans): (Vec<Edge>, Vec<Range<usize>>) = self
+                    .connections(conns, &flow.nodes, &names)
+                    .into_iter()
+                    .unzip();
+                flow.edges = edges;
+                self.type_check(&mut flow, &spans);
+            }
+        }
+        if let Some(ports) = get("ports") {
+            self.err(
+                Diagnostic::at(
+                    ports.span.clone(),
+                    "`[ports]` makes a flow a subflow, which `fbp run` does not run on its own",
+                )
+                .help("use this file as `type = \"flow:PATH\"` inside another flow"),
+            );
+        }
+        Some(flow)
+    }
+
+    fn table_of(&mut self, v: &Sp<RawValue>, what: &str) -> Option<Table> {
+        match &v.value {
+            RawValue::Table(t) => Some(t.clone()),
+            other => {
+                self.err(Diagnostic::at(
+                    v.span.clone(),
+                    format!("{what} must be a table, found {}", other.type_name()),
+                ));
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, v: &Sp<RawValue>, what: &str) -> Option<String> {
+        match v.value.as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.err(Diagnostic::at(
+                    v.span.clone(),
+                    format!("{what} must be a string, found {}", v.value.type_name()),
+                ));
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, v: &Sp<RawValue>, what: &str) -> Option<usize> {
+        match int_of(&v.value) {
+            Some(n) if n > 0 => Some(n as usize),
+            _ => {
+                self.err(Diagnostic::at(
+                    v.span.clone(),
+                    format!(
+                        "`{what}` must be a positive integer, found {}",
+                        v.value.shown()
+                    ),
+                ));
+                None
+            }
+        }
+    }
+
+    fn flow_settings(&mut self, ft: &Table, flow: &mut Flow) {
+        for (k, v) in ft {
+            match k.value.as_str() {
+                "name" => flow.name = self.string(v, "`name`").unwrap_or_default(),
+                "description" => {
+                    flow.description = self.string(v, "`description`").unwrap_or_default()
+                }
+                "connections" => {}
+                "dead_letter" => {
+                    if let Some(s) = self.string(v, "`dead_letter`") {
+                        let path = s.strip_prefix("file:").unwrap_or(&s);
+                        flow.dead_letter = Some(self.base_dir.join(path));
+                    }
+                }
+                "on_component_failure" => match v.value.as_str() {
+                    Some("stop") => flow.on_component_failure = OnFailure::Stop,
+                    Some("isolate") => flow.on_component_failure = OnFailure::Isolate,
+                    _ => self.err(
+                        Diagnostic::at(
+                            v.span.clone(),
+                            format!(
+                                "`on_component_failure` must be \"stop\" or \"isolate\", found {}",
+                                v.value.shown()
+                            ),
+                        )
+                        .suggest(v.value.as_str().unwrap_or(""), ["stop", "isolate"]),
+                    ),
+                },
+                _ => {
+                    let d = unknown_key(k, "key in `[flow]`", FLOW_KEYS);
+                    self.err(d);
+                }
+            }
+        }
+    }
+
+    fn component(&mut self, name: &Sp<String>, body: &Sp<RawValue>) -> Option<Node> {
+        if name.value.contains('.') || name.value.contains(' ') || name.value.is_empty() {
+            self.err(
+                Diagnostic::at(
+                    name.span.clone(),
+                    format!("invalid component name `{}`", name.value),
+                )
+                .help("names are letters, digits, `-` and `_`; no dots or spaces"),
+            );
+        }
+        let table = self.table_of(body, &format!("component `{}`", name.value))?;
+        let get = |key: &str| table.iter().find(|(k, _)| k.value == key).map(|(_, v)| v);
+        for (k, _) in &table {
+            if !COMPONENT_KEYS.contains(&k.value.as_str()) {
+                let mut d = unknown_key(k, "component key", COMPONENT_KEYS);
+                if d.help.as_deref().is_some_and(|h| h.starts_with("expected")) {
+                    d = d.help("component settings go under `config = { ... }`; beside `type` sit only type, config, restart, capacity, workers, description");
+                }
+                self.err(d);
+            }
+        }
+        let Some(ty) = get("type") else {
+            self.err(
+                Diagnostic::at(
+                    name.span.clone(),
+                    format!("component `{}` has no `type`", name.value),
+                )
+                .help("add `type = \"...\"`; `fbp components` lists the types"),
+            );
+            return None;
+        };
+        let ty_name = self.string(ty, "`type`")?;
+        let Some(spec) = self.catalogue.get(&ty_name) else {
+            let d = Diagnostic::at(
+                ty.span.clone(),
+                format!("unknown component type `{ty_name}`"),
+            )
+            .label("not a known type");
+            let d = match did_you_mean(&ty_name, self.catalogue.names()) {
+                Some(best) => d.help(format!("did you mean `{best}`?")),
+                None => d.help("`fbp components` lists the types"),
+            };
+            self.err(d);
+            return None;
+        };
+        let config = self.config(spec, name, get("config"), ty.span.clone());
+        let restart =
+            get("restart").map_or(Some(Restart::default_for(spec)), |r| self.restart(spec, r));
+        let capacity =
+            get("capacity").map_or(Some(DEFAULT_CAPACITY), |v| self.positive(v, "capacity"));
+        let workers = get("workers").map_or(Some(1), |v| self.positive(v, "workers"));
+        if let (Some(w), Some(v)) = (workers, get("workers"))
+            && w > 1
+            && !spec.stateless
+        {
+            self.err(
+                Diagnostic::at(
+                    v.span.clone(),
+                    format!(
+                        "`{}` keeps state, so it cannot run as several workers",
+                        spec.name
+                    ),
+                )
+                .help("remove `workers`, or split the stream upstream"),
+            );
+        }
+        Some(Node {
+            name: Arc::from(name.value.as_str()),
+            spec,
+            config: config?,
+            restart: restart?,
+            capacity: capacity?,
+            workers: workers?,
+            base_dir: self.base_dir.to_path_buf(),
+        })
+    }
+
+    fn config(
+        &mut self,
+        spec: &ComponentSpec,
+        name: &Sp<String>,
+        config: Option<&Sp<RawValue>>,
+        type_span: Range<usize>,
+    ) -> Option<serde_json::Value> {
+        let table = match config {
+            Some(c) => self.table_of(c, "`config`")?,
+            None => Vec::new(),
+        };
+        let before = self.errors.len();
+        let mut out = serde_json::Map::new();
+        for (k, v) in &table {
+            let Some(key) = spec.key(&k.value) else {
+                let known: Vec<&str> = spec.config.iter().map(|k| k.name).collect();
+                let d = Diagnostic::at(k.span.clone(), format!("unknown config key `{}`", k.value))
+                    .label(format!("not a key of `{}`", spec.name));
+                let d = match did_you_mean(&k.value, known.iter().copied()) {
+                    Some(best) => d.help(format!("did you mean `{best}`?")),
+                    None if known.is_empty() => d.help(format!("`{}` takes no config", spec.name)),
+                    None => d.help(format!("`{}` takes: {}", spec.name, known.join(", "))),
+                };
+                self.err(d);
+                continue;
+            };
+            if let Some(j) = self.key_value(key.name, key.ty, v) {
+                out.insert(key.name.to_string(), j);
+            }
+        }
+        for key in spec.config {
+            if out.contains_key(key.name) {
+                continue;
+            }
+            if key.required && !table.iter().any(|(k, _)| k.value == key.name) {
+                let span = config.map_or(type_span.clone(), |c| c.span.clone());
+                self.err(
+                    Diagnostic::at(
+                        span,
+                        format!("component `{}` needs config key `{}`", name.value, key.name),
+                    )
+                    .help(format!(
+                        "add `{} = ...` to its config: {}",
+                        key.name, key.doc
+                    )),
+                );
+            } else if let Some(default) = key.default {
+                out.insert(key.name.to_string(), default_json(default));
+            }
+        }
+        (self.errors.len() == before).then_some(serde_json::Value::Object(out))
+    }
+
+    fn key_value(
+        &mut self,
+        name: &str,
+        ty: KeyType,
+        v: &Sp<RawValue>,
+    ) -> Option<serde_json::Value> {
+        let expected = |what: &str| {
+            Diagnostic::at(
+                v.span.clone(),
+                format!("`{name}` must be {what}, found {}", v.value.type_name()),
+            )
+        };
+        let whole_var = matches!(
+            &v.value,
+            RawValue::Str {
+                whole_var: true,
+                ..
+            }
+        );
+        let text = v.value.as_str();
+        match ty {
+            KeyType::Any => Some(v.value.to_json()),
+            KeyType::String => text.map(|s| s.into()).or_else(|| {
+                self.err(expected("a string"));
+                None
+            }),
+            KeyType::Integer => match (&v.value, text) {
+                (RawValue::Int(i), _) => Some((*i).into()),
+                (_, Some(s)) if whole_var && s.trim().parse::<i64>().is_ok() => {
+                    Some(s.trim().parse::<i64>().ok()?.into())
+                }
+                _ => {
+                    self.err(expected("an integer"));
+                    None
+                }
+            },
+            KeyType::Number => match (&v.value, text) {
+                (RawValue::Int(i), _) => Some((*i).into()),
+                (RawValue::Float(f), _) => serde_json::Number::from_f64(*f).map(Into::into),
+                (_, Some(s)) if whole_var && s.trim().parse::<f64>().is_ok() => {
+                    serde_json::Number::from_f64(s.trim().parse().ok()?).map(Into::into)
+                }
+                _ => {
+                    self.err(expected("a number"));
+                    None
+                }
+            },
+            KeyType::Bool => match (&v.value, text) {
+                (RawValue::Bool(b), _) => Some((*b).into()),
+                (_, Some("true")) if whole_var => Some(true.into()),
+                (_, Some("false")) if whole_var => Some(false.into()),
+                _ => {
+                    self.err(expected("`true` or `false`"));
+                    None
+                }
+            },
+            KeyType::Duration => match text.map(parse_duration) {
+                Some(Ok(_)) => text.map(Into::into),
+                Some(Err(_)) => {
+                    self.err(
+                        Diagnostic::at(
+                            v.span.clone(),
+                            format!("`{name}` is not a duration: {}", v.value.shown()),
+                        )
+                        .help("write durations like \"200ms\", \"10s\", \"1m\" or \"1h\""),
+                    );
+                    None
+                }
+                None => {
+                    self.err(expected("a duration string like \"10s\""));
+                    None
+                }
+            },
+            KeyType::Expr => match text.map(crate::jq::Program::compile) {
+                Some(Ok(_)) => text.map(Into::into),
+                Some(Err(e)) => {
+                    self.err(
+                        Diagnostic::at(
+                            v.span.clone(),
+                            format!("`{name}` is not a valid jq program"),
+                        )
+                        .label(e),
+                    );
+                    None
+                }
+                None => {
+                    self.err(expected("a jq program (a string)"));
+                    None
+                }
+            },
+            KeyType::Enum(options) => match text {
+                Some(s) if options.contains(&s) => Some(s.into()),
+                _ => {
+                    let d = Diagnostic::at(
+                        v.span.clone(),
+                        format!(
+                            "`{name}` must be one of {}, found {}",
+                            KeyType::Enum(options).name(),
+                            v.value.shown()
+                        ),
+                    );
+                    let d = d.suggest(text.unwrap_or(""), options.iter().copied());
+                    self.err(d);
+                    None
+                }
+            },
+            KeyType::StringList | KeyType::NumberList => {
+                let want_str = ty == KeyType::StringList;
+                let ok = match &v.value {
+                    RawValue::Array(items) => items.iter().all(|i| {
+                        if want_str {
+                            i.value.as_str().is_some()
+                        } else {
+                            matches!(i.value, RawValue::Int(_) | RawValue::Float(_))
+                        }
+                    }),
+                    _ => false,
+                };
+                if ok {
+                    Some(v.value.to_json())
+                } else {
+                    self.err(expected(if want_str {
+                        "an array of strings"
+                    } else {
+                        "an array of numbers"
+                    }));
+                    None
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, spec: &ComponentSpec, v: &Sp<RawValue>) -> Option<Restart> {
+        let mut r = Restart::default_for(spec);
+        match &v.value {
+            RawValue::Str { .. } => r.policy = self.policy(v)?,
+            RawValue::Table(t) => {
+                for (k, val) in t {
+                    match k.value.as_str() {
+                        "policy" => r.policy = self.policy(val)?,
+                        "max_restarts" => match int_of(&val.value) {
+                            Some(n) if n >= 0 => r.max_restarts = n as u32,
+                            _ => self.err(Diagnostic::at(
+                                val.span.clone(),
+                                "`max_restarts` must be a whole number, 0 or more",
+                            )),
+                        },
+                        "within" => match val.value.as_str().map(parse_duration) {
+                            Some(Ok(d)) => r.within = d,
+                            _ => self.err(Diagnostic::at(
+                                val.span.clone(),
+                                "`within` must be a duration like \"1m\"",
+                            )),
+                        },
+                        "backoff" => match val.value.as_str().and_then(parse_backoff) {
+                            Some((lo, hi)) => (r.backoff_min, r.backoff_max) = (lo, hi),
+                            None => self.err(Diagnostic::at(
+                                val.span.clone(),
+                                "`backoff` must be a range of durations like \"100ms..30s\"",
+                            )),
+                        },
+                        _ => {
+                            let d = unknown_key(k, "restart key", RESTART_KEYS);
+                            self.err(d);
+                        }
+                    }
+                }
+            }
+            other => self.err(Diagnostic::at(
+                v.span.clone(),
+                format!(
+                    "`restart` must be a string or a table, found {}",
+                    other.type_name()
+                ),
+            )),
+        }
+        Some(r)
+    }
+
+    fn policy(&mut self, v: &Sp<RawValue>) -> Option<Policy> {
+        match v.value.as_str() {
+            Some("always") => Some(Policy::Always),
+            Some("on-failure") => Some(Policy::OnFailure),
+            Some("never") => Some(Policy::Never),
+            other => {
+                let d = Diagnostic::at(
+                    v.span.clone(),
+                    format!(
+                        "restart policy must be \"always\", \"on-failure\" or \"never\", found {}",
+                        v.value.shown()
+                    ),
+                )
+                .suggest(other.unwrap_or(""), ["always", "on-failure", "never"]);
+                self.err(d);
+                None
+            }
+        }
+    }
+
+    fn connections(
+        &mut self,
+        conns: &Sp<RawValue>,
+        nodes: &[Node],
+        names: &HashMap<&str, usize>,
+    ) -> Vec<(Edge, Range<usize>)> {
+        let RawValue::Array(items) = &conns.value else {
+            self.err(
+                Diagnostic::at(conns.span.clone(), "`connections` must be an array")
+                    .help("write `connections = [\"a.out -> b.in\", ...]`"),
+            );
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| Some((self.connection(item, nodes, names)?, item.span.clone())))
+            .collect()
+    }
+
+    fn connection(
+        &mut self,
+        item: &Sp<RawValue>,
+        nodes: &[Node],
+        names: &HashMap<&str, usize>,
+    ) -> Option<Edge> {
+        let (from, to, capacity, when_full) = match &item.value {
+            RawValue::Str { text, .. } => {
+                let Some((a, b)) = text.split_once("->") else {
+                    self.err(
+                        Diagnostic::at(
+                            item.span.clone(),
+                            format!(
+                                "a connection must look like `A.port -> B.port`, found `{text}`"
+                            ),
+                        )
+                        .help("`\"a -> b\"` connects the default ports `out` and `in`"),
+                    );
+                    return None;
+                };
+                let offset = item.span.start + 1;
+                let a_span = offset + leading(a)..offset + a.trim_end().len();
+                let b_at = offset + a.len() + 2;
+                let b_span = b_at + leading(b)..b_at + b.trim_end().len();
+                (
+                    Sp {
+                        value: a.trim().to_string(),
+                        span: a_span,
+                    },
+                    Sp {
+                        value: b.trim().to_string(),
+                        span: b_span,
+                    },
+                    None,
+                    WhenFull::Block,
+                )
+            }
+            RawValue::Table(t) => self.connection_table(item, t)?,
+            other => {
+                self.err(Diagnostic::at(
+                    item.span.clone(),
+                    format!(
+                        "a connection must be a string or a table, found {}",
+                        other.type_name()
+                    ),
+                ));
+                return None;
+            }
+        };
+        let from_ref = self.port_ref(&from, nodes, names, true);
+        let to_ref = self.port_ref(&to, nodes, names, false);
+        let (from, to) = (from_ref?, to_ref?);
+        let capacity = capacity.unwrap_or(nodes[to.node].capacity);
+        Some(Edge {
+            from,
+            to,
+            capacity,
+            when_full,
+            check: None,
+        })
+    }
+
+    fn connection_table(
+        &mut self,
+        item: &Sp<RawValue>,
+        t: &Table,
+    ) -> Option<(Sp<String>, Sp<String>, Option<usize>, WhenFull)> {
+        let (mut from, mut to, mut capacity, mut when_full) = (None, None, None, WhenFull::Block);
+        for (k, v) in t {
+            match k.value.as_str() {
+                "from" => {
+                    from = self.string(v, "`from`").map(|s| Sp {
+                        value: s,
+                        span: inner(&v.span),
+                    })
+                }
+                "to" => {
+                    to = self.string(v, "`to`").map(|s| Sp {
+                        value: s,
+                        span: inner(&v.span),
+                    })
+                }
+                "capacity" => capacity = self.positive(v, "capacity"),
+                "when_full" => match v.value.as_str().and_then(WhenFull::parse) {
+                    Some(w) => when_full = w,
+                    None => {
+                        let d = Diagnostic::at(v.span.clone(), format!("`when_full` must be one of block, drop_newest, drop_oldest, found {}", v.value.shown()))
+                            .suggest(v.value.as_str().unwrap_or(""), WhenFull::NAMES.iter().copied());
+                        self.err(d);
+                    }
+                },
+                _ => {
+                    let d = unknown_key(k, "connection key", EDGE_KEYS);
+                    self.err(d);
+                }
+            }
+        }
+        if from.is_none() || to.is_none() {
+            self.err(
+                Diagnostic::at(
+                    item.span.clone(),
+                    "a connection table needs `from` and `to`",
+                )
+                .help("write `{ from = \"a.out\", to = \"b.in\" }`"),
+            );
+            return None;
+        }
+        Some((from?, to?, capacity, when_full))
+    }
+
+    fn port_ref(
+        &mut self,
+        end: &Sp<String>,
+        nodes: &[Node],
+        names: &HashMap<&str, usize>,
+        is_from: bool,
+    ) -> Option<PortRef> {
+        let (comp, port, port_span) = match end.value.split_once('.') {
+            Some((c, p)) => {
+                let at = end.span.start + c.len() + 1;
+                (c.trim(), p.trim(), at..end.span.end)
+            }
+            None => (
+                end.value.as_str(),
+                if is_from { "out" } else { "in" },
+                end.span.clone(),
+            ),
+        };
+        let Some(&node) = names.get(comp) else {
+            let d = Diagnostic::at(
+                end.span.start..end.span.start + comp.len(),
+                format!("unknown component `{comp}` in a connection"),
+            );
+            let d = match did_you_mean(comp, names.keys().copied()) {
+                Some(best) => d.help(format!("did you mean `{best}`?")),
+                None => d.help(format!(
+                    "add a `[components.{comp}]` table, or use one of: {}",
+                    sorted(names.keys().copied())
+                )),
+            };
+            self.err(d);
+            return None;
+        };
+        let spec = nodes[node].spec;
+        let (ports, other): (Vec<&str>, Vec<&str>) = if is_from {
+            (
+                nodes[node].output_names(),
+                spec.inputs.iter().map(|p| p.name).collect(),
+            )
+        } else {
+            (
+                spec.inputs.iter().map(|p| p.name).collect(),
+                nodes[node].output_names(),
+            )
+        };
+        if let Some(i) = ports.iter().position(|p| *p == port) {
+            return Some(PortRef { node, port: i });
+        }
+        let side = if is_from { "out-port" } else { "in-port" };
+        let mut d = Diagnostic::at(
+            port_span,
+            format!("`{comp}` ({}) has no {side} `{port}`", spec.name),
+        );
+        d = if other.contains(&port) {
+            d.help(format!(
+                "`{port}` is an {} of `{comp}`; connections go from an out-port to an in-port",
+                if is_from { "in-port" } else { "out-port" }
+            ))
+        } else if ports.is_empty() {
+            d.help(format!("`{}` has no {side}s", spec.name))
+        } else {
+            match did_you_mean(port, ports.iter().copied()) {
+                Some(best) => d.help(format!("did you mean `{best}`?")),
+                None => d.help(format!("its {side}s are: {}", ports.join(", "))),
+            }
+        };
+        self.err(d);
+        None
+    }
+
+    /// Checks every connection's types; marks those that need a per-message check.
+    fn type_check(&mut self, flow: &mut Flow, spans: &[Range<usize>]) {
+        for (i, span) in spans.iter().enumerate() {
+            let e = &flow.edges[i];
+            let out_ty = out_type(flow, e.from, &mut Vec::new());
+            let in_ty = in_type(flow, e.to);
+            match out_ty.connects_to(&in_ty) {
+                Ok(()) if in_ty.needs_check_from(&out_ty) => flow.edges[i].check = Some(in_ty),
+                Ok(()) => {}
+                Err(m) => {
+                    let (a, b) = (&flow.nodes[e.from.node], &flow.nodes[e.to.node]);
+                    let label = format!(
+                        "`{}` sends `{out_ty}`, `{}` takes `{in_ty}`",
+                        a.name, b.name
+                    );
+                    self.err(
+                        Diagnostic::at(span.clone(), m.message)
+                            .label(label)
+                            .help(m.help),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The type an out-port produces, following pass-through (`same`) components upstream.
+pub(crate) fn out_type(flow: &Flow, at: PortRef, seen: &mut Vec<usize>) -> PortType {
+    let node = &flow.nodes[at.node];
+    let Some(port) = node.spec.outputs.get(at.port) else {
+        return PortType::Object;
+    };
+    let ty = PortType::parse(port.ty).unwrap_or(PortType::Any);
+    if ty != PortType::Same || seen.contains(&at.node) {
+        return if ty == PortType::Same {
+            PortType::Any
+        } else {
+            ty
+        };
+    }
+    seen.push(at.node);
+    let upstream: Vec<PortType> = flow
+        .edges
+        .iter()
+        .filter(|e| e.to.node == at.node && e.to.port == 0)
+        .map(|e| out_type(flow, e.from, seen))
+        .collect();
+    match upstream.as_slice() {
+        [] => in_type(
+            flow,
+            PortRef {
+                node: at.node,
+                port: 0,
+            },
+        ),
+        [one] => one.clone(),
+        [first, rest @ ..] if rest.iter().all(|t| t == first) => first.clone(),
+        _ => PortType::Any,
+    }
+}
+
+fn in_type(flow: &Flow, at: PortRef) -> PortType {
+    flow.nodes[at.node]
+        .spec
+        .inputs
+        .get(at.port)
+        .and_then(|p| PortType::parse(p.ty).ok())
+        .unwrap_or(PortType::Any)
+}
+
+fn int_of(v: &RawValue) -> Option<i64> {
+    match v {
+        RawValue::Int(i) => Some(*i),
+        RawValue::Str {
+            text,
+            whole_var: true,
+            ..
+        } => text.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn parse_backoff(s: &str) -> Option<(std::time::Duration, std::time::Duration)> {
+    let (lo, hi) = s.split_once("..")?;
+    let (lo, hi) = (parse_duration(lo).ok()?, parse_duration(hi).ok()?);
+    (lo <= hi && !lo.is_zero()).then_some((lo, hi))
+}
+
+fn default_json(literal: &str) -> serde_json::Value {
+    toml::from_str::<toml::Table>(&format!("v = {literal}"))
+        .ok()
+        .and_then(|t| t.get("v").cloned())
+        .and_then(|v| serde_json::to_value(v).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn leading(s: &str) -> usize {
+    s.len() - s.trim_start().len()
+}
+
+fn inner(span: &Range<usize>) -> Range<usize> {
+    span.start + 1..span.end.saturating_sub(1).max(span.start + 1)
+}
+
+fn sorted<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let mut v: Vec<_> = names.collect();
+    v.sort();
+    v.join(", ")
+}

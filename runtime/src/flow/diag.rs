@@ -1,0 +1,192 @@
+//! Diagnostics in the style of rustc: what is wrong, where (file:line:column,
+//! the line, a caret), and how to fix it.
+
+use std::fmt;
+use std::ops::Range;
+
+use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
+
+/// One error found in a flow file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    /// What is wrong, e.g. ``unknown config key `intervall` ``.
+    pub message: String,
+    /// Byte range in the file, when the error has a place.
+    pub span: Option<Range<usize>>,
+    /// A label under the caret.
+    pub label: String,
+    /// How to fix it, e.g. ``did you mean `interval`?``.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    /// An error at `span`.
+    pub fn at(span: Range<usize>, message: impl Into<String>) -> Self {
+        Diagnostic {
+            message: message.into(),
+            span: Some(span),
+            label: String::new(),
+            help: None,
+        }
+    }
+
+    /// An error about the whole file.
+    pub fn whole(message: impl Into<String>) -> Self {
+        Diagnostic {
+            message: message.into(),
+            span: None,
+            label: String::new(),
+            help: None,
+        }
+    }
+
+    /// Adds a label under the caret.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// Adds a help line.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds ``did you mean `X`?`` when a candidate is close to `wrong`.
+    pub fn suggest<'a>(self, wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Self {
+        match did_you_mean(wrong, candidates) {
+            Some(best) => self.help(format!("did you mean `{best}`?")),
+            None => self,
+        }
+    }
+}
+
+/// The closest candidate to `wrong`, if it is close enough to be a typo.
+pub fn did_you_mean<'a>(
+    wrong: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(wrong, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Every error found in one flow file, with the file to show them against.
+#[derive(Clone, Debug)]
+pub struct Diagnostics {
+    /// The file's path, as the user gave it.
+    pub path: String,
+    /// The file's text (empty when it could not be read as text).
+    pub source: String,
+    /// The errors, in the order found.
+    pub errors: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    /// The 1-based line and column of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let before = &self.source[..offset.min(self.source.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, col)
+    }
+
+    /// The positions `line:column` of every error, for tests and tools.
+    pub fn positions(&self) -> Vec<Option<(usize, usize)>> {
+        self.errors
+            .iter()
+            .map(|d| d.span.as_ref().map(|s| self.line_col(s.start)))
+            .collect()
+    }
+
+    /// Renders every error and the closing count, as `fbp check` prints them.
+    pub fn render(&self) -> String {
+        let renderer = Renderer::plain();
+        let mut out = String::new();
+        for d in &self.errors {
+            out.push_str(&self.render_one(&renderer, d));
+            out.push_str("\n\n");
+        }
+        let n = self.errors.len();
+        out.push_str(&format!(
+            "error: could not load `{}`: {n} error{}\n",
+            self.path,
+            if n == 1 { "" } else { "s" }
+        ));
+        out
+    }
+
+    fn render_one(&self, renderer: &Renderer, d: &Diagnostic) -> String {
+        let Some(span) = d.span.clone().filter(|_| !self.source.is_empty()) else {
+            let mut s = format!("error: {}\n  --> {}", d.message, self.path);
+            if let Some(help) = &d.help {
+                s.push_str(&format!("\n  = help: {help}"));
+            }
+            return s;
+        };
+        let span = clamp(&self.source, span);
+        let mut group = Level::ERROR.primary_title(&d.message).element(
+            Snippet::source(&self.source)
+                .path(&self.path)
+                .line_start(1)
+                .fold(true)
+                .annotation(AnnotationKind::Primary.span(span).label(&d.label)),
+        );
+        if let Some(help) = &d.help {
+            group = group.element(Level::HELP.message(help));
+        }
+        renderer.render(&[group]).to_string()
+    }
+}
+
+fn clamp(source: &str, span: Range<usize>) -> Range<usize> {
+    let len = source.len();
+    let mut start = span.start.min(len);
+    let mut end = span.end.clamp(start, len);
+    while !source.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !source.is_char_boundary(end) {
+        end += 1;
+    }
+    start..end
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_like_rustc() {
+        let source = "[flow]\nname = \"x\"\n[components.a]\ntype = \"counter\"\nconfig = { intervall = \"1s\" }\n".to_string();
+        let at = source.find("intervall").unwrap();
+        let d = Diagnostic::at(at..at + 9, "unknown config key `intervall`")
+            .suggest("intervall", ["interval", "max_count"]);
+        let diags = Diagnostics {
+            path: "flows/x.toml".into(),
+            source,
+            errors: vec![d],
+        };
+        let text = diags.render();
+        assert!(
+            text.contains("error: unknown config key `intervall`"),
+            "{text}"
+        );
+        assert!(text.contains("--> flows/x.toml:5:12"), "{text}");
+        assert!(text.contains("^^^^^^^^^"), "{text}");
+        assert!(text.contains("= help: did you mean `interval`?"), "{text}");
+        assert!(text.ends_with("1 error\n"), "{text}");
+        assert_eq!(diags.positions(), vec![Some((5, 12))]);
+    }
+}

@@ -1,0 +1,213 @@
+//! Flow files: from what the user wrote to a checked graph.
+//!
+//! `load` reads a file, [`raw`] turns its TOML into spanned values with
+//! variables substituted, [`check`] resolves component types, config, ports and
+//! connections against the catalogue and type-checks every connection. Every
+//! error found is collected into [`Diagnostics`], rendered the way rustc does.
+
+pub mod check;
+pub mod diag;
+pub mod raw;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use diag::{Diagnostic, Diagnostics};
+
+use crate::port::PortType;
+use crate::queue::WhenFull;
+use crate::spec::{Catalogue, ComponentSpec};
+
+/// The largest flow file `load` reads.
+pub const MAX_FLOW_FILE: u64 = 4 * 1024 * 1024;
+
+/// Default capacity of a connection, in messages.
+pub const DEFAULT_CAPACITY: usize = 1000;
+
+/// A checked flow, ready to run.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    /// `[flow] name`.
+    pub name: String,
+    /// `[flow] description`.
+    pub description: String,
+    /// The components, in file order.
+    pub nodes: Vec<Node>,
+    /// The connections, in file order.
+    pub edges: Vec<Edge>,
+    /// `[flow] dead_letter`: where rejected messages go when `err` is unconnected.
+    pub dead_letter: Option<PathBuf>,
+    /// `[flow] on_component_failure`.
+    pub on_component_failure: OnFailure,
+}
+
+/// A component of a flow.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Its name in the flow.
+    pub name: Arc<str>,
+    /// Its type's declaration.
+    pub spec: &'static ComponentSpec,
+    /// Its config, checked, defaults filled in.
+    pub config: serde_json::Value,
+    /// How the supervisor treats its failures.
+    pub restart: Restart,
+    /// Default capacity of connections into it.
+    pub capacity: usize,
+    /// Parallel instances (competing consumers).
+    pub workers: usize,
+    /// Folder of the flow file (relative paths in config are resolved against it).
+    pub base_dir: PathBuf,
+}
+
+impl Node {
+    /// Names of its out-ports, `err` last.
+    pub fn output_names(&self) -> Vec<&'static str> {
+        self.spec
+            .outputs
+            .iter()
+            .map(|p| p.name)
+            .chain(["err"])
+            .collect()
+    }
+}
+
+/// One end of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRef {
+    /// Index into `Flow::nodes`.
+    pub node: usize,
+    /// Index into the node's inputs or outputs (`err` is the last output).
+    pub port: usize,
+}
+
+/// A connection: one bounded queue.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    /// The out-port it leaves.
+    pub from: PortRef,
+    /// The in-port it enters.
+    pub to: PortRef,
+    /// Queue capacity in messages.
+    pub capacity: usize,
+    /// What a full queue does.
+    pub when_full: WhenFull,
+    /// A type to check each message against at run time (a `json` port feeding a narrower one).
+    pub check: Option<PortType>,
+}
+
+/// `[flow] on_component_failure`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Shut the flow down; `run` exits 1.
+    #[default]
+    Stop,
+    /// Drain the failed component's inputs to the dead letter; the rest keeps running.
+    Isolate,
+}
+
+/// When the supervisor restarts a component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// After a failure, and after it stops while its inputs are still open.
+    Always,
+    /// After a failure only.
+    OnFailure,
+    /// Never.
+    Never,
+}
+
+/// A component's restart settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restart {
+    /// When to restart.
+    pub policy: Policy,
+    /// At most this many restarts ...
+    pub max_restarts: u32,
+    /// ... within this long.
+    pub within: Duration,
+    /// First backoff delay, doubled at each restart ...
+    pub backoff_min: Duration,
+    /// ... up to this.
+    pub backoff_max: Duration,
+}
+
+impl Restart {
+    /// The defaults: `on-failure` for sources, `always` for the others.
+    pub fn default_for(spec: &ComponentSpec) -> Self {
+        let policy = if spec.kind == crate::spec::Kind::Source {
+            Policy::OnFailure
+        } else {
+            Policy::Always
+        };
+        Restart {
+            policy,
+            max_restarts: 10,
+            within: Duration::from_secs(60),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Reads and checks a flow file.
+pub fn load(path: &Path, catalogue: &Catalogue) -> Result<Flow, Diagnostics> {
+    load_with_env(path, catalogue, &|k| std::env::var(k).ok())
+}
+
+/// [`load`] with an injectable environment.
+pub fn load_with_env(
+    path: &Path,
+    catalogue: &Catalogue,
+    env: raw::Env<'_>,
+) -> Result<Flow, Diagnostics> {
+    let shown = path.display().to_string();
+    let fail = |message: String, help: &str| Diagnostics {
+        path: shown.clone(),
+        source: String::new(),
+        errors: vec![Diagnostic::whole(message).help(help)],
+    };
+    let meta = std::fs::metadata(path)
+        .map_err(|e| fail(format!("cannot read `{shown}`: {e}"), "check the path"))?;
+    if meta.is_dir() {
+        return Err(fail(
+            format!("`{shown}` is a folder, not a flow file"),
+            "give the path of a .toml flow file",
+        ));
+    }
+    if meta.len() > MAX_FLOW_FILE {
+        return Err(fail(
+            format!(
+                "`{shown}` is too large for a flow file ({} bytes; the limit is {MAX_FLOW_FILE})",
+                meta.len()
+            ),
+            "a flow file names components and connections; data belongs in files the flow reads",
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(
+            format!("cannot read `{shown}`: {e}"),
+            "check the path and permissions",
+        )
+    })?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let valid =
+                String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]).into_owned();
+            let at = valid.len();
+            return Err(Diagnostics {
+                path: shown,
+                source: valid,
+                errors: vec![
+                    Diagnostic::at(at..at, "the flow file is not UTF-8 text")
+                        .label("invalid UTF-8 here")
+                        .help("a flow file is TOML text; is this a binary file?"),
+                ],
+            });
+        }
+    };
+    check::check_source(&shown, &text, &base_dir, catalogue, env)
+}
