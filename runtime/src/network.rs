@@ -1,1 +1,240 @@
-//! TODO
+//! A running network: queues created up front and owned here, one supervisor
+//! actor per component, and the coordinator that decides when the run ends.
+//!
+//! Threads: the data plane (component tasks and their queues) runs on a
+//! multi-threaded tokio runtime; the control plane (the supervisors) runs in an
+//! actix system on the calling thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::deadletter::DeadLetter;
+use crate::flow::{Flow, OnFailure};
+use crate::metrics::{Registry, Summary};
+use crate::queue::Queue;
+use crate::supervisor::{Event, Supervisor, Wiring};
+
+/// How to run a flow.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// How long a graceful shutdown may take before the rest is abandoned.
+    pub shutdown_timeout: Duration,
+    /// Cancel it to stop the flow gracefully (the CLI cancels it on SIGINT/SIGTERM).
+    pub shutdown: CancellationToken,
+    /// Data-plane threads; `None` for one per core.
+    pub threads: Option<usize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            shutdown_timeout: Duration::from_secs(10),
+            shutdown: CancellationToken::new(),
+            threads: None,
+        }
+    }
+}
+
+/// Why a run did not end cleanly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// A component failed past its restart limit and the flow stopped.
+    #[error("component `{component}` failed: {reason}")]
+    ComponentFailed {
+        /// The component.
+        component: String,
+        /// Its last error.
+        reason: String,
+    },
+    /// The graceful shutdown did not finish in time.
+    #[error("shutdown timed out after {timeout:?}; still running: {pending}")]
+    ShutdownTimeout {
+        /// The limit.
+        timeout: Duration,
+        /// Components that had not finished.
+        pending: String,
+    },
+    /// The flow could not start.
+    #[error("cannot start: {0}")]
+    Start(String),
+}
+
+/// How a run ended, with every component's counters.
+#[derive(Debug)]
+pub struct RunReport {
+    /// `Ok` when every source finished (or was stopped) and everything drained.
+    pub result: Result<(), RunError>,
+    /// Per-component counters, in flow order.
+    pub summaries: Vec<Summary>,
+}
+
+/// Runs a flow until its sources finish and it drains, or until `opts.shutdown`
+/// fires and it drains. Blocks the calling thread.
+pub fn run(flow: Flow, opts: RunOptions) -> RunReport {
+    let metrics = Arc::new(Registry::default());
+    let names: Vec<Arc<str>> = flow.nodes.iter().map(|n| n.name.clone()).collect();
+    let result = run_inner(flow, &opts, &metrics);
+    let summaries = metrics.summaries(names.iter().map(|n| &**n));
+    RunReport { result, summaries }
+}
+
+fn run_inner(flow: Flow, opts: &RunOptions, metrics: &Arc<Registry>) -> Result<(), RunError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("fbp-data");
+    if let Some(n) = opts.threads {
+        builder.worker_threads(n);
+    }
+    let data = builder
+        .build()
+        .map_err(|e| RunError::Start(format!("cannot start the data runtime: {e}")))?;
+    let dead_letter = match &flow.dead_letter {
+        Some(path) => Some(Arc::new(DeadLetter::open(path).map_err(|e| {
+            RunError::Start(format!("cannot open dead_letter `{}`: {e}", path.display()))
+        })?)),
+        None => None,
+    };
+    let wirings = wire(&flow);
+    let system = actix::System::new();
+    let result = system.block_on(coordinate(
+        flow,
+        wirings,
+        data.handle().clone(),
+        opts.clone(),
+        metrics.clone(),
+        dead_letter,
+    ));
+    data.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+/// Creates one queue per connection and hands each component its ends.
+pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
+    let queues: Vec<Queue> = flow
+        .edges
+        .iter()
+        .map(|e| Queue::new(e.capacity, e.when_full))
+        .collect();
+    flow.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            let ins = |p: usize| {
+                flow.edges
+                    .iter()
+                    .zip(&queues)
+                    .filter(|(e, _)| e.to.node == i && e.to.port == p)
+                    .map(|(_, q)| q.clone())
+                    .collect()
+            };
+            let outs = |p: usize| {
+                flow.edges
+                    .iter()
+                    .zip(&queues)
+                    .filter(|(e, _)| e.from.node == i && e.from.port == p)
+                    .map(|(_, q)| q.clone())
+                    .collect()
+            };
+            Wiring {
+                inputs: node
+                    .spec
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(p, port)| (port.name, ins(p)))
+                    .collect(),
+                outputs: node
+                    .output_names()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(p, name)| (name, outs(p)))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+async fn coordinate(
+    flow: Flow,
+    wirings: Vec<Wiring>,
+    data: tokio::runtime::Handle,
+    opts: RunOptions,
+    metrics: Arc<Registry>,
+    dead_letter: Option<Arc<crate::deadletter::DeadLetter>>,
+) -> Result<(), RunError> {
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let sources = opts.shutdown.child_token();
+    let mut running = vec![true; flow.nodes.len()];
+    for (i, (node, wiring)) in flow.nodes.iter().zip(wirings.iter()).enumerate() {
+        let m = metrics.component(&node.name);
+        Supervisor::new(
+            i,
+            node.clone(),
+            Arc::new(wiring.clone()),
+            data.clone(),
+            sources.clone(),
+            events_tx.clone(),
+            m,
+            dead_letter.clone(),
+        )
+        .start();
+    }
+    drop(events_tx);
+    tracing::info!(flow = %flow.name, components = flow.nodes.len(), connections = flow.edges.len(), "Flow started.");
+    let mut failure = None;
+    let deadline = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(deadline);
+    let mut draining = false;
+    while running.iter().any(|r| *r) {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Finished(i)) => running[i] = false,
+                Some(Event::Failed(i, reason)) => {
+                    running[i] = false;
+                    let component = flow.nodes[i].name.to_string();
+                    match flow.on_component_failure {
+                        OnFailure::Stop => {
+                            tracing::error!(component = %component, "Component failed past its restart limit; stopping the flow.");
+                            failure.get_or_insert(RunError::ComponentFailed { component, reason });
+                            sources.cancel();
+                        }
+                        OnFailure::Isolate => tracing::error!(component = %component, "Component failed past its restart limit; isolating it."),
+                    }
+                    reject_inputs(&wirings[i], &data);
+                    wirings[i].outputs.iter().flat_map(|(_, qs)| qs).for_each(Queue::close);
+                }
+                None => break,
+            },
+            _ = sources.cancelled(), if !draining => {
+                draining = true;
+                tracing::info!(timeout = ?opts.shutdown_timeout, "Shutting down: sources stop, queues drain.");
+                deadline.as_mut().reset(tokio::time::Instant::now() + opts.shutdown_timeout);
+            }
+            _ = &mut deadline => {
+                let pending: Vec<String> = flow.nodes.iter().zip(&running).filter(|(_, r)| **r).map(|(n, _)| n.name.to_string()).collect();
+                actix::System::current().stop();
+                return Err(failure.unwrap_or(RunError::ShutdownTimeout { timeout: opts.shutdown_timeout, pending: pending.join(", ") }));
+            }
+        }
+    }
+    actix::System::current().stop();
+    failure.map_or(Ok(()), Err)
+}
+
+/// Empties a failed component's inputs so its upstream never blocks; each
+/// message is marked rejected, so its source learns it was not delivered.
+fn reject_inputs(wiring: &Wiring, data: &tokio::runtime::Handle) {
+    for q in wiring.inputs.iter().flat_map(|(_, qs)| qs) {
+        let rx = q.receiver();
+        data.spawn(async move {
+            while let Ok(m) = rx.recv().await {
+                if let Some(a) = &m.ack {
+                    a.reject();
+                }
+            }
+        });
+    }
+}

@@ -62,6 +62,11 @@ impl Queue {
         self.tx.close();
     }
 
+    /// Whether the queue has been closed.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Messages waiting.
     pub fn len(&self) -> usize {
         self.rx.len()
