@@ -25,10 +25,7 @@ impl DeadLetter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         Ok(DeadLetter {
             file: Mutex::new(BufWriter::new(file)),
         })
@@ -65,12 +62,7 @@ impl ErrorRoute {
         ]))
     }
 
-    pub(crate) async fn route(
-        &self,
-        msg: &Message,
-        error: &str,
-        attempts: u32,
-    ) -> Result<(), Failure> {
+    pub(crate) async fn route(&self, msg: &Message, error: &str, attempts: u32) -> Result<(), Failure> {
         self.metrics.errors.fetch_add(1, Ordering::Relaxed);
         let err = self.error_message(msg, error, attempts);
         if self.port.is_connected() {

@@ -27,35 +27,27 @@ impl std::fmt::Debug for Program {
 impl Program {
     /// Compiles `code`, or explains why it does not compile.
     pub fn compile(code: &str) -> Result<Program, String> {
-        let defs = jaq_core::defs()
-            .chain(jaq_std::defs())
-            .chain(jaq_json::defs());
-        let funs = jaq_core::funs::<Data>()
-            .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
+        let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
+        let funs = jaq_core::funs::<Data>().chain(jaq_std::funs()).chain(jaq_json::funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
-        let modules = loader
-            .load(&arena, File { code, path: () })
-            .map_err(|errs| {
-                let mut out = Vec::new();
-                for (_, e) in errs {
-                    match e {
-                        jaq_core::load::Error::Io(v) => out.extend(v.into_iter().map(|(_, m)| m)),
-                        jaq_core::load::Error::Lex(v) => {
-                            out.extend(v.into_iter().map(|(exp, at)| {
-                                format!("expected {} at `{}`", exp.as_str(), snippet(at))
-                            }))
-                        }
-                        jaq_core::load::Error::Parse(v) => {
-                            out.extend(v.into_iter().map(|(exp, at)| {
-                                format!("expected {} at `{}`", exp.as_str(), snippet(at))
-                            }))
-                        }
-                    }
+        let modules = loader.load(&arena, File { code, path: () }).map_err(|errs| {
+            let mut out = Vec::new();
+            for (_, e) in errs {
+                match e {
+                    jaq_core::load::Error::Io(v) => out.extend(v.into_iter().map(|(_, m)| m)),
+                    jaq_core::load::Error::Lex(v) => out.extend(
+                        v.into_iter()
+                            .map(|(exp, at)| format!("expected {} at `{}`", exp.as_str(), snippet(at))),
+                    ),
+                    jaq_core::load::Error::Parse(v) => out.extend(
+                        v.into_iter()
+                            .map(|(exp, at)| format!("expected {} at `{}`", exp.as_str(), snippet(at))),
+                    ),
                 }
-                format!("invalid jq program: {}", out.join("; "))
-            })?;
+            }
+            format!("invalid jq program: {}", out.join("; "))
+        })?;
         let filter = Compiler::<_, Data>::default()
             .with_funs(funs)
             .with_global_vars(["$meta"])
@@ -117,11 +109,7 @@ impl Program {
 
 fn snippet(s: &str) -> String {
     let s: String = s.chars().take(20).collect();
-    if s.is_empty() {
-        "end of program".into()
-    } else {
-        s
-    }
+    if s.is_empty() { "end of program".into() } else { s }
 }
 
 #[cfg(test)]
@@ -150,19 +138,12 @@ mod tests {
         let err = Program::compile("nosuchfn(1)").unwrap_err();
         assert!(err.contains("nosuchfn"), "{err}");
         let p = Program::compile(".a + 1").unwrap();
-        assert!(
-            p.run(&msg(r#"{"a": "x"}"#))
-                .unwrap_err()
-                .starts_with("jq error")
-        );
+        assert!(p.run(&msg(r#"{"a": "x"}"#)).unwrap_err().starts_with("jq error"));
     }
 
     #[test]
     fn filter_sees_first_output() {
         let p = Program::compile(".avg > 28").unwrap();
-        assert_eq!(
-            p.first(&msg(r#"{"avg": 30}"#)).unwrap(),
-            Some(Value::Bool(true))
-        );
+        assert_eq!(p.first(&msg(r#"{"avg": 30}"#)).unwrap(), Some(Value::Bool(true)));
     }
 }

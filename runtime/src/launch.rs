@@ -1,1 +1,141 @@
-//! TODO
+//! `fbp launch 'a k=v ! b ! c'`: a GStreamer-like pipeline, turned into the
+//! equivalent flow file (which `--print-flow` prints and `launch` then runs).
+
+use crate::spec::{Catalogue, KeyType};
+
+/// Why a pipeline could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LaunchError {
+    /// Quotes do not balance.
+    #[error("unbalanced quotes in the pipeline")]
+    Quotes,
+    /// Nothing between two `!`.
+    #[error("empty element at position {0} of the pipeline; elements are separated by `!`")]
+    Empty(usize),
+    /// A setting that is not `key=value`.
+    #[error("`{0}` is not a setting; write `key=value` after the component type")]
+    NotASetting(String),
+}
+
+/// Turns a pipeline into flow-file TOML. Types, keys and ports are checked
+/// afterwards by the flow loader, like any flow file.
+pub fn to_flow_toml(pipeline: &str, catalogue: &Catalogue) -> Result<String, LaunchError> {
+    let tokens = shlex::split(pipeline).ok_or(LaunchError::Quotes)?;
+    let mut elements: Vec<Vec<String>> = vec![Vec::new()];
+    for t in tokens {
+        if t == "!" {
+            elements.push(Vec::new());
+        } else {
+            elements.last_mut().expect("one element").push(t);
+        }
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut tables = String::new();
+    for (i, el) in elements.iter().enumerate() {
+        let Some((ty, settings)) = el.split_first() else {
+            return Err(LaunchError::Empty(i + 1));
+        };
+        let name = unique_name(ty, &names);
+        let mut config = Vec::new();
+        for s in settings {
+            let (k, v) = s.split_once('=').ok_or_else(|| LaunchError::NotASetting(s.clone()))?;
+            let ty_of_key = catalogue.get(ty).and_then(|spec| spec.key(k)).map(|key| key.ty);
+            config.push(format!("{} = {}", key(k), literal(v, ty_of_key)));
+        }
+        tables.push_str(&format!("\n[components.{}]\ntype = {}\n", key(&name), quote(ty)));
+        if !config.is_empty() {
+            tables.push_str(&format!("config = {{ {} }}\n", config.join(", ")));
+        }
+        names.push(name);
+    }
+    let connections: Vec<String> = names
+        .windows(2)
+        .map(|w| format!("  {},\n", quote(&format!("{} -> {}", w[0], w[1]))))
+        .collect();
+    Ok(format!(
+        "[flow]\nname = \"launch\"\nconnections = [\n{}]\n{tables}",
+        connections.concat()
+    ))
+}
+
+fn unique_name(ty: &str, taken: &[String]) -> String {
+    let base: String = ty
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    (1..)
+        .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
+        .find(|c| !taken.contains(c))
+        .expect("a free name")
+}
+
+fn key(k: &str) -> String {
+    if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        k.to_string()
+    } else {
+        quote(k)
+    }
+}
+
+fn quote(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The TOML literal for a value, by the key's declared type.
+fn literal(v: &str, ty: Option<KeyType>) -> String {
+    let parses = |lit: &str| toml::from_str::<toml::Table>(&format!("v = {lit}")).is_ok();
+    match ty {
+        Some(
+            KeyType::Integer
+            | KeyType::Number
+            | KeyType::Bool
+            | KeyType::StringList
+            | KeyType::NumberList
+            | KeyType::Any,
+        )
+        | None
+            if parses(v) =>
+        {
+            v.to_string()
+        }
+        _ => quote(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static EMPTY: Catalogue = Catalogue(&[]);
+
+    #[test]
+    fn builds_a_chain_with_unique_names() {
+        let toml = to_flow_toml(
+            r#"counter max_count=3 ! map expr=".count + 1" ! map expr=. ! console"#,
+            &EMPTY,
+        )
+        .unwrap();
+        assert!(toml.contains("\"counter -> map\""), "{toml}");
+        assert!(toml.contains("\"map -> map-2\""), "{toml}");
+        assert!(toml.contains("\"map-2 -> console\""), "{toml}");
+        assert!(toml.contains("config = { max_count = 3 }"), "{toml}");
+        assert!(toml.contains("config = { expr = \".count + 1\" }"), "{toml}");
+        toml::from_str::<toml::Table>(&toml).unwrap();
+    }
+
+    #[test]
+    fn rejects_malformed_pipelines() {
+        assert_eq!(to_flow_toml("counter ! ! console", &EMPTY), Err(LaunchError::Empty(2)));
+        assert_eq!(
+            to_flow_toml("counter max_count", &EMPTY),
+            Err(LaunchError::NotASetting("max_count".into()))
+        );
+        assert_eq!(to_flow_toml("map expr='.a", &EMPTY), Err(LaunchError::Quotes));
+    }
+}

@@ -17,6 +17,7 @@
 
 pub mod component;
 pub mod deadletter;
+pub mod docs;
 pub mod flow;
 pub mod graph;
 pub mod jq;
@@ -34,7 +35,5 @@ pub mod value;
 
 pub use component::{Context, Failure, Instance, Outbox, Task, TaskFuture, Transform};
 pub use message::{Ack, Message, Meta, Outcome};
-pub use spec::{
-    BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec,
-};
+pub use spec::{BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec};
 pub use value::Value;

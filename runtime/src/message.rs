@@ -46,11 +46,7 @@ impl Meta {
 
     fn fields(&self) -> Vec<(&'static str, Value)> {
         let topic = self.topic.as_deref().map_or(Value::Null, value::string);
-        let headers = value::object(
-            self.headers
-                .iter()
-                .map(|(k, v)| (k.clone(), value::string(v.as_str()))),
-        );
+        let headers = value::object(self.headers.iter().map(|(k, v)| (k.clone(), value::string(v.as_str()))));
         vec![
             ("topic", topic),
             ("source", value::string(&*self.source)),
@@ -183,10 +179,7 @@ impl Message {
         if matches!(self.payload, Value::BStr(_)) {
             meta.push(("encoding", value::string("base64")));
         }
-        let env = value::object([
-            ("data", self.payload.clone()),
-            ("metadata", value::object(meta)),
-        ]);
+        let env = value::object([("data", self.payload.clone()), ("metadata", value::object(meta))]);
         Json(&env).to_string()
     }
 }

@@ -113,11 +113,7 @@ fn run_inner(flow: Flow, opts: &RunOptions, metrics: &Arc<Registry>) -> Result<(
 
 /// Creates one queue per connection and hands each component its ends.
 pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
-    let queues: Vec<Queue> = flow
-        .edges
-        .iter()
-        .map(|e| Queue::new(e.capacity, e.when_full))
-        .collect();
+    let queues: Vec<Queue> = flow.edges.iter().map(|e| Queue::new(e.capacity, e.when_full)).collect();
     flow.nodes
         .iter()
         .enumerate()

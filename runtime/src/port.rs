@@ -64,8 +64,8 @@ impl PortType {
     }
 
     fn parse_record(text: &str) -> Result<PortType, String> {
-        let table: toml::Table = toml::from_str(&format!("r = {text}"))
-            .map_err(|e| format!("bad record type `{text}`: {}", e.message()))?;
+        let table: toml::Table =
+            toml::from_str(&format!("r = {text}")).map_err(|e| format!("bad record type `{text}`: {}", e.message()))?;
         let Some(toml::Value::Table(fields)) = table.get("r") else {
             return Err(format!("bad record type `{text}`"));
         };
@@ -81,10 +81,7 @@ impl PortType {
     }
 
     fn is_json_family(&self) -> bool {
-        !matches!(
-            self,
-            PortType::Any | PortType::Bytes | PortType::Text | PortType::Same
-        )
+        !matches!(self, PortType::Any | PortType::Bytes | PortType::Text | PortType::Same)
     }
 
     /// Checks that a port of type `self` may feed a port of type `to`.
@@ -99,12 +96,8 @@ impl PortType {
         match (self, to) {
             (_, Any) | (Any, _) | (Same, _) | (_, Same) => Ok(()),
             (Bytes, Bytes) | (Text, Text) | (Text, Bytes) => Ok(()),
-            (Bytes | Text, _) => {
-                fail("set `format = \"json\"` on the source, or insert a `decode` component")
-            }
-            (_, Bytes | Text) => {
-                fail("insert an `encode` component to turn JSON into text or bytes")
-            }
+            (Bytes | Text, _) => fail("set `format = \"json\"` on the source, or insert a `decode` component"),
+            (_, Bytes | Text) => fail("insert an `encode` component to turn JSON into text or bytes"),
             (Json, _) | (_, Json) => Ok(()),
             (Record(_) | Object, Object) | (Object, Record(_)) => Ok(()),
             (Record(have), Record(want)) => record_fits(have, want).map_err(|m| Mismatch {
@@ -149,9 +142,7 @@ fn record_fits(have: &[(String, PortType)], want: &[(String, PortType)]) -> Resu
             None => return Err(format!("record field `{name}` is missing")),
             Some((_, have_ty)) => {
                 if have_ty.connects_to(want_ty).is_err() {
-                    return Err(format!(
-                        "record field `{name}` is `{have_ty}`, expected `{want_ty}`"
-                    ));
+                    return Err(format!("record field `{name}` is `{have_ty}`, expected `{want_ty}`"));
                 }
             }
         }
@@ -184,10 +175,7 @@ impl fmt::Display for PortType {
             PortType::Object => "object",
             PortType::Same => "same as input",
             PortType::Record(fields) => {
-                let inner: Vec<_> = fields
-                    .iter()
-                    .map(|(k, t)| format!("{k} = \"{t}\""))
-                    .collect();
+                let inner: Vec<_> = fields.iter().map(|(k, t)| format!("{k} = \"{t}\"")).collect();
                 return write!(f, "{{ {} }}", inner.join(", "));
             }
         };

@@ -98,11 +98,7 @@ pub struct InPort {
 impl InPort {
     /// An in-port reading from these queues.
     pub fn new(rxs: Vec<Receiver<Message>>, metrics: Arc<Metrics>) -> Self {
-        InPort {
-            rxs,
-            next: 0,
-            metrics,
-        }
+        InPort { rxs, next: 0, metrics }
     }
 
     /// Waits for the next message; `None` once every connection is closed and drained.
@@ -231,12 +227,7 @@ impl OutPort {
         Ok(())
     }
 
-    async fn send_one(
-        &self,
-        tx: &Sender<Message>,
-        mode: WhenFull,
-        msg: Message,
-    ) -> Result<(), Closed> {
+    async fn send_one(&self, tx: &Sender<Message>, mode: WhenFull, msg: Message) -> Result<(), Closed> {
         match mode {
             WhenFull::Block => tx.send(msg).await.map_err(|_| Closed),
             WhenFull::DropNewest => match tx.try_send(msg) {
@@ -271,10 +262,7 @@ mod tests {
 
     #[tokio::test]
     async fn fan_out_copies_and_merge_drains_all() {
-        let (a, b) = (
-            Queue::new(10, WhenFull::Block),
-            Queue::new(10, WhenFull::Block),
-        );
+        let (a, b) = (Queue::new(10, WhenFull::Block), Queue::new(10, WhenFull::Block));
         let out = OutPort::new(vec![a.sender(), b.sender()], Arc::default());
         for i in 0..3 {
             out.send(msg(i)).await.unwrap();
@@ -302,10 +290,7 @@ mod tests {
         let mut port = InPort::new(vec![q.receiver()], Arc::default());
         let mut buf = Vec::new();
         while port.recv_many(&mut buf, 10).await {}
-        let got: Vec<_> = buf
-            .iter()
-            .map(|m| value::as_f64(&m.payload).unwrap() as i64)
-            .collect();
+        let got: Vec<_> = buf.iter().map(|m| value::as_f64(&m.payload).unwrap() as i64).collect();
         assert_eq!(got, vec![3, 4]);
         assert_eq!(metrics.dropped.load(Ordering::Relaxed), 3);
     }

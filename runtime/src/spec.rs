@@ -58,9 +58,7 @@ impl Delivery {
             Delivery::AtLeastOnce => {
                 "at-least-once: acknowledges a message only after it is written and flushed or committed"
             }
-            Delivery::AtMostOnce => {
-                "at-most-once: cannot acknowledge upstream; a crash may lose messages in flight"
-            }
+            Delivery::AtMostOnce => "at-most-once: cannot acknowledge upstream; a crash may lose messages in flight",
         }
     }
 }
@@ -140,12 +138,7 @@ pub struct KeySpec {
 
 impl KeySpec {
     /// An optional key with a default.
-    pub const fn new(
-        name: &'static str,
-        ty: KeyType,
-        default: &'static str,
-        doc: &'static str,
-    ) -> Self {
+    pub const fn new(name: &'static str, ty: KeyType, default: &'static str, doc: &'static str) -> Self {
         KeySpec {
             name,
             ty,
@@ -192,18 +185,13 @@ pub struct BuildContext {
 impl BuildContext {
     /// Deserialises the config into a component's config type.
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
-        serde_json::from_value(self.config.clone())
-            .map_err(|e| format!("bad config for `{}`: {e}", self.name))
+        serde_json::from_value(self.config.clone()).map_err(|e| format!("bad config for `{}`: {e}", self.name))
     }
 
     /// Resolves a path from the config against the flow file's folder.
     pub fn path(&self, p: &str) -> PathBuf {
         let p = PathBuf::from(p);
-        if p.is_absolute() {
-            p
-        } else {
-            self.base_dir.join(p)
-        }
+        if p.is_absolute() { p } else { self.base_dir.join(p) }
     }
 }
 

@@ -50,10 +50,7 @@ impl Wiring {
     }
 
     fn close_outputs(&self) {
-        self.outputs
-            .iter()
-            .flat_map(|(_, qs)| qs)
-            .for_each(Queue::close);
+        self.outputs.iter().flat_map(|(_, qs)| qs).for_each(Queue::close);
     }
 }
 
@@ -73,20 +70,11 @@ impl Budget {
 
     /// The delay before the next restart, or `None` past the limit.
     /// `ran` is how long the instance ran: longer than the maximum backoff resets it.
-    pub(crate) fn next(
-        &mut self,
-        now: Instant,
-        ran: Duration,
-        r: &crate::flow::Restart,
-    ) -> Option<Duration> {
+    pub(crate) fn next(&mut self, now: Instant, ran: Duration, r: &crate::flow::Restart) -> Option<Duration> {
         if ran > r.backoff_max {
             self.backoff = r.backoff_min;
         }
-        while self
-            .recent
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > r.within)
-        {
+        while self.recent.front().is_some_and(|t| now.duration_since(*t) > r.within) {
             self.recent.pop_front();
         }
         if self.recent.len() as u32 >= r.max_restarts {
@@ -144,9 +132,7 @@ impl Supervisor {
     }
 
     fn context(&self) -> ComponentContext {
-        let out = |qs: &Vec<Queue>| {
-            OutPort::new(qs.iter().map(Queue::sender).collect(), self.metrics.clone())
-        };
+        let out = |qs: &Vec<Queue>| OutPort::new(qs.iter().map(Queue::sender).collect(), self.metrics.clone());
         let inputs = self
             .wiring
             .inputs
@@ -154,19 +140,11 @@ impl Supervisor {
             .map(|(n, qs)| {
                 (
                     *n,
-                    InPort::new(
-                        qs.iter().map(Queue::receiver).collect(),
-                        self.metrics.clone(),
-                    ),
+                    InPort::new(qs.iter().map(Queue::receiver).collect(), self.metrics.clone()),
                 )
             })
             .collect();
-        let outputs: Vec<(&'static str, OutPort)> = self
-            .wiring
-            .outputs
-            .iter()
-            .map(|(n, qs)| (*n, out(qs)))
-            .collect();
+        let outputs: Vec<(&'static str, OutPort)> = self.wiring.outputs.iter().map(|(n, qs)| (*n, out(qs))).collect();
         let err_port = outputs
             .iter()
             .find(|(n, _)| *n == "err")
@@ -207,26 +185,17 @@ impl Supervisor {
             }
         });
         self.running += 1;
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(handle).map(move |res, act, ctx| {
-                let result = match res {
-                    Ok(r) => r,
-                    Err(e) if e.is_panic() => {
-                        Err(Failure(format!("panicked: {}", panic_text(e.into_panic()))))
-                    }
-                    Err(e) => Err(Failure(e.to_string())),
-                };
-                act.exited(result, started.elapsed(), ctx);
-            }),
-        );
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(handle).map(move |res, act, ctx| {
+            let result = match res {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => Err(Failure(format!("panicked: {}", panic_text(e.into_panic())))),
+                Err(e) => Err(Failure(e.to_string())),
+            };
+            act.exited(result, started.elapsed(), ctx);
+        }));
     }
 
-    fn exited(
-        &mut self,
-        result: Result<(), Failure>,
-        ran: Duration,
-        ctx: &mut actix::Context<Self>,
-    ) {
+    fn exited(&mut self, result: Result<(), Failure>, ran: Duration, ctx: &mut actix::Context<Self>) {
         self.running -= 1;
         let name = self.node.name.clone();
         let reason = match result {
@@ -261,9 +230,7 @@ impl Supervisor {
 
     /// Whether an instance that returned `Ok` is done rather than to be restarted.
     fn done_after_stop(&self) -> bool {
-        self.node.spec.kind == Kind::Source
-            || self.node.restart.policy != Policy::Always
-            || self.wiring.inputs_closed()
+        self.node.spec.kind == Kind::Source || self.node.restart.policy != Policy::Always || self.wiring.inputs_closed()
     }
 
     fn worker_done(&mut self, ctx: &mut actix::Context<Self>) {

@@ -43,18 +43,12 @@ pub struct Output {
 impl Output {
     /// The payloads sent on `port`.
     pub fn payloads(&self, port: &str) -> Vec<Value> {
-        self.messages(port)
-            .iter()
-            .map(|m| m.payload.clone())
-            .collect()
+        self.messages(port).iter().map(|m| m.payload.clone()).collect()
     }
 
     /// The payloads sent on `port`, as JSON text.
     pub fn json(&self, port: &str) -> Vec<String> {
-        self.payloads(port)
-            .iter()
-            .map(value::to_json_string)
-            .collect()
+        self.payloads(port).iter().map(value::to_json_string).collect()
     }
 
     /// The messages sent on `port`.
@@ -76,13 +70,9 @@ impl Harness {
         };
         for key in spec.config {
             if let (Some(default), false) = (key.default, config.contains_key(key.name)) {
-                let v: toml::Value = toml::from_str::<toml::Table>(&format!("v = {default}"))
-                    .expect("default parses")["v"]
-                    .clone();
-                config.insert(
-                    key.name.into(),
-                    serde_json::to_value(v).expect("toml to json"),
-                );
+                let v: toml::Value =
+                    toml::from_str::<toml::Table>(&format!("v = {default}")).expect("default parses")["v"].clone();
+                config.insert(key.name.into(), serde_json::to_value(v).expect("toml to json"));
             }
         }
         let q = || Queue::new(1_000_000, WhenFull::Block);
@@ -90,12 +80,7 @@ impl Harness {
             spec,
             config: serde_json::Value::Object(config),
             inputs: spec.inputs.iter().map(|p| (p.name, q())).collect(),
-            outputs: spec
-                .outputs
-                .iter()
-                .chain([&ERR_PORT])
-                .map(|p| (p.name, q()))
-                .collect(),
+            outputs: spec.outputs.iter().chain([&ERR_PORT]).map(|p| (p.name, q())).collect(),
             shutdown: CancellationToken::new(),
             metrics: Arc::default(),
             seq: 0,
@@ -111,20 +96,12 @@ impl Harness {
 
     /// Queues a JSON payload (given as text) on `in`.
     pub fn push_json(&mut self, json: &str) {
-        self.push(
-            "in",
-            value::parse_json(json.as_bytes()).expect("test JSON parses"),
-        );
+        self.push("in", value::parse_json(json.as_bytes()).expect("test JSON parses"));
     }
 
     /// Queues a whole message on in-port `port`.
     pub fn push_message(&mut self, port: &str, msg: Message) {
-        let q = &self
-            .inputs
-            .iter()
-            .find(|(n, _)| *n == port)
-            .expect("no such in-port")
-            .1;
+        let q = &self.inputs.iter().find(|(n, _)| *n == port).expect("no such in-port").1;
         q.sender().0.try_send(msg).expect("harness queue has room");
     }
 

@@ -6,9 +6,8 @@ use serde::{Deserialize, Deserializer};
 
 /// Parses a human duration.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| {
-        format!("`{s}` is not a duration ({e}); write it like \"200ms\", \"10s\" or \"1m\"")
-    })
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write it like \"200ms\", \"10s\" or \"1m\""))
 }
 
 /// `#[serde(deserialize_with = "fbp_runtime::units::duration")]`

@@ -35,11 +35,9 @@ pub fn from_serde(v: &serde_json::Value) -> Value {
         },
         serde_json::Value::String(s) => string(s.as_str()),
         serde_json::Value::Array(a) => a.iter().map(from_serde).collect(),
-        serde_json::Value::Object(o) => Value::obj(
-            o.iter()
-                .map(|(k, v)| (string(k.as_str()), from_serde(v)))
-                .collect(),
-        ),
+        serde_json::Value::Object(o) => {
+            Value::obj(o.iter().map(|(k, v)| (string(k.as_str()), from_serde(v))).collect())
+        }
     }
 }
 
@@ -126,9 +124,7 @@ impl Serialize for Json<'_> {
                 _ => s.serialize_unit(),
             },
             Value::TStr(b) => s.serialize_str(&String::from_utf8_lossy(b)),
-            Value::BStr(b) => {
-                s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&b[..]))
-            }
+            Value::BStr(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&b[..])),
             Value::Arr(a) => {
                 let mut seq = s.serialize_seq(Some(a.len()))?;
                 for v in a.iter() {

@@ -26,14 +26,7 @@ const FLOW_KEYS: &[&str] = &[
     "dead_letter",
     "on_component_failure",
 ];
-const COMPONENT_KEYS: &[&str] = &[
-    "type",
-    "config",
-    "restart",
-    "capacity",
-    "workers",
-    "description",
-];
+const COMPONENT_KEYS: &[&str] = &["type", "config", "restart", "capacity", "workers", "description"];
 const RESTART_KEYS: &[&str] = &["policy", "max_restarts", "within", "backoff"];
 const EDGE_KEYS: &[&str] = &["from", "to", "capacity", "when_full"];
 
@@ -85,6 +78,7 @@ fn check_text(
     let top = raw::table(parsed.get_ref(), text, env, errors);
     Checker {
         catalogue,
+        declared: Vec::new(),
         errors,
         base_dir,
     }
@@ -93,6 +87,8 @@ fn check_text(
 
 struct Checker<'a> {
     catalogue: &'a Catalogue,
+    /// Every `[components.NAME]`, loaded or not (a broken one is reported once, not at each use).
+    declared: Vec<String>,
     errors: &'a mut Vec<Diagnostic>,
     base_dir: &'a Path,
 }
@@ -146,17 +142,10 @@ impl Checker<'_> {
         }
         if let Some(ft) = flow_table {
             self.flow_settings(&ft, &mut flow);
-            let names: HashMap<&str, usize> = flow
-                .nodes
-                .iter()
-                .enumerate()
-                .map(|(i, n)| (&*n.name, i))
-                .collect();
+            let names: HashMap<&str, usize> = flow.nodes.iter().enumerate().map(|(i, n)| (&*n.name, i)).collect();
             if let Some((_, conns)) = ft.iter().find(|(k, _)| k.value == "connections") {
-                let (edges, spans): (Vec<Edge>, Vec<Range<usize>>) = self
-                    .connections(conns, &flow.nodes, &names)
-                    .into_iter()
-                    .unzip();
+                let (edges, spans): (Vec<Edge>, Vec<Range<usize>>) =
+                    self.connections(conns, &flow.nodes, &names).into_iter().unzip();
                 flow.edges = edges;
                 self.type_check(&mut flow, &spans);
             }
@@ -205,10 +194,7 @@ impl Checker<'_> {
             _ => {
                 self.err(Diagnostic::at(
                     v.span.clone(),
-                    format!(
-                        "`{what}` must be a positive integer, found {}",
-                        v.value.shown()
-                    ),
+                    format!("`{what}` must be a positive integer, found {}", v.value.shown()),
                 ));
                 None
             }
@@ -219,9 +205,7 @@ impl Checker<'_> {
         for (k, v) in ft {
             match k.value.as_str() {
                 "name" => flow.name = self.string(v, "`name`").unwrap_or_default(),
-                "description" => {
-                    flow.description = self.string(v, "`description`").unwrap_or_default()
-                }
+                "description" => flow.description = self.string(v, "`description`").unwrap_or_default(),
                 "connections" => {}
                 "dead_letter" => {
                     if let Some(s) = self.string(v, "`dead_letter`") {
@@ -254,11 +238,8 @@ impl Checker<'_> {
     fn component(&mut self, name: &Sp<String>, body: &Sp<RawValue>) -> Option<Node> {
         if name.value.contains('.') || name.value.contains(' ') || name.value.is_empty() {
             self.err(
-                Diagnostic::at(
-                    name.span.clone(),
-                    format!("invalid component name `{}`", name.value),
-                )
-                .help("names are letters, digits, `-` and `_`; no dots or spaces"),
+                Diagnostic::at(name.span.clone(), format!("invalid component name `{}`", name.value))
+                    .help("names are letters, digits, `-` and `_`; no dots or spaces"),
             );
         }
         let table = self.table_of(body, &format!("component `{}`", name.value))?;
@@ -274,33 +255,28 @@ impl Checker<'_> {
         }
         let Some(ty) = get("type") else {
             self.err(
-                Diagnostic::at(
-                    name.span.clone(),
-                    format!("component `{}` has no `type`", name.value),
-                )
-                .help("add `type = \"...\"`; `fbp components` lists the types"),
+                Diagnostic::at(name.span.clone(), format!("component `{}` has no `type`", name.value))
+                    .help("add `type = \"...\"`; `fbp components` lists the types"),
             );
             return None;
         };
         let ty_name = self.string(ty, "`type`")?;
         let Some(spec) = self.catalogue.get(&ty_name) else {
-            let d = Diagnostic::at(
-                ty.span.clone(),
-                format!("unknown component type `{ty_name}`"),
-            )
-            .label("not a known type");
+            let d = Diagnostic::at(ty.span.clone(), format!("unknown component type `{ty_name}`"))
+                .label("not a known type");
             let d = match did_you_mean(&ty_name, self.catalogue.names()) {
                 Some(best) => d.help(format!("did you mean `{best}`?")),
-                None => d.help("`fbp components` lists the types"),
+                None => d.help(format!(
+                    "the nearest types are {}; `fbp components` lists them all",
+                    nearest(&ty_name, self.catalogue)
+                )),
             };
             self.err(d);
             return None;
         };
         let config = self.config(spec, name, get("config"), ty.span.clone());
-        let restart =
-            get("restart").map_or(Some(Restart::default_for(spec)), |r| self.restart(spec, r));
-        let capacity =
-            get("capacity").map_or(Some(DEFAULT_CAPACITY), |v| self.positive(v, "capacity"));
+        let restart = get("restart").map_or(Some(Restart::default_for(spec)), |r| self.restart(spec, r));
+        let capacity = get("capacity").map_or(Some(DEFAULT_CAPACITY), |v| self.positive(v, "capacity"));
         let workers = get("workers").map_or(Some(1), |v| self.positive(v, "workers"));
         if let (Some(w), Some(v)) = (workers, get("workers"))
             && w > 1
@@ -309,10 +285,7 @@ impl Checker<'_> {
             self.err(
                 Diagnostic::at(
                     v.span.clone(),
-                    format!(
-                        "`{}` keeps state, so it cannot run as several workers",
-                        spec.name
-                    ),
+                    format!("`{}` keeps state, so it cannot run as several workers", spec.name),
                 )
                 .help("remove `workers`, or split the stream upstream"),
             );
@@ -320,10 +293,12 @@ impl Checker<'_> {
         Some(Node {
             name: Arc::from(name.value.as_str()),
             spec,
-            config: config?,
-            restart: restart?,
-            capacity: capacity?,
-            workers: workers?,
+            // On an error here the flow is rejected anyway; keep the node so its
+            // connections are still checked.
+            config: config.unwrap_or_default(),
+            restart: restart.unwrap_or(Restart::default_for(spec)),
+            capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
+            workers: workers.unwrap_or(1),
             base_dir: self.base_dir.to_path_buf(),
         })
     }
@@ -369,10 +344,7 @@ impl Checker<'_> {
                         span,
                         format!("component `{}` needs config key `{}`", name.value, key.name),
                     )
-                    .help(format!(
-                        "add `{} = ...` to its config: {}",
-                        key.name, key.doc
-                    )),
+                    .help(format!("add `{} = ...` to its config: {}", key.name, key.doc)),
                 );
             } else if let Some(default) = key.default {
                 out.insert(key.name.to_string(), default_json(default));
@@ -381,25 +353,14 @@ impl Checker<'_> {
         (self.errors.len() == before).then_some(serde_json::Value::Object(out))
     }
 
-    fn key_value(
-        &mut self,
-        name: &str,
-        ty: KeyType,
-        v: &Sp<RawValue>,
-    ) -> Option<serde_json::Value> {
+    fn key_value(&mut self, name: &str, ty: KeyType, v: &Sp<RawValue>) -> Option<serde_json::Value> {
         let expected = |what: &str| {
             Diagnostic::at(
                 v.span.clone(),
                 format!("`{name}` must be {what}, found {}", v.value.type_name()),
             )
         };
-        let whole_var = matches!(
-            &v.value,
-            RawValue::Str {
-                whole_var: true,
-                ..
-            }
-        );
+        let whole_var = matches!(&v.value, RawValue::Str { whole_var: true, .. });
         let text = v.value.as_str();
         match ty {
             KeyType::Any => Some(v.value.to_json()),
@@ -457,13 +418,7 @@ impl Checker<'_> {
             KeyType::Expr => match text.map(crate::jq::Program::compile) {
                 Some(Ok(_)) => text.map(Into::into),
                 Some(Err(e)) => {
-                    self.err(
-                        Diagnostic::at(
-                            v.span.clone(),
-                            format!("`{name}` is not a valid jq program"),
-                        )
-                        .label(e),
-                    );
+                    self.err(Diagnostic::at(v.span.clone(), format!("`{name}` is not a valid jq program")).label(e));
                     None
                 }
                 None => {
@@ -551,10 +506,7 @@ impl Checker<'_> {
             }
             other => self.err(Diagnostic::at(
                 v.span.clone(),
-                format!(
-                    "`restart` must be a string or a table, found {}",
-                    other.type_name()
-                ),
+                format!("`restart` must be a string or a table, found {}", other.type_name()),
             )),
         }
         Some(r)
@@ -599,21 +551,14 @@ impl Checker<'_> {
             .collect()
     }
 
-    fn connection(
-        &mut self,
-        item: &Sp<RawValue>,
-        nodes: &[Node],
-        names: &HashMap<&str, usize>,
-    ) -> Option<Edge> {
+    fn connection(&mut self, item: &Sp<RawValue>, nodes: &[Node], names: &HashMap<&str, usize>) -> Option<Edge> {
         let (from, to, capacity, when_full) = match &item.value {
             RawValue::Str { text, .. } => {
                 let Some((a, b)) = text.split_once("->") else {
                     self.err(
                         Diagnostic::at(
                             item.span.clone(),
-                            format!(
-                                "a connection must look like `A.port -> B.port`, found `{text}`"
-                            ),
+                            format!("a connection must look like `A.port -> B.port`, found `{text}`"),
                         )
                         .help("`\"a -> b\"` connects the default ports `out` and `in`"),
                     );
@@ -640,10 +585,7 @@ impl Checker<'_> {
             other => {
                 self.err(Diagnostic::at(
                     item.span.clone(),
-                    format!(
-                        "a connection must be a string or a table, found {}",
-                        other.type_name()
-                    ),
+                    format!("a connection must be a string or a table, found {}", other.type_name()),
                 ));
                 return None;
             }
@@ -685,8 +627,14 @@ impl Checker<'_> {
                 "when_full" => match v.value.as_str().and_then(WhenFull::parse) {
                     Some(w) => when_full = w,
                     None => {
-                        let d = Diagnostic::at(v.span.clone(), format!("`when_full` must be one of block, drop_newest, drop_oldest, found {}", v.value.shown()))
-                            .suggest(v.value.as_str().unwrap_or(""), WhenFull::NAMES.iter().copied());
+                        let d = Diagnostic::at(
+                            v.span.clone(),
+                            format!(
+                                "`when_full` must be one of block, drop_newest, drop_oldest, found {}",
+                                v.value.shown()
+                            ),
+                        )
+                        .suggest(v.value.as_str().unwrap_or(""), WhenFull::NAMES.iter().copied());
                         self.err(d);
                     }
                 },
@@ -698,11 +646,8 @@ impl Checker<'_> {
         }
         if from.is_none() || to.is_none() {
             self.err(
-                Diagnostic::at(
-                    item.span.clone(),
-                    "a connection table needs `from` and `to`",
-                )
-                .help("write `{ from = \"a.out\", to = \"b.in\" }`"),
+                Diagnostic::at(item.span.clone(), "a connection table needs `from` and `to`")
+                    .help("write `{ from = \"a.out\", to = \"b.in\" }`"),
             );
             return None;
         }
@@ -721,13 +666,12 @@ impl Checker<'_> {
                 let at = end.span.start + c.len() + 1;
                 (c.trim(), p.trim(), at..end.span.end)
             }
-            None => (
-                end.value.as_str(),
-                if is_from { "out" } else { "in" },
-                end.span.clone(),
-            ),
+            None => (end.value.as_str(), if is_from { "out" } else { "in" }, end.span.clone()),
         };
         let Some(&node) = names.get(comp) else {
+            if self.declared.iter().any(|d| d == comp) {
+                return None;
+            }
             let d = Diagnostic::at(
                 end.span.start..end.span.start + comp.len(),
                 format!("unknown component `{comp}` in a connection"),
@@ -744,24 +688,15 @@ impl Checker<'_> {
         };
         let spec = nodes[node].spec;
         let (ports, other): (Vec<&str>, Vec<&str>) = if is_from {
-            (
-                nodes[node].output_names(),
-                spec.inputs.iter().map(|p| p.name).collect(),
-            )
+            (nodes[node].output_names(), spec.inputs.iter().map(|p| p.name).collect())
         } else {
-            (
-                spec.inputs.iter().map(|p| p.name).collect(),
-                nodes[node].output_names(),
-            )
+            (spec.inputs.iter().map(|p| p.name).collect(), nodes[node].output_names())
         };
         if let Some(i) = ports.iter().position(|p| *p == port) {
             return Some(PortRef { node, port: i });
         }
         let side = if is_from { "out-port" } else { "in-port" };
-        let mut d = Diagnostic::at(
-            port_span,
-            format!("`{comp}` ({}) has no {side} `{port}`", spec.name),
-        );
+        let mut d = Diagnostic::at(port_span, format!("`{comp}` ({}) has no {side} `{port}`", spec.name));
         d = if other.contains(&port) {
             d.help(format!(
                 "`{port}` is an {} of `{comp}`; connections go from an out-port to an in-port",
@@ -790,15 +725,8 @@ impl Checker<'_> {
                 Ok(()) => {}
                 Err(m) => {
                     let (a, b) = (&flow.nodes[e.from.node], &flow.nodes[e.to.node]);
-                    let label = format!(
-                        "`{}` sends `{out_ty}`, `{}` takes `{in_ty}`",
-                        a.name, b.name
-                    );
-                    self.err(
-                        Diagnostic::at(span.clone(), m.message)
-                            .label(label)
-                            .help(m.help),
-                    );
+                    let label = format!("`{}` sends `{out_ty}`, `{}` takes `{in_ty}`", a.name, b.name);
+                    self.err(Diagnostic::at(span.clone(), m.message).label(label).help(m.help));
                 }
             }
         }
@@ -813,11 +741,7 @@ pub(crate) fn out_type(flow: &Flow, at: PortRef, seen: &mut Vec<usize>) -> PortT
     };
     let ty = PortType::parse(port.ty).unwrap_or(PortType::Any);
     if ty != PortType::Same || seen.contains(&at.node) {
-        return if ty == PortType::Same {
-            PortType::Any
-        } else {
-            ty
-        };
+        return if ty == PortType::Same { PortType::Any } else { ty };
     }
     seen.push(at.node);
     let upstream: Vec<PortType> = flow
@@ -827,13 +751,7 @@ pub(crate) fn out_type(flow: &Flow, at: PortRef, seen: &mut Vec<usize>) -> PortT
         .map(|e| out_type(flow, e.from, seen))
         .collect();
     match upstream.as_slice() {
-        [] => in_type(
-            flow,
-            PortRef {
-                node: at.node,
-                port: 0,
-            },
-        ),
+        [] => in_type(flow, PortRef { node: at.node, port: 0 }),
         [one] => one.clone(),
         [first, rest @ ..] if rest.iter().all(|t| t == first) => first.clone(),
         _ => PortType::Any,
@@ -853,9 +771,7 @@ fn int_of(v: &RawValue) -> Option<i64> {
     match v {
         RawValue::Int(i) => Some(*i),
         RawValue::Str {
-            text,
-            whole_var: true,
-            ..
+            text, whole_var: true, ..
         } => text.trim().parse().ok(),
         _ => None,
     }
@@ -873,6 +789,17 @@ fn default_json(literal: &str) -> serde_json::Value {
         .and_then(|t| t.get("v").cloned())
         .and_then(|v| serde_json::to_value(v).ok())
         .unwrap_or(serde_json::Value::Null)
+}
+
+fn nearest(wrong: &str, catalogue: &Catalogue) -> String {
+    let mut scored: Vec<(f64, &str)> = catalogue.names().map(|n| (strsim::jaro_winkler(wrong, n), n)).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    scored
+        .iter()
+        .take(3)
+        .map(|(_, n)| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn leading(s: &str) -> usize {

@@ -62,10 +62,7 @@ impl Diagnostic {
 }
 
 /// The closest candidate to `wrong`, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(
-    wrong: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
+pub fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(wrong, c), c))
@@ -169,7 +166,8 @@ mod tests {
 
     #[test]
     fn renders_like_rustc() {
-        let source = "[flow]\nname = \"x\"\n[components.a]\ntype = \"counter\"\nconfig = { intervall = \"1s\" }\n".to_string();
+        let source =
+            "[flow]\nname = \"x\"\n[components.a]\ntype = \"counter\"\nconfig = { intervall = \"1s\" }\n".to_string();
         let at = source.find("intervall").unwrap();
         let d = Diagnostic::at(at..at + 9, "unknown config key `intervall`")
             .suggest("intervall", ["interval", "max_count"]);
@@ -179,10 +177,7 @@ mod tests {
             errors: vec![d],
         };
         let text = diags.render();
-        assert!(
-            text.contains("error: unknown config key `intervall`"),
-            "{text}"
-        );
+        assert!(text.contains("error: unknown config key `intervall`"), "{text}");
         assert!(text.contains("--> flows/x.toml:5:12"), "{text}");
         assert!(text.contains("^^^^^^^^^"), "{text}");
         assert!(text.contains("= help: did you mean `interval`?"), "{text}");

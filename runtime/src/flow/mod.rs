@@ -64,12 +64,7 @@ pub struct Node {
 impl Node {
     /// Names of its out-ports, `err` last.
     pub fn output_names(&self) -> Vec<&'static str> {
-        self.spec
-            .outputs
-            .iter()
-            .map(|p| p.name)
-            .chain(["err"])
-            .collect()
+        self.spec.outputs.iter().map(|p| p.name).chain(["err"]).collect()
     }
 }
 
@@ -157,19 +152,14 @@ pub fn load(path: &Path, catalogue: &Catalogue) -> Result<Flow, Diagnostics> {
 }
 
 /// [`load`] with an injectable environment.
-pub fn load_with_env(
-    path: &Path,
-    catalogue: &Catalogue,
-    env: raw::Env<'_>,
-) -> Result<Flow, Diagnostics> {
+pub fn load_with_env(path: &Path, catalogue: &Catalogue, env: raw::Env<'_>) -> Result<Flow, Diagnostics> {
     let shown = path.display().to_string();
     let fail = |message: String, help: &str| Diagnostics {
         path: shown.clone(),
         source: String::new(),
         errors: vec![Diagnostic::whole(message).help(help)],
     };
-    let meta = std::fs::metadata(path)
-        .map_err(|e| fail(format!("cannot read `{shown}`: {e}"), "check the path"))?;
+    let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read `{shown}`: {e}"), "check the path"))?;
     if meta.is_dir() {
         return Err(fail(
             format!("`{shown}` is a folder, not a flow file"),
@@ -185,18 +175,13 @@ pub fn load_with_env(
             "a flow file names components and connections; data belongs in files the flow reads",
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| {
-        fail(
-            format!("cannot read `{shown}`: {e}"),
-            "check the path and permissions",
-        )
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| fail(format!("cannot read `{shown}`: {e}"), "check the path and permissions"))?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            let valid =
-                String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]).into_owned();
+            let valid = String::from_utf8_lossy(&e.as_bytes()[..e.utf8_error().valid_up_to()]).into_owned();
             let at = valid.len();
             return Err(Diagnostics {
                 path: shown,

@@ -88,11 +88,7 @@ impl RawValue {
             RawValue::Bool(b) => J::Bool(*b),
             RawValue::Datetime(d) => J::String(d.clone()),
             RawValue::Array(a) => J::Array(a.iter().map(|v| v.value.to_json()).collect()),
-            RawValue::Table(t) => J::Object(
-                t.iter()
-                    .map(|(k, v)| (k.value.clone(), v.value.to_json()))
-                    .collect(),
-            ),
+            RawValue::Table(t) => J::Object(t.iter().map(|(k, v)| (k.value.clone(), v.value.to_json())).collect()),
         }
     }
 }
@@ -120,31 +116,21 @@ pub fn table(
         .collect()
 }
 
-fn value(
-    v: &Spanned<DeValue<'_>>,
-    source: &str,
-    env: Env<'_>,
-    errors: &mut Vec<Diagnostic>,
-) -> Sp<RawValue> {
+fn value(v: &Spanned<DeValue<'_>>, source: &str, env: Env<'_>, errors: &mut Vec<Diagnostic>) -> Sp<RawValue> {
     let span = v.span();
     let value = match v.get_ref() {
         DeValue::String(s) => substitute(s, span.clone(), source, env, errors),
         DeValue::Integer(i) => match i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()) {
             Ok(n) => RawValue::Int(n),
             Err(_) => {
-                errors.push(
-                    Diagnostic::at(span.clone(), "integer out of range")
-                        .label("does not fit in 64 bits"),
-                );
+                errors.push(Diagnostic::at(span.clone(), "integer out of range").label("does not fit in 64 bits"));
                 RawValue::Int(0)
             }
         },
         DeValue::Float(f) => RawValue::Float(parse_float(f.as_str())),
         DeValue::Boolean(b) => RawValue::Bool(*b),
         DeValue::Datetime(d) => RawValue::Datetime(d.to_string()),
-        DeValue::Array(a) => {
-            RawValue::Array(a.iter().map(|v| value(v, source, env, errors)).collect())
-        }
+        DeValue::Array(a) => RawValue::Array(a.iter().map(|v| value(v, source, env, errors)).collect()),
         DeValue::Table(t) => RawValue::Table(table(t, source, env, errors)),
     };
     Sp { value, span }
@@ -160,13 +146,7 @@ fn parse_float(s: &str) -> f64 {
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
-fn substitute(
-    s: &str,
-    span: Range<usize>,
-    source: &str,
-    env: Env<'_>,
-    errors: &mut Vec<Diagnostic>,
-) -> RawValue {
+fn substitute(s: &str, span: Range<usize>, source: &str, env: Env<'_>, errors: &mut Vec<Diagnostic>) -> RawValue {
     if !s.contains("${") {
         return RawValue::Str {
             text: s.to_string(),
@@ -226,17 +206,14 @@ fn substitute(
                         format!("environment variable `{name}` is not set"),
                     )
                     .label("used here")
-                    .help(format!(
-                        "set `{name}`, or give a default: `${{{name}:-VALUE}}`"
-                    )),
+                    .help(format!("set `{name}`, or give a default: `${{{name}:-VALUE}}`")),
                 ),
             }
         }
         rest = &rest[at + end + 1..];
     }
     out.push_str(rest);
-    let whole_var =
-        vars == 1 && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+    let whole_var = vars == 1 && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
     RawValue::Str {
         text: out,
         from_var,
@@ -251,12 +228,7 @@ fn valid_var_name(name: &str) -> bool {
 }
 
 /// An error pointing at the `${...}` inside the string when it can be found there.
-fn var_error(
-    source: &str,
-    span: &Range<usize>,
-    needle: &str,
-    message: impl Into<String>,
-) -> Diagnostic {
+fn var_error(source: &str, span: &Range<usize>, needle: &str, message: impl Into<String>) -> Diagnostic {
     let inside = source
         .get(span.clone())
         .and_then(|text| text.find(needle))
@@ -269,10 +241,7 @@ mod tests {
     use super::*;
 
     fn sub(s: &str, env: &[(&str, &str)]) -> (RawValue, Vec<Diagnostic>) {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let lookup = move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let mut errors = Vec::new();
         let source = format!("\"{s}\"");

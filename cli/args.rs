@@ -1,0 +1,99 @@
+//! Command-line arguments. Every flag has an `FBP_*` environment twin.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// A flow-based-programming runtime for IoT gateways and message relays.
+#[derive(Parser, Debug)]
+#[command(name = "fbp", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Log level: error, warn, info, debug or trace (RUST_LOG also works).
+    #[arg(long, global = true, env = "FBP_LOG_LEVEL")]
+    pub(crate) log_level: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "FBP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// How logs are written.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run a flow until its sources end, or until Ctrl-C / SIGTERM.
+    Run {
+        /// The flow file.
+        flow: PathBuf,
+        /// How long a graceful shutdown may take.
+        #[arg(long, env = "FBP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+        shutdown_timeout: Duration,
+    },
+    /// Check a flow file: syntax, components, config, ports, types, variables.
+    Check {
+        /// The flow files.
+        #[arg(required = true)]
+        flows: Vec<PathBuf>,
+    },
+    /// List every component type, one line each.
+    Components {
+        /// Output format.
+        #[arg(long, env = "FBP_COMPONENTS_FORMAT", value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
+    },
+    /// Describe a component type: ports, config keys, delivery, an example.
+    Describe {
+        /// The component type, e.g. `sensor-sim`.
+        component: String,
+    },
+    /// Print a flow as a graph.
+    Graph {
+        /// The flow file.
+        flow: PathBuf,
+        /// Graph language.
+        #[arg(long, env = "FBP_GRAPH_FORMAT", value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// Run a pipeline written inline: 'sensor-sim count=100 ! map expr=".value" ! console'.
+    Launch {
+        /// The pipeline: components separated by `!`, each `TYPE key=value ...`.
+        pipeline: String,
+        /// Print the equivalent flow file instead of running it.
+        #[arg(long, env = "FBP_PRINT_FLOW")]
+        print_flow: bool,
+        /// How long a graceful shutdown may take.
+        #[arg(long, env = "FBP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+        shutdown_timeout: Duration,
+    },
+}
+
+/// `fbp components` output.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum ListFormat {
+    /// One line per type.
+    Text,
+    /// The `docs/components.md` page.
+    Markdown,
+}
+
+/// `fbp graph` output.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum GraphFormat {
+    /// Graphviz.
+    Dot,
+    /// Mermaid.
+    Mermaid,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    fbp_runtime::units::parse_duration(s)
+}

@@ -1,0 +1,165 @@
+//! One function per subcommand; each maps the runtime's answer to an exit code:
+//! 0 ok, 1 run-time failure, 2 usage or flow-file error.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use fbp_components::CATALOGUE;
+use fbp_runtime::flow::{self, Diagnostics, Flow};
+use fbp_runtime::network::{self, RunOptions};
+use fbp_runtime::{docs, graph, launch};
+use tokio_util::sync::CancellationToken;
+
+use crate::args::{Command, GraphFormat, ListFormat};
+
+const USAGE: u8 = 2;
+
+pub(crate) fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Run { flow, shutdown_timeout } => load(&flow).map_or_else(|c| c, |f| run(f, shutdown_timeout)),
+        Command::Check { flows } => check(&flows),
+        Command::Components { format } => {
+            match format {
+                ListFormat::Text => print!("{}", docs::list(&CATALOGUE)),
+                ListFormat::Markdown => print!("{}", docs::markdown(&CATALOGUE)),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Describe { component } => describe(&component),
+        Command::Graph { flow, format } => load(&flow).map_or_else(
+            |c| c,
+            |f| {
+                let format = match format {
+                    GraphFormat::Dot => graph::Format::Dot,
+                    GraphFormat::Mermaid => graph::Format::Mermaid,
+                };
+                print!("{}", graph::render(&f, format));
+                ExitCode::SUCCESS
+            },
+        ),
+        Command::Launch {
+            pipeline,
+            print_flow,
+            shutdown_timeout,
+        } => launch(&pipeline, print_flow, shutdown_timeout),
+    }
+}
+
+fn report(diags: &Diagnostics) -> ExitCode {
+    eprint!("{}", diags.render());
+    ExitCode::from(USAGE)
+}
+
+fn load(path: &Path) -> Result<Flow, ExitCode> {
+    flow::load(path, &CATALOGUE).map_err(|d| report(&d))
+}
+
+fn check(paths: &[std::path::PathBuf]) -> ExitCode {
+    let mut code = ExitCode::SUCCESS;
+    for path in paths {
+        match flow::load(path, &CATALOGUE) {
+            Ok(f) => println!(
+                "{}: ok ({} components, {} connections)",
+                path.display(),
+                f.nodes.len(),
+                f.edges.len()
+            ),
+            Err(d) => code = report(&d),
+        }
+    }
+    code
+}
+
+fn describe(name: &str) -> ExitCode {
+    match CATALOGUE.get(name) {
+        Some(spec) => {
+            print!("{}", docs::describe(spec));
+            ExitCode::SUCCESS
+        }
+        None => {
+            let hint = flow::diag::did_you_mean(name, CATALOGUE.names()).map_or_else(
+                || "`fbp components` lists the types".to_string(),
+                |b| format!("did you mean `{b}`?"),
+            );
+            eprintln!("error: unknown component type `{name}`\n  = help: {hint}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+fn launch(pipeline: &str, print_flow: bool, shutdown_timeout: Duration) -> ExitCode {
+    let text = match launch::to_flow_toml(pipeline, &CATALOGUE) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(USAGE);
+        }
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let loaded = flow::check::check_source("<launch>", &text, &cwd, &CATALOGUE, &|k| std::env::var(k).ok());
+    match (loaded, print_flow) {
+        (Err(d), _) => report(&d),
+        (Ok(_), true) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        (Ok(f), false) => run(f, shutdown_timeout),
+    }
+}
+
+fn run(flow: Flow, shutdown_timeout: Duration) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    watch_signals(shutdown.clone());
+    let report = network::run(
+        flow,
+        RunOptions {
+            shutdown_timeout,
+            shutdown,
+            threads: None,
+        },
+    );
+    for s in &report.summaries {
+        tracing::info!(
+            component = %s.component, received = s.received, sent = s.sent, errors = s.errors,
+            dropped = s.dropped, restarts = s.restarts, "Component summary."
+        );
+    }
+    match report.result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "Flow failed.");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
+fn watch_signals(shutdown: CancellationToken) {
+    std::thread::Builder::new()
+        .name("fbp-signals".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+                    return;
+                };
+                for n in 0.. {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                    if n > 0 {
+                        eprintln!("error: second signal; exiting without draining");
+                        std::process::exit(1);
+                    }
+                    tracing::info!("Signal received; draining.");
+                    shutdown.cancel();
+                }
+            });
+        })
+        .ok();
+}
