@@ -1,12 +1,29 @@
 //! The fbp component catalogue.
 //!
-//! One module per component type, grouped by family. Each module declares its
-//! type in a `pub static SPEC: ComponentSpec`; [`CATALOGUE`] lists them all, and
-//! that list is the only place a new component is registered.
+//! One module per component type, grouped by family:
+//!
+//! - [`generate`]: sources that make their own messages (`counter`,
+//!   `sensor-sim`, `inject`);
+//! - [`transform`]: reshape, select, aggregate (`map`, `filter`, `window`);
+//! - [`output`]: sinks for people and benchmarks (`console`, `null`);
+//! - [`storage`]: sinks that keep data (`file-write`, `sqlite`).
+//!
+//! Each module declares its type in a `pub static SPEC: ComponentSpec`;
+//! [`CATALOGUE`] lists them all, and that list is the only place a new
+//! component is registered.
 
+pub mod generate;
+pub mod output;
+pub mod storage;
 pub mod transform;
 
 use fbp_runtime::Catalogue;
 
 /// Every component type fbp knows.
-pub static CATALOGUE: Catalogue = Catalogue(&[&transform::map::SPEC, &transform::filter::SPEC]);
+pub static CATALOGUE: Catalogue = Catalogue(&[
+    &generate::counter::SPEC,
+    &generate::sensor_sim::SPEC,
+    &generate::inject::SPEC,
+    &transform::map::SPEC,
+    &transform::filter::SPEC,
+]);

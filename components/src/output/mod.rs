@@ -1,0 +1,1 @@
+//! Sinks for people and benchmarks: print, or count and discard.

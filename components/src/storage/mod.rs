@@ -1,0 +1,1 @@
+//! Sinks that keep data: files and databases.
