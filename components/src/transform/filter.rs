@@ -3,9 +3,7 @@
 use fbp_runtime::jq::Program;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::truthy;
-use fbp_runtime::{
-    BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform,
-};
+use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 use serde::Deserialize;
 
 /// The `filter` declaration.
