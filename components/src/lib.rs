@@ -26,4 +26,5 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &generate::inject::SPEC,
     &transform::map::SPEC,
     &transform::filter::SPEC,
+    &transform::window::SPEC,
 ]);

@@ -2,3 +2,4 @@
 
 pub mod filter;
 pub mod map;
+pub mod window;

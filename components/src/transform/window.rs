@@ -1,0 +1,256 @@
+//! `window`: aggregate a numeric field over time or count windows, per group.
+//!
+//! - [`state`]: the aggregation state machine, which reads no clock;
+//! - [`run`]: the async loop that feeds it messages and timer ticks and sends
+//!   what it emits.
+//!
+//! Windows are in processing time: a message counts at the moment `window`
+//! takes it in.
+
+mod run;
+mod state;
+
+use std::time::Duration;
+
+use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::units::parse_duration;
+use fbp_runtime::{BuildContext, ComponentSpec, Context, Delivery, Instance, Kind, PortSpec, Task, TaskFuture};
+use serde::Deserialize;
+
+use self::run::Clock;
+use self::state::{Agg, Layout, Shape, Windows};
+
+/// The `window` declaration.
+pub static SPEC: ComponentSpec = ComponentSpec {
+    name: "window",
+    summary: "Aggregate a numeric field over time or count windows, per group.",
+    doc: "Collects the number in `field` of each message, per value of `group_by`, and emits \
+          per group and window `{<group_by>: .., \"avg\": .., \"min\": .., \"max\": .., \
+          \"count\": .., \"window_start\": .., \"window_end\": ..}` with the `aggregates` asked \
+          for (`count` always). `every` alone makes tumbling windows of that length, `every` \
+          with `size` sliding windows of length `size` emitted every `every`; both are in \
+          processing time, aligned to multiples of `every`, and a window with no message emits \
+          nothing. `count = N` instead emits a group's window every N of its messages. A message \
+          whose field is missing or not a number goes to `err`. Partial windows are flushed when \
+          the input ends. Each output carries its inputs' acknowledgements.",
+    kind: Kind::Transform,
+    inputs: &[PortSpec {
+        name: "in",
+        ty: "object",
+        doc: "records holding the number to aggregate",
+    }],
+    outputs: &[PortSpec {
+        name: "out",
+        ty: "{ count = \"number\", window_start = \"string\", window_end = \"string\" }",
+        doc: "one record per group and window: the group, the aggregates, `count`, and the window's \
+              start and end (RFC 3339, UTC, milliseconds)",
+    }],
+    config: &[
+        KeySpec::optional(
+            "every",
+            KeyType::Duration,
+            "Time windows: the length of a tumbling window, or how often a sliding window is \
+             emitted. Windows end at multiples of it. Set this or `count`.",
+        ),
+        KeySpec::optional(
+            "size",
+            KeyType::Duration,
+            "Sliding windows: the length of each window, a multiple of `every` (e.g. `every = \
+             \"10s\"`, `size = \"1m\"`: the last minute, every 10 seconds). Unset: tumbling.",
+        ),
+        KeySpec::optional(
+            "count",
+            KeyType::Integer,
+            "Count windows: emit a group's window every `count` messages of that group, instead \
+             of by time.",
+        ),
+        KeySpec::optional(
+            "group_by",
+            KeyType::String,
+            "Field whose value splits messages into groups, each with its own windows; echoed in \
+             each result. A message without it joins the group `null`. Unset: one group.",
+        ),
+        KeySpec::new(
+            "field",
+            KeyType::String,
+            "\"value\"",
+            "Field holding the number to aggregate.",
+        ),
+        KeySpec::new(
+            "aggregates",
+            KeyType::StringList,
+            "[\"avg\", \"min\", \"max\"]",
+            "What to compute, in output order: any of `avg`, `min`, `max`, `sum`, `count`, `first`, \
+             `last`. `count` is included anyway.",
+        ),
+    ],
+    delivery: Delivery::PassThrough,
+    stateless: false,
+    example: "[components.avg]\ntype = \"window\"\nconfig = { every = \"10s\", group_by = \"sensor\", field = \"value\", aggregates = [\"avg\", \"min\", \"max\"] }\n",
+    build,
+};
+
+#[derive(Deserialize)]
+struct Config {
+    every: Option<String>,
+    size: Option<String>,
+    count: Option<u64>,
+    group_by: Option<String>,
+    field: String,
+    aggregates: Vec<String>,
+}
+
+struct Window {
+    windows: Windows,
+}
+
+fn build(ctx: &BuildContext) -> Result<Instance, String> {
+    let config: Config = ctx.parse()?;
+    let shape = shape(&config)?;
+    let layout = Layout {
+        aggregates: aggregates(&config.aggregates)?,
+        group_by: config.group_by,
+    };
+    if let Some(name) = layout.group_by.as_deref().filter(|g| is_output_field(g)) {
+        return Err(format!(
+            "`group_by = \"{name}\"` would clash with the result field `{name}`"
+        ));
+    }
+    let windows = Windows::new(shape, layout, config.field);
+    Ok(Instance::task(Window { windows }))
+}
+
+fn aggregates(names: &[String]) -> Result<Vec<Agg>, String> {
+    names
+        .iter()
+        .map(|name| {
+            Agg::parse(name).ok_or_else(|| {
+                format!(
+                    "unknown aggregate `{name}`; the aggregates are {}",
+                    Agg::NAMES.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
+fn is_output_field(name: &str) -> bool {
+    Agg::NAMES.contains(&name) || name == "window_start" || name == "window_end"
+}
+
+fn shape(config: &Config) -> Result<Shape, String> {
+    let duration = |d: &Option<String>| d.as_deref().map(parse_duration).transpose();
+    match (duration(&config.every)?, duration(&config.size)?, config.count) {
+        (Some(_), _, Some(_)) => Err("set `every` (time windows) or `count` (count windows), not both".into()),
+        (None, Some(_), _) => Err("`size` needs `every`: a window of `size` is emitted every `every`".into()),
+        (None, None, None) => Err("set `every` (time windows) or `count` (count windows)".into()),
+        (None, None, Some(0)) => Err("`count` must be at least 1".into()),
+        (None, None, Some(n)) => Ok(Shape::Count(n)),
+        (Some(every), size, None) => time_shape(every, size.unwrap_or(every)),
+    }
+}
+
+fn time_shape(every: Duration, size: Duration) -> Result<Shape, String> {
+    if every.is_zero() {
+        return Err("`every` must be longer than 0s".into());
+    }
+    if size < every || !size.as_nanos().is_multiple_of(every.as_nanos()) {
+        return Err(format!(
+            "`size` must be a multiple of `every` ({} is not a multiple of {})",
+            humantime::format_duration(size),
+            humantime::format_duration(every)
+        ));
+    }
+    Ok(Shape::Time { every, size })
+}
+
+impl Task for Window {
+    fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
+        Box::pin(async move {
+            let input = ctx.input("in");
+            let out = ctx.output("out");
+            run::run(self.windows, Clock::starting_now(), input, out, &ctx).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use fbp_runtime::testing::Harness;
+    use fbp_runtime::{Ack, Message, Meta, Outcome, value};
+    use serde_json::json;
+
+    async fn build_error(config: serde_json::Value) -> String {
+        let mut h = Harness::new(&super::SPEC, config);
+        h.run_to_end().await.result.unwrap().unwrap_err().0
+    }
+
+    #[tokio::test]
+    async fn config_mistakes_are_build_errors() {
+        let err = build_error(json!({"every": "10s", "aggregates": ["avg", "median"]})).await;
+        assert!(
+            err.contains("`median`") && err.contains("avg, min, max, sum, count, first, last"),
+            "{err}"
+        );
+        let err = build_error(json!({"every": "10s", "count": 5})).await;
+        assert!(err.contains("not both"), "{err}");
+        let err = build_error(json!({"size": "10s"})).await;
+        assert!(err.contains("`size` needs `every`"), "{err}");
+        let err = build_error(json!({})).await;
+        assert!(err.contains("set `every`"), "{err}");
+        let err = build_error(json!({"every": "10s", "size": "15s"})).await;
+        assert!(err.contains("multiple of `every`"), "{err}");
+        let err = build_error(json!({"count": 3, "group_by": "count"})).await;
+        assert!(err.contains("clash"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn count_windows_route_bad_messages_to_err_and_flush_at_the_end() {
+        let mut h = Harness::new(
+            &super::SPEC,
+            json!({"count": 2, "group_by": "sensor", "aggregates": ["sum"]}),
+        );
+        h.push_json(r#"{"sensor": "a", "value": 1}"#);
+        h.push_json(r#"{"sensor": "a", "temp": 9}"#);
+        h.push_json(r#"{"sensor": "b", "value": 4}"#);
+        h.push_json(r#"{"sensor": "a", "value": 2}"#);
+        let out = h.run_to_end().await;
+        assert!(matches!(out.result, Some(Ok(()))));
+        let sums: Vec<_> = out
+            .payloads("out")
+            .iter()
+            .map(value::to_serde)
+            .map(|p| (p["sensor"].clone(), p["sum"].clone()))
+            .collect();
+        assert_eq!(sums, [(json!("a"), json!(3.0)), (json!("b"), json!(4.0))]);
+        let err = out.json("err");
+        assert_eq!(err.len(), 1);
+        assert!(
+            err[0].contains("no field `value`") && err[0].contains(r#""temp":9"#),
+            "{}",
+            err[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_output_carries_its_inputs_acknowledgements() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut h = Harness::new(&super::SPEC, json!({"every": "1h"}));
+        for v in [1, 2] {
+            let s = seen.clone();
+            let mut m = Message::new(value::object([("value", value::int(v))]), Meta::new("t".into(), 0));
+            m.ack = Some(Ack::new(move |o| s.lock().unwrap().push(o)));
+            h.push_message("in", m);
+        }
+        let out = h.run_to_end().await;
+        assert_eq!(out.messages("out").len(), 1);
+        assert!(
+            seen.lock().unwrap().is_empty(),
+            "acknowledged before the output was done"
+        );
+        drop(out);
+        assert_eq!(*seen.lock().unwrap(), [Outcome::Delivered, Outcome::Delivered]);
+    }
+}
