@@ -27,4 +27,6 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::map::SPEC,
     &transform::filter::SPEC,
     &transform::window::SPEC,
+    &output::console::SPEC,
+    &output::null::SPEC,
 ]);

@@ -1,1 +1,4 @@
 //! Sinks for people and benchmarks: print, or count and discard.
+
+pub mod console;
+pub mod null;
