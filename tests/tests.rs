@@ -1,1 +1,8 @@
+//! Integration tests: one binary, driving the real `fbp` executable and the
+//! runtime against real files and processes.
 
+mod catalogue;
+mod cli;
+mod flow_errors;
+mod run;
+mod util;

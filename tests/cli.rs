@@ -1,0 +1,137 @@
+//! The command line: every command, flags, exit codes, stdout for data and stderr for logs.
+
+use crate::util::{fbp, root, run_in, stderr, stdout, tempdir, write};
+
+#[test]
+fn version_and_help_on_every_command() {
+    let v = fbp().arg("--version").output().unwrap();
+    assert!(v.status.success());
+    assert!(stdout(&v).starts_with("fbp "), "{}", stdout(&v));
+    for cmd in ["run", "check", "components", "describe", "graph", "launch"] {
+        let o = fbp().args([cmd, "--help"]).output().unwrap();
+        assert!(o.status.success(), "{cmd} --help");
+        assert!(stdout(&o).contains("Usage: fbp"), "{cmd} --help: {}", stdout(&o));
+        assert!(stdout(&o).contains("--log-level"), "{cmd} --help lacks --log-level");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(fbp().arg("frobnicate").output().unwrap().status.code(), Some(2));
+    assert_eq!(fbp().args(["run"]).output().unwrap().status.code(), Some(2));
+    let o = fbp().args(["describe", "sensor-sm"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `sensor-sim`?"), "{}", stderr(&o));
+}
+
+#[test]
+fn components_lists_one_line_per_type() {
+    let o = fbp().arg("components").output().unwrap();
+    assert!(o.status.success());
+    let out = stdout(&o);
+    for name in ["counter", "sensor-sim", "inject", "map", "filter", "window", "console", "null", "file-write", "sqlite"] {
+        assert!(out.lines().any(|l| l.starts_with(&format!("{name} "))), "`{name}` missing from:\n{out}");
+    }
+}
+
+#[test]
+fn describe_shows_ports_config_delivery_and_example() {
+    let o = fbp().args(["describe", "sensor-sim"]).output().unwrap();
+    assert!(o.status.success());
+    let out = stdout(&o);
+    for needle in ["Out-ports:", "err", "Config:", "interval (duration, default \"1s\")", "Delivery:", "Example:"] {
+        assert!(out.contains(needle), "`{needle}` missing from:\n{out}");
+    }
+}
+
+#[test]
+fn check_accepts_every_flow_in_flows() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root().join("flows")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let o = fbp().arg("check").arg(&path).output().unwrap();
+            assert!(o.status.success(), "{}:\n{}", path.display(), stderr(&o));
+            assert!(stdout(&o).contains(": ok ("), "{}", stdout(&o));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn check_reports_counts_on_success() {
+    let o = fbp().current_dir(root()).args(["check", "flows/sensor.toml"]).output().unwrap();
+    assert_eq!(stdout(&o).trim(), "flows/sensor.toml: ok (5 components, 4 connections)");
+}
+
+#[test]
+fn graph_renders_dot_and_mermaid() {
+    let dot = fbp().current_dir(root()).args(["graph", "flows/sensor.toml", "--format", "dot"]).output().unwrap();
+    assert!(dot.status.success());
+    let text = stdout(&dot);
+    assert!(text.starts_with("digraph \"sensor\""), "{text}");
+    assert!(text.contains("\"avg\" -> \"store\" [label=\"out -> in\"]"), "{text}");
+    let mermaid = fbp().current_dir(root()).args(["graph", "flows/sensor.toml"]).env("FBP_GRAPH_FORMAT", "mermaid").output().unwrap();
+    let text = stdout(&mermaid);
+    assert!(text.starts_with("flowchart LR"), "{text}");
+    assert_eq!(text.matches("-->").count(), 4, "{text}");
+}
+
+#[test]
+fn launch_prints_an_equivalent_flow_that_checks() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["launch", "--print-flow", "sensor-sim count=100 ! map expr=\".value\" ! console"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let flow = stdout(&o);
+    assert!(flow.contains("connections = [\n  \"sensor-sim -> map\",\n  \"map -> console\",\n]"), "{flow}");
+    let path = write(dir.path(), "launched.toml", &flow);
+    let check = fbp().arg("check").arg(&path).output().unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+#[test]
+fn launch_runs_and_data_goes_to_stdout_logs_to_stderr() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["launch", "inject messages=[1,2,3] ! map expr=\".+1\" ! console"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "2\n3\n4\n");
+    assert!(stderr(&o).contains("Component summary."), "{}", stderr(&o));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempdir();
+    let o = fbp().current_dir(dir.path()).args(["--log-format", "json", "launch", "inject messages=[1] ! null"]).output().unwrap();
+    assert!(o.status.success());
+    let lines: Vec<&str> = stderr(&o).lines().filter(|l| !l.is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));
+        assert!(v.get("level").is_some(), "{l}");
+    }
+}
+
+#[test]
+fn log_level_flag_and_env_twin_silence_info() {
+    let dir = tempdir();
+    let o = fbp().current_dir(dir.path()).args(["--log-level", "error", "launch", "inject messages=[1] ! null"]).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "");
+    let o = fbp().current_dir(dir.path()).env("FBP_LOG_LEVEL", "error").args(["launch", "inject messages=[1] ! null"]).output().unwrap();
+    assert_eq!(stderr(&o), "");
+}
+
+#[test]
+fn a_flow_that_cannot_start_exits_1() {
+    let dir = tempdir();
+    let flow = write(
+        dir.path(),
+        "f.toml",
+        "[flow]\nname = \"f\"\nconnections = [\"i -> s\"]\n[components.i]\ntype = \"inject\"\nconfig = { messages = [{a = 1}] }\n\
+         [components.s]\ntype = \"sqlite\"\nconfig = { path = \"/proc/no/such/dir/x.db\", table = \"t\" }\nrestart = \"never\"\n",
+    );
+    let o = fbp().arg("run").arg(&flow).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("component `s` failed"), "{}", stderr(&o));
+}

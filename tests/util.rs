@@ -1,0 +1,62 @@
+//! Test support: run the `fbp` binary, temp folders, polling with a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `fbp` binary under test.
+pub fn fbp() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fbp"));
+    c.env_remove("RUST_LOG").env("NO_COLOR", "1").stdin(Stdio::null());
+    c
+}
+
+/// Runs `fbp` with `args` in `dir` and waits for it.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    fbp().current_dir(dir).args(args).output().expect("fbp runs")
+}
+
+/// The repository root (flows/ lives there).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Text of a process's stdout.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Text of a process's stderr.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh temporary folder, removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Sends a signal to a child we started.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().expect("kill runs");
+    assert!(status.success(), "kill -{sig} failed");
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write fixture");
+    p
+}
