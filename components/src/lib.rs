@@ -29,4 +29,5 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::window::SPEC,
     &output::console::SPEC,
     &output::null::SPEC,
+    &storage::file_write::SPEC,
 ]);

@@ -1,1 +1,51 @@
 //! Sinks that keep data: files and databases.
+//!
+//! Both take a batch of what is queued, write it whole, flush or commit it,
+//! and only then drop the batch's messages, which acknowledges them. If the
+//! write fails, the batch's acknowledgements are marked rejected before the
+//! component fails, so no source is told that lost data was delivered.
+
+pub mod file_write;
+
+use fbp_runtime::Message;
+
+/// Marks every message of a batch that could not be written as rejected.
+pub(crate) fn reject_all(batch: &[Message]) {
+    batch.iter().filter_map(|m| m.ack.as_ref()).for_each(|ack| ack.reject());
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    //! A temporary folder per test, removed when dropped.
+
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    pub(crate) struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(name: &str) -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("fbp-{name}-{}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            TempDir(dir)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+
+        /// `self/rel` as a string, for configs.
+        pub(crate) fn join(&self, rel: &str) -> String {
+            self.0.join(rel).to_string_lossy().into_owned()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
