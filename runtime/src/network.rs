@@ -134,7 +134,10 @@ pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
                     .map(|(_, q)| q.clone())
                     .collect()
             };
+            let check =
+                |p: usize| flow.edges.iter().find(|e| e.to.node == i && e.to.port == p).and_then(|e| e.check.clone());
             Wiring {
+                checks: (0..node.spec.inputs.len()).map(check).collect(),
                 inputs: node
                     .spec
                     .inputs

@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 
 use async_channel::{Receiver, Sender, TryRecvError};
 
+use crate::deadletter::ErrorRoute;
 use crate::message::Message;
+use crate::port::PortType;
 use crate::metrics::Metrics;
 
 /// What a full queue does with a new message.
@@ -93,12 +95,20 @@ pub struct InPort {
     rxs: Vec<Receiver<Message>>,
     next: usize,
     metrics: Arc<Metrics>,
+    check: Option<(PortType, ErrorRoute)>,
 }
 
 impl InPort {
     /// An in-port reading from these queues.
     pub fn new(rxs: Vec<Receiver<Message>>, metrics: Arc<Metrics>) -> Self {
-        InPort { rxs, next: 0, metrics }
+        InPort { rxs, next: 0, metrics, check: None }
+    }
+
+    /// Checks every message against `ty` (for a port fed by a dynamically typed
+    /// one); a message that does not match goes to the error route.
+    pub(crate) fn with_check(mut self, ty: PortType, route: ErrorRoute) -> Self {
+        self.check = Some((ty, route));
+        self
     }
 
     /// Waits for the next message; `None` once every connection is closed and drained.
@@ -112,11 +122,32 @@ impl InPort {
     /// Returns `false` once every connection is closed and drained.
     pub async fn recv_many(&mut self, buf: &mut Vec<Message>, max: usize) -> bool {
         let start = buf.len();
-        let more = self.recv_many_uncounted(buf, max).await;
-        self.metrics
-            .received
-            .fetch_add((buf.len() - start) as u64, Ordering::Relaxed);
-        more
+        loop {
+            let more = self.recv_many_uncounted(buf, max).await;
+            self.metrics.received.fetch_add((buf.len() - start) as u64, Ordering::Relaxed);
+            self.reject_mistyped(buf, start).await;
+            if !more || buf.len() > start {
+                return more;
+            }
+        }
+    }
+
+    async fn reject_mistyped(&mut self, buf: &mut Vec<Message>, start: usize) {
+        let Some((ty, route)) = &self.check else { return };
+        if buf[start..].iter().all(|m| ty.accepts(&m.payload)) {
+            return;
+        }
+        let mut kept = Vec::with_capacity(buf.len());
+        for m in buf.drain(start..) {
+            if ty.accepts(&m.payload) {
+                kept.push(m);
+            } else {
+                let error = format!("payload is {}, not `{ty}` as this port requires", crate::value::type_name(&m.payload));
+                // A route failure means the err port is gone; the message is then only counted.
+                let _ = route.route(&m, &error, 1).await;
+            }
+        }
+        buf.extend(kept);
     }
 
     async fn recv_many_uncounted(&mut self, buf: &mut Vec<Message>, max: usize) -> bool {
@@ -303,5 +334,31 @@ mod tests {
         drop(InPort::new(vec![q.receiver()], Arc::default()));
         let mut again = InPort::new(vec![q.receiver()], Arc::default());
         assert!(again.recv().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn mistyped_messages_go_to_the_error_route() {
+        let q = Queue::new(4, WhenFull::Block);
+        let err = Queue::new(4, WhenFull::Block);
+        let metrics = Arc::new(Metrics::default());
+        let out = OutPort::new(vec![q.sender()], metrics.clone());
+        out.send(msg(1)).await.unwrap();
+        out.send(Message::new(value::string("x"), Meta::new("t".into(), 9))).await.unwrap();
+        q.close();
+        let route = ErrorRoute {
+            component: "c".into(),
+            type_name: "t",
+            port: OutPort::new(vec![err.sender()], metrics.clone()),
+            dead_letter: None,
+            metrics: metrics.clone(),
+        };
+        let mut port = InPort::new(vec![q.receiver()], metrics.clone()).with_check(PortType::Number, route);
+        let mut buf = Vec::new();
+        while port.recv_many(&mut buf, 10).await {}
+        assert_eq!(buf.len(), 1);
+        let rejected = err.receiver().try_recv().unwrap();
+        let text = value::to_json_string(&rejected.payload);
+        assert!(text.contains("payload is string, not `number`"), "{text}");
+        assert_eq!(metrics.errors.load(Ordering::Relaxed), 1);
     }
 }

@@ -22,6 +22,7 @@ use crate::component::{Context as ComponentContext, Failure, Instance, drive};
 use crate::deadletter::{DeadLetter, ErrorRoute};
 use crate::flow::{Node, Policy};
 use crate::metrics::Metrics;
+use crate::port::PortType;
 use crate::queue::{InPort, OutPort, Queue};
 use crate::spec::{BuildContext, Kind};
 
@@ -38,6 +39,8 @@ pub(crate) enum Event {
 #[derive(Clone)]
 pub(crate) struct Wiring {
     pub(crate) inputs: Vec<(&'static str, Vec<Queue>)>,
+    /// Per in-port, a type to check each message against (fed by a `json` port).
+    pub(crate) checks: Vec<Option<PortType>>,
     pub(crate) outputs: Vec<(&'static str, Vec<Queue>)>,
 }
 
@@ -133,17 +136,6 @@ impl Supervisor {
 
     fn context(&self) -> ComponentContext {
         let out = |qs: &Vec<Queue>| OutPort::new(qs.iter().map(Queue::sender).collect(), self.metrics.clone());
-        let inputs = self
-            .wiring
-            .inputs
-            .iter()
-            .map(|(n, qs)| {
-                (
-                    *n,
-                    InPort::new(qs.iter().map(Queue::receiver).collect(), self.metrics.clone()),
-                )
-            })
-            .collect();
         let outputs: Vec<(&'static str, OutPort)> = self.wiring.outputs.iter().map(|(n, qs)| (*n, out(qs))).collect();
         let err_port = outputs
             .iter()
@@ -157,6 +149,20 @@ impl Supervisor {
             dead_letter: self.dead_letter.clone(),
             metrics: self.metrics.clone(),
         };
+        let inputs = self
+            .wiring
+            .inputs
+            .iter()
+            .zip(&self.wiring.checks)
+            .map(|((n, qs), check)| {
+                let port = InPort::new(qs.iter().map(Queue::receiver).collect(), self.metrics.clone());
+                let port = match check {
+                    Some(ty) => port.with_check(ty.clone(), errors.clone()),
+                    None => port,
+                };
+                (*n, port)
+            })
+            .collect();
         ComponentContext::new(
             self.node.name.clone(),
             self.node.spec.name,
