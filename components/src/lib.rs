@@ -30,4 +30,5 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &output::console::SPEC,
     &output::null::SPEC,
     &storage::file_write::SPEC,
+    &storage::sqlite::SPEC,
 ]);

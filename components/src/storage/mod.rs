@@ -6,6 +6,7 @@
 //! component fails, so no source is told that lost data was delivered.
 
 pub mod file_write;
+pub mod sqlite;
 
 use fbp_runtime::Message;
 
