@@ -40,6 +40,8 @@ pub fn check_source(
 ) -> Result<Flow, Diagnostics> {
     let mut errors = Vec::new();
     let flow = check_text(text, base_dir, catalogue, env, &mut errors);
+    // In file order, as the user reads them; errors about the whole file first.
+    errors.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
     match flow {
         Some(flow) if errors.is_empty() => Ok(flow),
         _ => Err(Diagnostics {
@@ -76,21 +78,37 @@ fn check_text(
         return None;
     }
     let top = raw::table(parsed.get_ref(), text, env, errors);
+    let reported = errors.iter().filter_map(|d| d.span.clone()).collect();
     Checker {
         catalogue,
         declared: Vec::new(),
+        reported,
         errors,
         base_dir,
+        source: text,
     }
     .flow(&top)
+}
+
+/// One end of a connection as written, `comp.port` or `comp`.
+struct End {
+    name: String,
+    /// Where it is in the file.
+    span: Range<usize>,
+    /// Whether it came from an environment variable (never shown in errors).
+    hidden: bool,
 }
 
 struct Checker<'a> {
     catalogue: &'a Catalogue,
     /// Every `[components.NAME]`, loaded or not (a broken one is reported once, not at each use).
     declared: Vec<String>,
+    /// Where reading the values found errors (a missing variable): not reported again.
+    reported: Vec<Range<usize>>,
     errors: &'a mut Vec<Diagnostic>,
     base_dir: &'a Path,
+    /// The file's text, to place errors inside strings.
+    source: &'a str,
 }
 
 fn unknown_key(key: &Sp<String>, what: &str, known: &[&str]) -> Diagnostic {
@@ -102,8 +120,36 @@ fn unknown_key(key: &Sp<String>, what: &str, known: &[&str]) -> Diagnostic {
 }
 
 impl Checker<'_> {
+    /// Records an error, unless it is a follow-on of one found while reading the value.
     fn err(&mut self, d: Diagnostic) {
-        self.errors.push(d);
+        let follow_on = d
+            .span
+            .as_ref()
+            .is_some_and(|s| self.reported.iter().any(|r| s.start < r.end && r.start < s.end));
+        if !follow_on {
+            self.errors.push(d);
+        }
+    }
+
+    /// Where a string value's text starts in the file, when it is written there
+    /// verbatim between its quotes (no escapes, no variables).
+    fn verbatim(&self, v: &Sp<RawValue>) -> Option<usize> {
+        let text = v.value.as_str()?;
+        let written = self.source.get(v.span.clone())?;
+        let quote = if written.starts_with("\"\"\"") || written.starts_with("'''") {
+            3
+        } else {
+            1
+        };
+        let inside = written.get(quote..written.len().checked_sub(quote)?)?;
+        // A multi-line string drops a newline right after its opening quotes.
+        let skip = match inside {
+            _ if quote == 1 => 0,
+            s if s.starts_with("\r\n") => 2,
+            s if s.starts_with('\n') => 1,
+            _ => 0,
+        };
+        (inside[skip..] == *text).then_some(v.span.start + quote + skip)
     }
 
     fn flow(&mut self, top: &Table) -> Option<Flow> {
@@ -135,6 +181,7 @@ impl Checker<'_> {
         let components = get("components")
             .and_then(|v| self.table_of(v, "`[components]`"))
             .unwrap_or_default();
+        self.declared = components.iter().map(|(name, _)| name.value.clone()).collect();
         for (name, body) in components {
             if let Some(node) = self.component(&name, &body) {
                 flow.nodes.push(node);
@@ -262,9 +309,13 @@ impl Checker<'_> {
         };
         let ty_name = self.string(ty, "`type`")?;
         let Some(spec) = self.catalogue.get(&ty_name) else {
+            let hidden = matches!(ty.value, RawValue::Str { from_var: true, .. });
             let d = Diagnostic::at(ty.span.clone(), format!("unknown component type `{ty_name}`"))
                 .label("not a known type");
             let d = match did_you_mean(&ty_name, self.catalogue.names()) {
+                // A value from a variable is never shown, nor hinted at.
+                _ if hidden => Diagnostic::at(ty.span.clone(), "unknown component type (from the environment)")
+                    .help("`fbp components` lists the types"),
                 Some(best) => d.help(format!("did you mean `{best}`?")),
                 None => d.help(format!(
                     "the nearest types are {}; `fbp components` lists them all",
@@ -322,6 +373,9 @@ impl Checker<'_> {
                 let d = Diagnostic::at(k.span.clone(), format!("unknown config key `{}`", k.value))
                     .label(format!("not a key of `{}`", spec.name));
                 let d = match did_you_mean(&k.value, known.iter().copied()) {
+                    _ if COMPONENT_KEYS.contains(&k.value.as_str()) => {
+                        d.help(format!("`{}` sits beside `type`, not under `config`", k.value))
+                    }
                     Some(best) => d.help(format!("did you mean `{best}`?")),
                     None if known.is_empty() => d.help(format!("`{}` takes no config", spec.name)),
                     None => d.help(format!("`{}` takes: {}", spec.name, known.join(", "))),
@@ -418,7 +472,14 @@ impl Checker<'_> {
             KeyType::Expr => match text.map(crate::jq::Program::compile) {
                 Some(Ok(_)) => text.map(Into::into),
                 Some(Err(e)) => {
-                    self.err(Diagnostic::at(v.span.clone(), format!("`{name}` is not a valid jq program")).label(e));
+                    let d = Diagnostic::at(v.span.clone(), format!("`{name}` is not a valid jq program"));
+                    // The compiler's message may quote the program: not when it came from a variable.
+                    let hidden = matches!(v.value, RawValue::Str { from_var: true, .. });
+                    self.err(if hidden {
+                        d.label("(from the environment)")
+                    } else {
+                        d.label(e)
+                    });
                     None
                 }
                 None => {
@@ -553,29 +614,43 @@ impl Checker<'_> {
 
     fn connection(&mut self, item: &Sp<RawValue>, nodes: &[Node], names: &HashMap<&str, usize>) -> Option<Edge> {
         let (from, to, capacity, when_full) = match &item.value {
-            RawValue::Str { text, .. } => {
-                let Some((a, b)) = text.split_once("->") else {
+            RawValue::Str { text, from_var, .. } => {
+                let Some((a, b)) = text
+                    .split_once("->")
+                    .filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+                else {
                     self.err(
                         Diagnostic::at(
                             item.span.clone(),
-                            format!("a connection must look like `A.port -> B.port`, found `{text}`"),
+                            format!(
+                                "a connection must look like `A.port -> B.port`, found {}",
+                                item.value.shown()
+                            ),
                         )
                         .help("`\"a -> b\"` connects the default ports `out` and `in`"),
                     );
                     return None;
                 };
-                let offset = item.span.start + 1;
-                let a_span = offset + leading(a)..offset + a.trim_end().len();
-                let b_at = offset + a.len() + 2;
-                let b_span = b_at + leading(b)..b_at + b.trim_end().len();
+                let (a_span, b_span) = match self.verbatim(item) {
+                    Some(offset) => {
+                        let b_at = offset + a.len() + 2;
+                        (
+                            offset + leading(a)..offset + a.trim_end().len(),
+                            b_at + leading(b)..b_at + b.trim_end().len(),
+                        )
+                    }
+                    None => (item.span.clone(), item.span.clone()),
+                };
                 (
-                    Sp {
-                        value: a.trim().to_string(),
+                    End {
+                        name: a.trim().to_string(),
                         span: a_span,
+                        hidden: *from_var,
                     },
-                    Sp {
-                        value: b.trim().to_string(),
+                    End {
+                        name: b.trim().to_string(),
                         span: b_span,
+                        hidden: *from_var,
                     },
                     None,
                     WhenFull::Block,
@@ -603,26 +678,12 @@ impl Checker<'_> {
         })
     }
 
-    fn connection_table(
-        &mut self,
-        item: &Sp<RawValue>,
-        t: &Table,
-    ) -> Option<(Sp<String>, Sp<String>, Option<usize>, WhenFull)> {
+    fn connection_table(&mut self, item: &Sp<RawValue>, t: &Table) -> Option<(End, End, Option<usize>, WhenFull)> {
         let (mut from, mut to, mut capacity, mut when_full) = (None, None, None, WhenFull::Block);
         for (k, v) in t {
             match k.value.as_str() {
-                "from" => {
-                    from = self.string(v, "`from`").map(|s| Sp {
-                        value: s,
-                        span: inner(&v.span),
-                    })
-                }
-                "to" => {
-                    to = self.string(v, "`to`").map(|s| Sp {
-                        value: s,
-                        span: inner(&v.span),
-                    })
-                }
+                "from" => from = self.end(v, "`from`"),
+                "to" => to = self.end(v, "`to`"),
                 "capacity" => capacity = self.positive(v, "capacity"),
                 "when_full" => match v.value.as_str().and_then(WhenFull::parse) {
                     Some(w) => when_full = w,
@@ -654,28 +715,51 @@ impl Checker<'_> {
         Some((from?, to?, capacity, when_full))
     }
 
-    fn port_ref(
-        &mut self,
-        end: &Sp<String>,
-        nodes: &[Node],
-        names: &HashMap<&str, usize>,
-        is_from: bool,
-    ) -> Option<PortRef> {
-        let (comp, port, port_span) = match end.value.split_once('.') {
-            Some((c, p)) => {
+    /// One end of a connection table, `from` or `to`.
+    fn end(&mut self, v: &Sp<RawValue>, what: &str) -> Option<End> {
+        let name = self.string(v, what)?;
+        let span = match self.verbatim(v) {
+            Some(at) => at..at + name.len(),
+            None => v.span.clone(),
+        };
+        let hidden = matches!(v.value, RawValue::Str { from_var: true, .. });
+        Some(End { name, span, hidden })
+    }
+
+    fn port_ref(&mut self, end: &End, nodes: &[Node], names: &HashMap<&str, usize>, is_from: bool) -> Option<PortRef> {
+        // Sub-spans only when the span is the text itself (written verbatim); a
+        // fallback span is the whole quoted string, always longer than its text.
+        let exact = end.span.len() == end.name.len();
+        let (comp, port, comp_span, port_span) = match end.name.split_once('.') {
+            Some((c, p)) if exact => {
                 let at = end.span.start + c.len() + 1;
-                (c.trim(), p.trim(), at..end.span.end)
+                (
+                    c.trim(),
+                    p.trim(),
+                    end.span.start..end.span.start + c.len(),
+                    at..end.span.end,
+                )
             }
-            None => (end.value.as_str(), if is_from { "out" } else { "in" }, end.span.clone()),
+            Some((c, p)) => (c.trim(), p.trim(), end.span.clone(), end.span.clone()),
+            None => (
+                end.name.as_str(),
+                if is_from { "out" } else { "in" },
+                end.span.clone(),
+                end.span.clone(),
+            ),
         };
         let Some(&node) = names.get(comp) else {
             if self.declared.iter().any(|d| d == comp) {
                 return None;
             }
-            let d = Diagnostic::at(
-                end.span.start..end.span.start + comp.len(),
-                format!("unknown component `{comp}` in a connection"),
-            );
+            if end.hidden {
+                self.err(Diagnostic::at(
+                    end.span.clone(),
+                    "a connection names an unknown component (from the environment)",
+                ));
+                return None;
+            }
+            let d = Diagnostic::at(comp_span, format!("unknown component `{comp}` in a connection"));
             let d = match did_you_mean(comp, names.keys().copied()) {
                 Some(best) => d.help(format!("did you mean `{best}`?")),
                 None => d.help(format!(
@@ -696,6 +780,13 @@ impl Checker<'_> {
             return Some(PortRef { node, port: i });
         }
         let side = if is_from { "out-port" } else { "in-port" };
+        if end.hidden {
+            self.err(Diagnostic::at(
+                end.span.clone(),
+                format!("`{comp}` ({}) has no such {side} (from the environment)", spec.name),
+            ));
+            return None;
+        }
         let mut d = Diagnostic::at(port_span, format!("`{comp}` ({}) has no {side} `{port}`", spec.name));
         d = if other.contains(&port) {
             d.help(format!(
@@ -804,10 +895,6 @@ fn nearest(wrong: &str, catalogue: &Catalogue) -> String {
 
 fn leading(s: &str) -> usize {
     s.len() - s.trim_start().len()
-}
-
-fn inner(span: &Range<usize>) -> Range<usize> {
-    span.start + 1..span.end.saturating_sub(1).max(span.start + 1)
 }
 
 fn sorted<'a>(names: impl Iterator<Item = &'a str>) -> String {

@@ -61,12 +61,15 @@ impl Diagnostic {
     }
 }
 
-/// The closest candidate to `wrong`, if it is close enough to be a typo.
+/// The closest candidate to `wrong`, if it is close enough to be a typo:
+/// similar by Jaro-Winkler, or (for short names such as ports, where
+/// Jaro-Winkler is harsh: `ot` / `out`) within a small edit distance.
 pub fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let max_edits = (wrong.chars().count() / 3).max(1);
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(wrong, c), c))
-        .filter(|(score, _)| *score > 0.8)
+        .filter(|(score, c)| *score > 0.8 || strsim::osa_distance(wrong, c) <= max_edits)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
 }
@@ -183,5 +186,12 @@ mod tests {
         assert!(text.contains("= help: did you mean `interval`?"), "{text}");
         assert!(text.ends_with("1 error\n"), "{text}");
         assert_eq!(diags.positions(), vec![Some((5, 12))]);
+    }
+
+    #[test]
+    fn suggests_short_names_one_edit_away() {
+        assert_eq!(did_you_mean("ot", ["out", "err"]), Some("out"));
+        assert_eq!(did_you_mean("intervall", ["interval", "max_count"]), Some("interval"));
+        assert_eq!(did_you_mean("xyz", ["out", "err"]), None);
     }
 }

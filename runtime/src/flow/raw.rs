@@ -97,13 +97,17 @@ impl RawValue {
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Converts a parsed TOML table, substituting variables; errors are collected.
+/// Keys come back in file order (toml's map sorts them by name).
 pub fn table(
     t: &DeTable<'_>,
     source: &str,
     env: Env<'_>,
     errors: &mut Vec<Diagnostic>,
 ) -> Vec<(Sp<String>, Sp<RawValue>)> {
-    t.iter()
+    let mut entries: Vec<_> = t.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    entries
+        .into_iter()
         .map(|(k, v)| {
             (
                 Sp {
