@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench pipeline`; figures are recorded in docs/BENCHMARKS.md.
 
+#![allow(missing_docs)]
+
 use std::path::Path;
 use std::time::Duration;
 

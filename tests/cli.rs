@@ -104,7 +104,8 @@ fn json_logs_are_one_object_per_line() {
     let dir = tempdir();
     let o = fbp().current_dir(dir.path()).args(["--log-format", "json", "launch", "inject messages=[1] ! null"]).output().unwrap();
     assert!(o.status.success());
-    let lines: Vec<&str> = stderr(&o).lines().filter(|l| !l.is_empty()).collect();
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
     assert!(!lines.is_empty());
     for l in lines {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}"));

@@ -141,7 +141,7 @@ fn unknown_flow_key_suggests_description() {
     assert_fixture(
         "unknown-flow-key.toml",
         &[diag(
-            "unknown key in `[flow]` `descripton`",
+            "unknown `[flow]` key `descripton`",
             "unknown-flow-key.toml:3:1",
             Some("did you mean `description`?"),
         )],
@@ -385,7 +385,7 @@ fn several_errors_are_all_reported_in_file_order() {
         "several-errors.toml",
         &[
             diag(
-                "unknown key in `[flow]` `descripton`",
+                "unknown `[flow]` key `descripton`",
                 "several-errors.toml:3:1",
                 Some("did you mean `description`?"),
             ),

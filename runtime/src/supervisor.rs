@@ -107,6 +107,7 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         index: usize,
         node: Node,

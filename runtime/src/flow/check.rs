@@ -275,7 +275,7 @@ impl Checker<'_> {
                     ),
                 },
                 _ => {
-                    let d = unknown_key(k, "key in `[flow]`", FLOW_KEYS);
+                    let d = unknown_key(k, "`[flow]` key", FLOW_KEYS);
                     self.err(d);
                 }
             }
