@@ -1,5 +1,7 @@
 //! Logs go to stderr, as text or JSON; stdout belongs to data.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::args::LogFormat;
