@@ -2,7 +2,7 @@
 //!
 //! With `interval = "0s"` it sends in a tight loop (for throughput
 //! benchmarks): between messages it only checks the shutdown token and
-//! tokio's cooperative budget (see [`Pace`]).
+//! tokio's cooperative budget (see `Pace` in the family module).
 
 use std::time::Duration;
 

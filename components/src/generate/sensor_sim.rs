@@ -1,6 +1,6 @@
 //! `sensor-sim`: simulated sensors for demos and tests.
 //!
-//! [`Walk`] holds the numbers (baselines spread over the range, a
+//! `Walk` holds the numbers (baselines spread over the range, a
 //! mean-reverting random walk around each); the task only paces and sends.
 
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `sqlite`: insert records into an SQLite table, in batches.
 //!
 //! - this file: the declaration, the config and the async task;
-//! - [`db`]: the connection, the table's columns and the inserts, which run
+//! - `db`: the connection, the table's columns and the inserts, which run
 //!   on tokio's blocking pool so the async threads never wait on the disk.
 
 mod db;

@@ -1,7 +1,7 @@
 //! `window`: aggregate a numeric field over time or count windows, per group.
 //!
-//! - [`state`]: the aggregation state machine, which reads no clock;
-//! - [`run`]: the async loop that feeds it messages and timer ticks and sends
+//! - `state`: the aggregation state machine, which reads no clock;
+//! - `run`: the async loop that feeds it messages and timer ticks and sends
 //!   what it emits.
 //!
 //! Windows are in processing time: a message counts at the moment `window`
