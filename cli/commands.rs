@@ -38,11 +38,7 @@ pub(crate) fn dispatch(command: Command) -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
-        Command::Launch {
-            pipeline,
-            print_flow,
-            shutdown_timeout,
-        } => launch(&pipeline, print_flow, shutdown_timeout),
+        Command::Launch { pipeline, print_flow, shutdown_timeout } => launch(&pipeline, print_flow, shutdown_timeout),
     }
 }
 
@@ -59,12 +55,7 @@ fn check(paths: &[std::path::PathBuf]) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for path in paths {
         match flow::load(path, &CATALOGUE) {
-            Ok(f) => println!(
-                "{}: ok ({} components, {} connections)",
-                path.display(),
-                f.nodes.len(),
-                f.edges.len()
-            ),
+            Ok(f) => println!("{}: ok ({} components, {} connections)", path.display(), f.nodes.len(), f.edges.len()),
             Err(d) => code = report(&d),
         }
     }
@@ -78,10 +69,8 @@ fn describe(name: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         None => {
-            let hint = flow::diag::did_you_mean(name, CATALOGUE.names()).map_or_else(
-                || "`fbp components` lists the types".to_string(),
-                |b| format!("did you mean `{b}`?"),
-            );
+            let hint = flow::diag::did_you_mean(name, CATALOGUE.names())
+                .map_or_else(|| "`fbp components` lists the types".to_string(), |b| format!("did you mean `{b}`?"));
             eprintln!("error: unknown component type `{name}`\n  = help: {hint}");
             ExitCode::from(USAGE)
         }
@@ -111,14 +100,7 @@ fn launch(pipeline: &str, print_flow: bool, shutdown_timeout: Duration) -> ExitC
 fn run(flow: Flow, shutdown_timeout: Duration) -> ExitCode {
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
-    let report = network::run(
-        flow,
-        RunOptions {
-            shutdown_timeout,
-            shutdown,
-            threads: None,
-        },
-    );
+    let report = network::run(flow, RunOptions { shutdown_timeout, shutdown, threads: None });
     for s in &report.summaries {
         tracing::info!(
             component = %s.component, received = s.received, sent = s.sent, errors = s.errors,

@@ -16,7 +16,11 @@ fn component_names_are_unique_and_kebab_case() {
     let mut seen = HashSet::new();
     for s in CATALOGUE.0 {
         assert!(seen.insert(s.name), "`{}` is declared twice", s.name);
-        assert!(s.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "`{}` is not kebab-case", s.name);
+        assert!(
+            s.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+            "`{}` is not kebab-case",
+            s.name
+        );
     }
 }
 
@@ -42,10 +46,25 @@ fn every_config_key_is_documented_snake_case_and_defaults_parse() {
         assert!(!s.summary.is_empty() && !s.doc.is_empty(), "{} lacks docs", s.name);
         for k in s.config {
             assert!(k.doc.len() > 10, "{}.{} is not documented", s.name, k.name);
-            assert!(k.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{}.{} is not snake_case", s.name, k.name);
-            assert!(!k.name.ends_with("_secs") && !k.name.ends_with("_ms"), "{}.{}: use a duration string", s.name, k.name);
+            assert!(
+                k.name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{}.{} is not snake_case",
+                s.name,
+                k.name
+            );
+            assert!(
+                !k.name.ends_with("_secs") && !k.name.ends_with("_ms"),
+                "{}.{}: use a duration string",
+                s.name,
+                k.name
+            );
             if let Some(d) = k.default {
-                assert!(toml::from_str::<toml::Table>(&format!("v = {d}")).is_ok(), "{}.{} default `{d}`", s.name, k.name);
+                assert!(
+                    toml::from_str::<toml::Table>(&format!("v = {d}")).is_ok(),
+                    "{}.{} default `{d}`",
+                    s.name,
+                    k.name
+                );
             }
         }
     }

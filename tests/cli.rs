@@ -29,7 +29,9 @@ fn components_lists_one_line_per_type() {
     let o = fbp().arg("components").output().unwrap();
     assert!(o.status.success());
     let out = stdout(&o);
-    for name in ["counter", "sensor-sim", "inject", "map", "filter", "window", "console", "null", "file-write", "sqlite"] {
+    for name in
+        ["counter", "sensor-sim", "inject", "map", "filter", "window", "console", "null", "file-write", "sqlite"]
+    {
         assert!(out.lines().any(|l| l.starts_with(&format!("{name} "))), "`{name}` missing from:\n{out}");
     }
 }
@@ -72,7 +74,12 @@ fn graph_renders_dot_and_mermaid() {
     let text = stdout(&dot);
     assert!(text.starts_with("digraph \"sensor\""), "{text}");
     assert!(text.contains("\"avg\" -> \"store\" [label=\"out -> in\"]"), "{text}");
-    let mermaid = fbp().current_dir(root()).args(["graph", "flows/sensor.toml"]).env("FBP_GRAPH_FORMAT", "mermaid").output().unwrap();
+    let mermaid = fbp()
+        .current_dir(root())
+        .args(["graph", "flows/sensor.toml"])
+        .env("FBP_GRAPH_FORMAT", "mermaid")
+        .output()
+        .unwrap();
     let text = stdout(&mermaid);
     assert!(text.starts_with("flowchart LR"), "{text}");
     assert_eq!(text.matches("-->").count(), 4, "{text}");
@@ -102,7 +109,11 @@ fn launch_runs_and_data_goes_to_stdout_logs_to_stderr() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = tempdir();
-    let o = fbp().current_dir(dir.path()).args(["--log-format", "json", "launch", "inject messages=[1] ! null"]).output().unwrap();
+    let o = fbp()
+        .current_dir(dir.path())
+        .args(["--log-format", "json", "launch", "inject messages=[1] ! null"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     let err = stderr(&o);
     let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
@@ -116,10 +127,19 @@ fn json_logs_are_one_object_per_line() {
 #[test]
 fn log_level_flag_and_env_twin_silence_info() {
     let dir = tempdir();
-    let o = fbp().current_dir(dir.path()).args(["--log-level", "error", "launch", "inject messages=[1] ! null"]).output().unwrap();
+    let o = fbp()
+        .current_dir(dir.path())
+        .args(["--log-level", "error", "launch", "inject messages=[1] ! null"])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     assert_eq!(stderr(&o), "");
-    let o = fbp().current_dir(dir.path()).env("FBP_LOG_LEVEL", "error").args(["launch", "inject messages=[1] ! null"]).output().unwrap();
+    let o = fbp()
+        .current_dir(dir.path())
+        .env("FBP_LOG_LEVEL", "error")
+        .args(["launch", "inject messages=[1] ! null"])
+        .output()
+        .unwrap();
     assert_eq!(stderr(&o), "");
 }
 

@@ -20,11 +20,7 @@ struct Diag {
 }
 
 fn diag(message: &str, at: &str, help: Option<&str>) -> Diag {
-    Diag {
-        message: message.into(),
-        at: at.into(),
-        help: help.map(Into::into),
-    }
+    Diag { message: message.into(), at: at.into(), help: help.map(Into::into) }
 }
 
 fn fixtures() -> PathBuf {
@@ -104,11 +100,7 @@ fn assert_fixture(name: &str, expected: &[Diag]) -> String {
 fn toml_syntax_error_points_at_the_bad_value() {
     assert_fixture(
         "toml-syntax.toml",
-        &[diag(
-            "invalid TOML: string values must be quoted, expected literal string",
-            "toml-syntax.toml:7:23",
-            None,
-        )],
+        &[diag("invalid TOML: string values must be quoted, expected literal string", "toml-syntax.toml:7:23", None)],
     );
 }
 
@@ -140,11 +132,7 @@ fn unknown_top_level_table_suggests_components() {
 fn unknown_flow_key_suggests_description() {
     assert_fixture(
         "unknown-flow-key.toml",
-        &[diag(
-            "unknown `[flow]` key `descripton`",
-            "unknown-flow-key.toml:3:1",
-            Some("did you mean `description`?"),
-        )],
+        &[diag("unknown `[flow]` key `descripton`", "unknown-flow-key.toml:3:1", Some("did you mean `description`?"))],
     );
 }
 
@@ -177,11 +165,7 @@ fn component_without_type_without_follow_on_errors() {
 fn unknown_component_key_suggests_config() {
     assert_fixture(
         "unknown-component-key.toml",
-        &[diag(
-            "unknown component key `confg`",
-            "unknown-component-key.toml:6:1",
-            Some("did you mean `config`?"),
-        )],
+        &[diag("unknown component key `confg`", "unknown-component-key.toml:6:1", Some("did you mean `config`?"))],
     );
 }
 
@@ -189,17 +173,10 @@ fn unknown_component_key_suggests_config() {
 fn unknown_config_key_suggests_interval() {
     let err = assert_fixture(
         "unknown-config-key.toml",
-        &[diag(
-            "unknown config key `intervall`",
-            "unknown-config-key.toml:6:25",
-            Some("did you mean `interval`?"),
-        )],
+        &[diag("unknown config key `intervall`", "unknown-config-key.toml:6:25", Some("did you mean `interval`?"))],
     );
     // rustc style: the offending line and a caret under the key.
-    assert!(
-        err.contains("6 | config = { sensors = 4, intervall = \"200ms\" }"),
-        "{err}"
-    );
+    assert!(err.contains("6 | config = { sensors = 4, intervall = \"200ms\" }"), "{err}");
     assert!(err.contains("^^^^^^^^^ not a key of `sensor-sim`"), "{err}");
 }
 
@@ -207,11 +184,7 @@ fn unknown_config_key_suggests_interval() {
 fn config_value_of_the_wrong_type() {
     assert_fixture(
         "config-wrong-type.toml",
-        &[diag(
-            "`sensors` must be an integer, found a string",
-            "config-wrong-type.toml:6:22",
-            None,
-        )],
+        &[diag("`sensors` must be an integer, found a string", "config-wrong-type.toml:6:22", None)],
     );
 }
 
@@ -258,10 +231,8 @@ fn invalid_enum_values_suggest_the_nearest() {
 
 #[test]
 fn invalid_jq_expression() {
-    let err = assert_fixture(
-        "invalid-jq.toml",
-        &[diag("`expr` is not a valid jq program", "invalid-jq.toml:10:19", None)],
-    );
+    let err =
+        assert_fixture("invalid-jq.toml", &[diag("`expr` is not a valid jq program", "invalid-jq.toml:10:19", None)]);
     assert!(err.contains("^^^^^^^^^^ invalid jq program: "), "{err}");
 }
 
@@ -308,11 +279,7 @@ fn unknown_component_in_connection_suggests_nearest() {
 fn unknown_port_suggests_nearest_even_when_short() {
     assert_fixture(
         "unknown-port.toml",
-        &[diag(
-            "`sensors` (sensor-sim) has no out-port `ot`",
-            "unknown-port.toml:3:25",
-            Some("did you mean `out`?"),
-        )],
+        &[diag("`sensors` (sensor-sim) has no out-port `ot`", "unknown-port.toml:3:25", Some("did you mean `out`?"))],
     );
 }
 
@@ -350,11 +317,7 @@ fn connection_positions_in_every_string_form() {
                 "connection-string-forms.toml:6:21",
                 Some("did you mean `out`?"),
             ),
-            diag(
-                "`hot` (filter) has no in-port `inn`",
-                "connection-string-forms.toml:7:3",
-                Some("did you mean `in`?"),
-            ),
+            diag("`hot` (filter) has no in-port `inn`", "connection-string-forms.toml:7:3", Some("did you mean `in`?")),
         ],
     );
 }
@@ -384,21 +347,13 @@ fn several_errors_are_all_reported_in_file_order() {
     assert_fixture(
         "several-errors.toml",
         &[
-            diag(
-                "unknown `[flow]` key `descripton`",
-                "several-errors.toml:3:1",
-                Some("did you mean `description`?"),
-            ),
+            diag("unknown `[flow]` key `descripton`", "several-errors.toml:3:1", Some("did you mean `description`?")),
             diag(
                 "unknown component `alert` in a connection",
                 "several-errors.toml:6:15",
                 Some("add a `[components.alert]` table, or use one of: celsius, hot"),
             ),
-            diag(
-                "unknown component type `sensor-sm`",
-                "several-errors.toml:11:8",
-                Some("did you mean `sensor-sim`?"),
-            ),
+            diag("unknown component type `sensor-sm`", "several-errors.toml:11:8", Some("did you mean `sensor-sim`?")),
             diag("`expr` is not a valid jq program", "several-errors.toml:16:19", None),
             diag(
                 "unknown config key `workers`",
@@ -429,21 +384,13 @@ fn values_from_env_never_appear_in_errors() {
                 "secret-from-env.toml:3:16",
                 Some("`\"a -> b\"` connects the default ports `out` and `in`"),
             ),
-            diag(
-                "a connection names an unknown component (from the environment)",
-                "secret-from-env.toml:3:34",
-                None,
-            ),
+            diag("a connection names an unknown component (from the environment)", "secret-from-env.toml:3:34", None),
             diag(
                 "`interval` is not a duration: the value from the environment",
                 "secret-from-env.toml:7:23",
                 Some("write durations like \"200ms\", \"10s\", \"1m\" or \"1h\""),
             ),
-            diag(
-                "`max_count` must be an integer, found a string",
-                "secret-from-env.toml:7:52",
-                None,
-            ),
+            diag("`max_count` must be an integer, found a string", "secret-from-env.toml:7:52", None),
             diag("`expr` is not a valid jq program", "secret-from-env.toml:11:19", None),
             diag(
                 "unknown component type (from the environment)",
@@ -486,11 +433,7 @@ fn binary_file_is_not_utf8() {
     let mut bytes = b"[flow]\nname = \"x".to_vec();
     bytes.extend_from_slice(&[0xff, 0x00, 0xfe, 0x00, 0xc3, 0x28, 0x80, 0x00, 0x01]);
     std::fs::write(dir.path().join("blob.toml"), &bytes).unwrap();
-    let out = fbp()
-        .current_dir(dir.path())
-        .args(["check", "blob.toml"])
-        .output()
-        .unwrap();
+    let out = fbp().current_dir(dir.path()).args(["check", "blob.toml"]).output().unwrap();
     let err = assert_rejected(
         &out,
         "blob.toml",
@@ -503,15 +446,9 @@ fn binary_file_is_not_utf8() {
     assert!(err.contains("^ invalid UTF-8 here"), "{err}");
 
     // Binary from the first byte: there is no line to show, only the file.
-    let png = [
-        0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0xff, 0xd8,
-    ];
+    let png = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0xff, 0xd8];
     std::fs::write(dir.path().join("image.toml"), png).unwrap();
-    let out = fbp()
-        .current_dir(dir.path())
-        .args(["check", "image.toml"])
-        .output()
-        .unwrap();
+    let out = fbp().current_dir(dir.path()).args(["check", "image.toml"]).output().unwrap();
     assert_rejected(
         &out,
         "image.toml",
@@ -547,19 +484,12 @@ fn ten_megabyte_file_is_too_large() {
     let dir = tempdir();
     let big = format!("[flow]\nname = \"big\"\n{}", "# padding\n".repeat(1024 * 1024));
     write(dir.path(), "big.toml", &big);
-    let out = fbp()
-        .current_dir(dir.path())
-        .args(["check", "big.toml"])
-        .output()
-        .unwrap();
+    let out = fbp().current_dir(dir.path()).args(["check", "big.toml"]).output().unwrap();
     assert_rejected(
         &out,
         "big.toml",
         &[diag(
-            &format!(
-                "`big.toml` is too large for a flow file ({} bytes; the limit is 4194304)",
-                big.len()
-            ),
+            &format!("`big.toml` is too large for a flow file ({} bytes; the limit is 4194304)", big.len()),
             "big.toml",
             Some("a flow file names components and connections; data belongs in files the flow reads"),
         )],
@@ -569,11 +499,7 @@ fn ten_megabyte_file_is_too_large() {
 #[test]
 fn missing_file_is_a_clear_error() {
     let dir = tempdir();
-    let out = fbp()
-        .current_dir(dir.path())
-        .args(["check", "nope.toml"])
-        .output()
-        .unwrap();
+    let out = fbp().current_dir(dir.path()).args(["check", "nope.toml"]).output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
     let (diags, closing) = parse(&err);
@@ -593,11 +519,7 @@ fn folder_is_not_a_flow_file() {
     assert_rejected(
         &out,
         "flows",
-        &[diag(
-            "`flows` is a folder, not a flow file",
-            "flows",
-            Some("give the path of a .toml flow file"),
-        )],
+        &[diag("`flows` is a folder, not a flow file", "flows", Some("give the path of a .toml flow file"))],
     );
 }
 
@@ -619,29 +541,17 @@ fn every_bad_fixture_is_rejected() {
         let (diags, closing) = parse(&err);
         assert!(!diags.is_empty(), "{name}:\n{err}");
         assert!(diags.iter().all(|d| d.at.starts_with(&name)), "{name}:\n{err}");
-        assert!(
-            closing.starts_with(&format!("error: could not load `{name}`: ")),
-            "{name}:\n{err}"
-        );
+        assert!(closing.starts_with(&format!("error: could not load `{name}`: ")), "{name}:\n{err}");
     }
 }
 
 #[test]
 fn check_reports_every_file_given() {
     // Several files at once: each one's errors, each one's closing line, exit 2.
-    let out = fbp()
-        .current_dir(fixtures())
-        .args(["check", "unknown-port.toml", "invalid-duration.toml"])
-        .output()
-        .unwrap();
+    let out =
+        fbp().current_dir(fixtures()).args(["check", "unknown-port.toml", "invalid-duration.toml"]).output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("error: could not load `unknown-port.toml`: 1 error"),
-        "{err}"
-    );
-    assert!(
-        err.contains("error: could not load `invalid-duration.toml`: 1 error"),
-        "{err}"
-    );
+    assert!(err.contains("error: could not load `unknown-port.toml`: 1 error"), "{err}");
+    assert!(err.contains("error: could not load `invalid-duration.toml`: 1 error"), "{err}");
 }

@@ -18,7 +18,10 @@ fn sensor_flow_finite_variant_stores_averages_and_prints_alerts() {
     let dir = tempdir();
     let sample = std::fs::read_to_string(root().join("flows/sensor.toml")).unwrap();
     let finite = sample
-        .replace("config = { sensors = 4, interval = \"200ms\" }", "config = { sensors = 4, interval = \"5ms\", count = 400, seed = 7 }")
+        .replace(
+            "config = { sensors = 4, interval = \"200ms\" }",
+            "config = { sensors = 4, interval = \"5ms\", count = 400, seed = 7 }",
+        )
         .replace("every = \"10s\"", "every = \"100ms\"");
     assert_ne!(finite, sample, "the sample flow changed; update this test");
     let flow = write(dir.path(), "sensor.toml", &finite);
@@ -27,8 +30,11 @@ fn sensor_flow_finite_variant_stores_averages_and_prints_alerts() {
 
     let db = rusqlite::Connection::open(dir.path().join("sensor.db")).unwrap();
     let mut stmt = db.prepare("SELECT sensor, avg, min, max, count FROM averages").unwrap();
-    let rows: Vec<(String, f64, f64, f64, i64)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).unwrap().map(Result::unwrap).collect();
+    let rows: Vec<(String, f64, f64, f64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert!(rows.len() >= 4, "{rows:?}");
     assert_eq!(rows.iter().map(|r| r.4).sum::<i64>(), 400, "every reading is in exactly one window");
     for (sensor, avg, min, max, _) in &rows {
@@ -84,11 +90,8 @@ static ACK_SOURCE: ComponentSpec = ComponentSpec {
     build: |ctx: &BuildContext| Ok(Instance::task(AckSource { count: ctx.config["count"].as_u64().unwrap_or(10) })),
 };
 
-static ACK_CATALOGUE: Catalogue = Catalogue(&[
-    &ACK_SOURCE,
-    &fbp_components::transform::filter::SPEC,
-    &fbp_components::storage::file_write::SPEC,
-]);
+static ACK_CATALOGUE: Catalogue =
+    Catalogue(&[&ACK_SOURCE, &fbp_components::transform::filter::SPEC, &fbp_components::storage::file_write::SPEC]);
 
 #[test]
 fn source_learns_delivery_only_after_every_copy_is_committed_or_dropped() {
@@ -103,7 +106,8 @@ fn source_learns_delivery_only_after_every_copy_is_committed_or_dropped() {
          [components.evens]\ntype = \"file-write\"\nconfig = {{ path = {:?}, format = \"lines\" }}\n",
         dir.path().join("evens.jsonl")
     );
-    let flow = check_source("<acks>", &text, dir.path(), &ACK_CATALOGUE, &|_| None).unwrap_or_else(|d| panic!("{}", d.render()));
+    let flow = check_source("<acks>", &text, dir.path(), &ACK_CATALOGUE, &|_| None)
+        .unwrap_or_else(|d| panic!("{}", d.render()));
     let report = run(flow, RunOptions::default());
     report.result.unwrap();
     let acks = ACKS.get_or_init(Default::default).lock().unwrap().clone();
@@ -138,7 +142,10 @@ fn sigterm_mid_run_drains_every_emitted_message_into_the_file() {
          [components.w]\ntype = \"file-write\"\nconfig = { path = \"out.jsonl\" }\n",
     );
     let mut child = fbp().args(["--log-format", "json", "run"]).arg(&flow).stderr(Stdio::piped()).spawn().unwrap();
-    assert!(wait_until(Duration::from_secs(20), || std::fs::metadata(&out).is_ok_and(|m| m.len() > 100_000)), "no output");
+    assert!(
+        wait_until(Duration::from_secs(20), || std::fs::metadata(&out).is_ok_and(|m| m.len() > 100_000)),
+        "no output"
+    );
     signal(&child, "TERM");
     let started = Instant::now();
     let status = child.wait().unwrap();

@@ -86,9 +86,7 @@ pub struct Outbox {
 impl Outbox {
     /// An outbox for `ports` out-ports.
     pub fn new(ports: usize) -> Self {
-        Outbox {
-            ports: (0..ports.max(1)).map(|_| Vec::new()).collect(),
-        }
+        Outbox { ports: (0..ports.max(1)).map(|_| Vec::new()).collect() }
     }
 
     /// Emits on the first out-port (`out`).
@@ -141,16 +139,7 @@ impl Context {
         seq: Arc<AtomicU64>,
     ) -> Self {
         let inputs = inputs.into_iter().map(|(n, p)| (n, Some(p))).collect();
-        Context {
-            name,
-            type_name,
-            inputs,
-            outputs,
-            errors,
-            shutdown,
-            metrics,
-            seq,
-        }
+        Context { name, type_name, inputs, outputs, errors, shutdown, metrics, seq }
     }
 
     /// Takes the in-port called `name` (each can be taken once).

@@ -26,9 +26,7 @@ impl DeadLetter {
             std::fs::create_dir_all(dir)?;
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(DeadLetter {
-            file: Mutex::new(BufWriter::new(file)),
-        })
+        Ok(DeadLetter { file: Mutex::new(BufWriter::new(file)) })
     }
 
     fn write(&self, msg: &Message) -> std::io::Result<()> {
@@ -80,11 +78,7 @@ impl ErrorRoute {
 }
 
 fn log_rejected(err: &Message) {
-    let field = |k| {
-        value::get(&err.payload, k)
-            .map(value::to_json_string)
-            .unwrap_or_default()
-    };
+    let field = |k| value::get(&err.payload, k).map(value::to_json_string).unwrap_or_default();
     tracing::warn!(
         component = %field("component"),
         error = %field("error"),

@@ -62,21 +62,11 @@ pub fn markdown(catalogue: &Catalogue) -> String {
          do not edit by hand.\n\n| type | kind | summary |\n| --- | --- | --- |\n",
     );
     for s in catalogue.0 {
-        let _ = writeln!(
-            out,
-            "| [`{}`](#{}) | {} | {} |",
-            s.name,
-            s.name,
-            s.kind.as_str(),
-            s.summary
-        );
+        let _ = writeln!(out, "| [`{}`](#{}) | {} | {} |", s.name, s.name, s.kind.as_str(), s.summary);
     }
     for s in catalogue.0 {
         let _ = write!(out, "\n## {}\n\n{}\n\n", s.name, s.doc);
-        let _ = writeln!(
-            out,
-            "| port | direction | type | description |\n| --- | --- | --- | --- |"
-        );
+        let _ = writeln!(out, "| port | direction | type | description |\n| --- | --- | --- | --- |");
         for p in s.inputs {
             let _ = writeln!(out, "| `{}` | in | `{}` | {} |", p.name, p.ty, p.doc);
         }
@@ -84,31 +74,17 @@ pub fn markdown(catalogue: &Catalogue) -> String {
             let _ = writeln!(out, "| `{}` | out | `{}` | {} |", p.name, p.ty, p.doc);
         }
         if !s.config.is_empty() {
-            let _ = writeln!(
-                out,
-                "\n| config key | type | default | description |\n| --- | --- | --- | --- |"
-            );
+            let _ = writeln!(out, "\n| config key | type | default | description |\n| --- | --- | --- | --- |");
             for k in s.config {
                 let default = if k.required {
                     "required".to_string()
                 } else {
                     k.default.map_or("—".into(), |d| format!("`{d}`"))
                 };
-                let _ = writeln!(
-                    out,
-                    "| `{}` | {} | {default} | {} |",
-                    k.name,
-                    k.ty.name().replace('|', "\\|"),
-                    k.doc
-                );
+                let _ = writeln!(out, "| `{}` | {} | {default} | {} |", k.name, k.ty.name().replace('|', "\\|"), k.doc);
             }
         }
-        let _ = write!(
-            out,
-            "\nDelivery: {}.\n\n```toml\n{}```\n",
-            s.delivery.describe(),
-            s.example
-        );
+        let _ = write!(out, "\nDelivery: {}.\n\n```toml\n{}```\n", s.delivery.describe(), s.example);
     }
     out
 }

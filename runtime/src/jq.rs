@@ -37,33 +37,27 @@ impl Program {
                 match e {
                     jaq_core::load::Error::Io(v) => out.extend(v.into_iter().map(|(_, m)| m)),
                     jaq_core::load::Error::Lex(v) => out.extend(
-                        v.into_iter()
-                            .map(|(exp, at)| format!("expected {} at `{}`", exp.as_str(), snippet(at))),
+                        v.into_iter().map(|(exp, at)| format!("expected {} at `{}`", exp.as_str(), snippet(at))),
                     ),
                     jaq_core::load::Error::Parse(v) => out.extend(
-                        v.into_iter()
-                            .map(|(exp, at)| format!("expected {} at `{}`", exp.as_str(), snippet(at))),
+                        v.into_iter().map(|(exp, at)| format!("expected {} at `{}`", exp.as_str(), snippet(at))),
                     ),
                 }
             }
             format!("invalid jq program: {}", out.join("; "))
         })?;
-        let filter = Compiler::<_, Data>::default()
-            .with_funs(funs)
-            .with_global_vars(["$meta"])
-            .compile(modules)
-            .map_err(|errs| {
-                let out: Vec<String> = errs
-                    .into_iter()
-                    .flat_map(|(_, v)| v)
-                    .map(|(name, undef)| format!("undefined {} `{name}`", undef.as_str()))
-                    .collect();
-                format!("invalid jq program: {}", out.join("; "))
-            })?;
-        Ok(Program {
-            filter,
-            uses_meta: code.contains("$meta"),
-        })
+        let filter =
+            Compiler::<_, Data>::default().with_funs(funs).with_global_vars(["$meta"]).compile(modules).map_err(
+                |errs| {
+                    let out: Vec<String> = errs
+                        .into_iter()
+                        .flat_map(|(_, v)| v)
+                        .map(|(name, undef)| format!("undefined {} `{name}`", undef.as_str()))
+                        .collect();
+                    format!("invalid jq program: {}", out.join("; "))
+                },
+            )?;
+        Ok(Program { filter, uses_meta: code.contains("$meta") })
     }
 
     /// Runs the program on a message; every output, or the first error.
@@ -87,11 +81,7 @@ impl Program {
     }
 
     fn each(&self, msg: &Message, mut f: impl FnMut(Value) -> bool) -> Result<(), String> {
-        let meta = if self.uses_meta {
-            msg.meta.to_value()
-        } else {
-            Value::Null
-        };
+        let meta = if self.uses_meta { msg.meta.to_value() } else { Value::Null };
         let ctx = Ctx::<Data>::new(&self.filter.lut, Vars::new([meta]));
         for r in self.filter.id.run((ctx, msg.payload.clone())) {
             match jaq_core::unwrap_valr(r) {

@@ -48,27 +48,14 @@ pub fn to_flow_toml(pipeline: &str, catalogue: &Catalogue) -> Result<String, Lau
         }
         names.push(name);
     }
-    let connections: Vec<String> = names
-        .windows(2)
-        .map(|w| format!("  {},\n", quote(&format!("{} -> {}", w[0], w[1]))))
-        .collect();
-    Ok(format!(
-        "[flow]\nname = \"launch\"\nconnections = [\n{}]\n{tables}",
-        connections.concat()
-    ))
+    let connections: Vec<String> =
+        names.windows(2).map(|w| format!("  {},\n", quote(&format!("{} -> {}", w[0], w[1])))).collect();
+    Ok(format!("[flow]\nname = \"launch\"\nconnections = [\n{}]\n{tables}", connections.concat()))
 }
 
 fn unique_name(ty: &str, taken: &[String]) -> String {
-    let base: String = ty
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let base: String =
+        ty.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
     (1..)
         .map(|n| if n == 1 { base.clone() } else { format!("{base}-{n}") })
         .find(|c| !taken.contains(c))
@@ -116,11 +103,8 @@ mod tests {
 
     #[test]
     fn builds_a_chain_with_unique_names() {
-        let toml = to_flow_toml(
-            r#"counter max_count=3 ! map expr=".count + 1" ! map expr=. ! console"#,
-            &EMPTY,
-        )
-        .unwrap();
+        let toml =
+            to_flow_toml(r#"counter max_count=3 ! map expr=".count + 1" ! map expr=. ! console"#, &EMPTY).unwrap();
         assert!(toml.contains("\"counter -> map\""), "{toml}");
         assert!(toml.contains("\"map -> map-2\""), "{toml}");
         assert!(toml.contains("\"map-2 -> console\""), "{toml}");
@@ -132,10 +116,7 @@ mod tests {
     #[test]
     fn rejects_malformed_pipelines() {
         assert_eq!(to_flow_toml("counter ! ! console", &EMPTY), Err(LaunchError::Empty(2)));
-        assert_eq!(
-            to_flow_toml("counter max_count", &EMPTY),
-            Err(LaunchError::NotASetting("max_count".into()))
-        );
+        assert_eq!(to_flow_toml("counter max_count", &EMPTY), Err(LaunchError::NotASetting("max_count".into())));
         assert_eq!(to_flow_toml("map expr='.a", &EMPTY), Err(LaunchError::Quotes));
     }
 }

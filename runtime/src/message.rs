@@ -30,13 +30,7 @@ pub struct Meta {
 impl Meta {
     /// Metadata for a message a source ingests now.
     pub fn new(source: Arc<str>, seq: u64) -> Self {
-        Meta {
-            topic: None,
-            source,
-            timestamp: SystemTime::now(),
-            seq,
-            headers: BTreeMap::new(),
-        }
+        Meta { topic: None, source, timestamp: SystemTime::now(), seq, headers: BTreeMap::new() }
     }
 
     /// The metadata as the jq value `$meta`.
@@ -87,11 +81,7 @@ impl Drop for AckNode {
     fn drop(&mut self) {
         let rejected = *self.rejected.get_mut();
         match &self.on_done {
-            OnDone::Notify(f) => f(if rejected {
-                Outcome::Rejected
-            } else {
-                Outcome::Delivered
-            }),
+            OnDone::Notify(f) => f(if rejected { Outcome::Rejected } else { Outcome::Delivered }),
             OnDone::Parents(parents) if rejected => parents.iter().for_each(Ack::reject),
             OnDone::Parents(_) => {}
         }
@@ -112,10 +102,7 @@ pub struct Ack(Arc<AckNode>);
 impl Ack {
     /// A handle that calls `notify` once every copy is done.
     pub fn new(notify: impl Fn(Outcome) + Send + Sync + 'static) -> Self {
-        Ack(Arc::new(AckNode {
-            rejected: AtomicBool::new(false),
-            on_done: OnDone::Notify(Box::new(notify)),
-        }))
+        Ack(Arc::new(AckNode { rejected: AtomicBool::new(false), on_done: OnDone::Notify(Box::new(notify)) }))
     }
 
     /// A handle that acknowledges all of `parents` when it is done.
@@ -123,10 +110,7 @@ impl Ack {
         match parents.len() {
             0 => None,
             1 => parents.into_iter().next(),
-            _ => Some(Ack(Arc::new(AckNode {
-                rejected: AtomicBool::new(false),
-                on_done: OnDone::Parents(parents),
-            }))),
+            _ => Some(Ack(Arc::new(AckNode { rejected: AtomicBool::new(false), on_done: OnDone::Parents(parents) }))),
         }
     }
 
@@ -156,20 +140,12 @@ pub struct Message {
 impl Message {
     /// A message with fresh metadata and no acknowledgement.
     pub fn new(payload: Value, meta: Meta) -> Self {
-        Message {
-            payload,
-            meta: Arc::new(meta),
-            ack: None,
-        }
+        Message { payload, meta: Arc::new(meta), ack: None }
     }
 
     /// The same metadata and acknowledgement with another payload.
     pub fn with_payload(&self, payload: Value) -> Self {
-        Message {
-            payload,
-            meta: self.meta.clone(),
-            ack: self.ack.clone(),
-        }
+        Message { payload, meta: self.meta.clone(), ack: self.ack.clone() }
     }
 
     /// The wire envelope `{"data": .., "metadata": {..}}` as one JSON line

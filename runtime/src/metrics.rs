@@ -66,10 +66,10 @@ impl Registry {
         names
             .into_iter()
             .map(|n| {
-                self.0.get(n).map(|m| m.summary(n)).unwrap_or_else(|| Summary {
-                    component: n.into(),
-                    ..Default::default()
-                })
+                self.0
+                    .get(n)
+                    .map(|m| m.summary(n))
+                    .unwrap_or_else(|| Summary { component: n.into(), ..Default::default() })
             })
             .collect()
     }

@@ -31,11 +31,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions {
-            shutdown_timeout: Duration::from_secs(10),
-            shutdown: CancellationToken::new(),
-            threads: None,
-        }
+        RunOptions { shutdown_timeout: Duration::from_secs(10), shutdown: CancellationToken::new(), threads: None }
     }
 }
 
@@ -88,25 +84,18 @@ fn run_inner(flow: Flow, opts: &RunOptions, metrics: &Arc<Registry>) -> Result<(
     if let Some(n) = opts.threads {
         builder.worker_threads(n);
     }
-    let data = builder
-        .build()
-        .map_err(|e| RunError::Start(format!("cannot start the data runtime: {e}")))?;
+    let data = builder.build().map_err(|e| RunError::Start(format!("cannot start the data runtime: {e}")))?;
     let dead_letter = match &flow.dead_letter {
-        Some(path) => Some(Arc::new(DeadLetter::open(path).map_err(|e| {
-            RunError::Start(format!("cannot open dead_letter `{}`: {e}", path.display()))
-        })?)),
+        Some(path) => Some(Arc::new(
+            DeadLetter::open(path)
+                .map_err(|e| RunError::Start(format!("cannot open dead_letter `{}`: {e}", path.display())))?,
+        )),
         None => None,
     };
     let wirings = wire(&flow);
     let system = actix::System::new();
-    let result = system.block_on(coordinate(
-        flow,
-        wirings,
-        data.handle().clone(),
-        opts.clone(),
-        metrics.clone(),
-        dead_letter,
-    ));
+    let result =
+        system.block_on(coordinate(flow, wirings, data.handle().clone(), opts.clone(), metrics.clone(), dead_letter));
     data.shutdown_timeout(Duration::from_millis(100));
     result
 }
@@ -138,19 +127,8 @@ pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
                 |p: usize| flow.edges.iter().find(|e| e.to.node == i && e.to.port == p).and_then(|e| e.check.clone());
             Wiring {
                 checks: (0..node.spec.inputs.len()).map(check).collect(),
-                inputs: node
-                    .spec
-                    .inputs
-                    .iter()
-                    .enumerate()
-                    .map(|(p, port)| (port.name, ins(p)))
-                    .collect(),
-                outputs: node
-                    .output_names()
-                    .into_iter()
-                    .enumerate()
-                    .map(|(p, name)| (name, outs(p)))
-                    .collect(),
+                inputs: node.spec.inputs.iter().enumerate().map(|(p, port)| (port.name, ins(p))).collect(),
+                outputs: node.output_names().into_iter().enumerate().map(|(p, name)| (name, outs(p))).collect(),
             }
         })
         .collect()

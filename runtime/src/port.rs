@@ -88,10 +88,7 @@ impl PortType {
     pub fn connects_to(&self, to: &PortType) -> Result<(), Mismatch> {
         use PortType::*;
         let fail = |help: &str| {
-            Err(Mismatch {
-                message: format!("type mismatch: `{self}` does not fit `{to}`"),
-                help: help.into(),
-            })
+            Err(Mismatch { message: format!("type mismatch: `{self}` does not fit `{to}`"), help: help.into() })
         };
         match (self, to) {
             (_, Any) | (Any, _) | (Same, _) | (_, Same) => Ok(()),
@@ -121,9 +118,7 @@ impl PortType {
             Bool => matches!(v, Value::Bool(_)),
             Array => matches!(v, Value::Arr(_)),
             Object => matches!(v, Value::Obj(_)),
-            Record(fields) => fields
-                .iter()
-                .all(|(k, t)| value::get(v, k).is_some_and(|f| t.accepts(f))),
+            Record(fields) => fields.iter().all(|(k, t)| value::get(v, k).is_some_and(|f| t.accepts(f))),
         }
     }
 
@@ -152,11 +147,7 @@ fn record_fits(have: &[(String, PortType)], want: &[(String, PortType)]) -> Resu
 
 fn inline(v: &toml::Value) -> String {
     match v {
-        toml::Value::Table(t) => t
-            .iter()
-            .map(|(k, v)| format!("{k} = {}", v))
-            .collect::<Vec<_>>()
-            .join(", "),
+        toml::Value::Table(t) => t.iter().map(|(k, v)| format!("{k} = {}", v)).collect::<Vec<_>>().join(", "),
         other => other.to_string(),
     }
 }
@@ -194,13 +185,7 @@ mod tests {
     #[test]
     fn parses_records() {
         let r = t(r#"{ sensor = "string", value = "number" }"#);
-        assert_eq!(
-            r,
-            PortType::Record(vec![
-                ("sensor".into(), PortType::String),
-                ("value".into(), PortType::Number)
-            ])
-        );
+        assert_eq!(r, PortType::Record(vec![("sensor".into(), PortType::String), ("value".into(), PortType::Number)]));
         assert_eq!(r.to_string(), r#"{ sensor = "string", value = "number" }"#);
     }
 
@@ -214,14 +199,8 @@ mod tests {
     #[test]
     fn json_is_dynamic_and_records_are_structural() {
         assert!(t("json").connects_to(&t(r#"{ a = "number" }"#)).is_ok());
-        assert!(
-            t(r#"{ a = "number", b = "string" }"#)
-                .connects_to(&t(r#"{ a = "number" }"#))
-                .is_ok()
-        );
-        let err = t(r#"{ a = "string" }"#)
-            .connects_to(&t(r#"{ a = "number" }"#))
-            .unwrap_err();
+        assert!(t(r#"{ a = "number", b = "string" }"#).connects_to(&t(r#"{ a = "number" }"#)).is_ok());
+        let err = t(r#"{ a = "string" }"#).connects_to(&t(r#"{ a = "number" }"#)).unwrap_err();
         assert!(err.message.contains("field `a`"), "{}", err.message);
         assert!(t("number").connects_to(&t("string")).is_err());
     }

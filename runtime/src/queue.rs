@@ -14,8 +14,8 @@ use async_channel::{Receiver, Sender, TryRecvError};
 
 use crate::deadletter::ErrorRoute;
 use crate::message::Message;
-use crate::port::PortType;
 use crate::metrics::Metrics;
+use crate::port::PortType;
 
 /// What a full queue does with a new message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -142,7 +142,8 @@ impl InPort {
             if ty.accepts(&m.payload) {
                 kept.push(m);
             } else {
-                let error = format!("payload is {}, not `{ty}` as this port requires", crate::value::type_name(&m.payload));
+                let error =
+                    format!("payload is {}, not `{ty}` as this port requires", crate::value::type_name(&m.payload));
                 // A route failure means the err port is gone; the message is then only counted.
                 let _ = route.route(&m, &error, 1).await;
             }

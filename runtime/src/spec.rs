@@ -109,11 +109,7 @@ impl KeyType {
             KeyType::Bool => "bool".into(),
             KeyType::Duration => "duration".into(),
             KeyType::Expr => "jq expression".into(),
-            KeyType::Enum(options) => options
-                .iter()
-                .map(|o| format!("\"{o}\""))
-                .collect::<Vec<_>>()
-                .join(" | "),
+            KeyType::Enum(options) => options.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(" | "),
             KeyType::StringList => "array of strings".into(),
             KeyType::NumberList => "array of numbers".into(),
             KeyType::Any => "any".into(),
@@ -139,35 +135,17 @@ pub struct KeySpec {
 impl KeySpec {
     /// An optional key with a default.
     pub const fn new(name: &'static str, ty: KeyType, default: &'static str, doc: &'static str) -> Self {
-        KeySpec {
-            name,
-            ty,
-            default: Some(default),
-            required: false,
-            doc,
-        }
+        KeySpec { name, ty, default: Some(default), required: false, doc }
     }
 
     /// A key the flow must set.
     pub const fn required(name: &'static str, ty: KeyType, doc: &'static str) -> Self {
-        KeySpec {
-            name,
-            ty,
-            default: None,
-            required: true,
-            doc,
-        }
+        KeySpec { name, ty, default: None, required: true, doc }
     }
 
     /// An optional key without a default.
     pub const fn optional(name: &'static str, ty: KeyType, doc: &'static str) -> Self {
-        KeySpec {
-            name,
-            ty,
-            default: None,
-            required: false,
-            doc,
-        }
+        KeySpec { name, ty, default: None, required: false, doc }
     }
 }
 
@@ -227,9 +205,7 @@ pub struct ComponentSpec {
 
 impl std::fmt::Debug for ComponentSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ComponentSpec")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("ComponentSpec").field("name", &self.name).finish_non_exhaustive()
     }
 }
 

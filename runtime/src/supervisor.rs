@@ -46,10 +46,7 @@ pub(crate) struct Wiring {
 
 impl Wiring {
     fn inputs_closed(&self) -> bool {
-        self.inputs
-            .iter()
-            .flat_map(|(_, qs)| qs)
-            .all(|q| q.is_closed() && q.is_empty())
+        self.inputs.iter().flat_map(|(_, qs)| qs).all(|q| q.is_closed() && q.is_empty())
     }
 
     fn close_outputs(&self) {
@@ -65,10 +62,7 @@ pub(crate) struct Budget {
 
 impl Budget {
     fn new(min: Duration) -> Self {
-        Budget {
-            recent: VecDeque::new(),
-            backoff: min,
-        }
+        Budget { recent: VecDeque::new(), backoff: min }
     }
 
     /// The delay before the next restart, or `None` past the limit.
@@ -138,11 +132,8 @@ impl Supervisor {
     fn context(&self) -> ComponentContext {
         let out = |qs: &Vec<Queue>| OutPort::new(qs.iter().map(Queue::sender).collect(), self.metrics.clone());
         let outputs: Vec<(&'static str, OutPort)> = self.wiring.outputs.iter().map(|(n, qs)| (*n, out(qs))).collect();
-        let err_port = outputs
-            .iter()
-            .find(|(n, _)| *n == "err")
-            .map(|(_, p)| p.clone())
-            .unwrap_or_else(|| out(&Vec::new()));
+        let err_port =
+            outputs.iter().find(|(n, _)| *n == "err").map(|(_, p)| p.clone()).unwrap_or_else(|| out(&Vec::new()));
         let errors = ErrorRoute {
             component: self.node.name.clone(),
             type_name: self.node.spec.name,
@@ -288,9 +279,7 @@ mod tests {
         let r = restart(5);
         let mut b = Budget::new(r.backoff_min);
         let t = Instant::now();
-        let delays: Vec<_> = (0..5)
-            .map(|_| b.next(t, Duration::ZERO, &r).unwrap().as_millis())
-            .collect();
+        let delays: Vec<_> = (0..5).map(|_| b.next(t, Duration::ZERO, &r).unwrap().as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000]);
         assert_eq!(b.next(t, Duration::ZERO, &r), None);
     }
@@ -303,9 +292,6 @@ mod tests {
         b.next(t, Duration::ZERO, &r);
         b.next(t, Duration::ZERO, &r);
         let later = t + Duration::from_secs(61);
-        assert_eq!(
-            b.next(later, Duration::from_secs(5), &r),
-            Some(Duration::from_millis(100))
-        );
+        assert_eq!(b.next(later, Duration::from_secs(5), &r), Some(Duration::from_millis(100)));
     }
 }

@@ -53,11 +53,7 @@ impl Output {
 
     /// The messages sent on `port`.
     pub fn messages(&self, port: &str) -> &[Message] {
-        self.ports
-            .iter()
-            .find(|(n, _)| *n == port)
-            .map(|(_, m)| m.as_slice())
-            .unwrap_or(&[])
+        self.ports.iter().find(|(n, _)| *n == port).map(|(_, m)| m.as_slice()).unwrap_or(&[])
     }
 }
 
@@ -75,7 +71,7 @@ impl Harness {
                 config.insert(key.name.into(), serde_json::to_value(v).expect("toml to json"));
             }
         }
-        let q = || Queue::new(1_000_000, WhenFull::Block);
+        let q = || Queue::new(65_536, WhenFull::Block);
         Harness {
             spec,
             config: serde_json::Value::Object(config),
@@ -125,18 +121,11 @@ impl Harness {
 
     /// Builds and runs the component until it ends (a source ends by itself or on shutdown).
     pub async fn run(&mut self) -> Output {
-        let ctx = BuildContext {
-            name: "test".into(),
-            config: self.config.clone(),
-            base_dir: PathBuf::from("."),
-        };
+        let ctx = BuildContext { name: "test".into(), config: self.config.clone(), base_dir: PathBuf::from(".") };
         let instance = match (self.spec.build)(&ctx) {
             Ok(i) => i,
             Err(e) => {
-                return Output {
-                    ports: Vec::new(),
-                    result: Some(Err(Failure(e))),
-                };
+                return Output { ports: Vec::new(), result: Some(Err(Failure(e))) };
             }
         };
         let result = match instance {
@@ -151,10 +140,7 @@ impl Harness {
                 (*name, std::iter::from_fn(|| rx.try_recv().ok()).collect())
             })
             .collect();
-        Output {
-            ports,
-            result: Some(result),
-        }
+        Output { ports, result: Some(result) }
     }
 
     fn context(&self) -> Context {
@@ -163,10 +149,7 @@ impl Harness {
         Context::new(
             "test".into(),
             self.spec.name,
-            self.inputs
-                .iter()
-                .map(|(n, q)| (*n, InPort::new(vec![q.receiver()], self.metrics.clone())))
-                .collect(),
+            self.inputs.iter().map(|(n, q)| (*n, InPort::new(vec![q.receiver()], self.metrics.clone()))).collect(),
             self.outputs.iter().map(|(n, q)| (*n, out(q))).collect(),
             ErrorRoute {
                 component: "test".into(),

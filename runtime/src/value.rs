@@ -159,10 +159,7 @@ pub fn to_json_string(v: &Value) -> String {
 
 /// Decodes a base64 string (the wire form of a bytes payload).
 pub fn decode_base64(text: &str) -> Result<bytes::Bytes, String> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map(bytes::Bytes::from)
-        .map_err(|e| e.to_string())
+    base64::engine::general_purpose::STANDARD.decode(text).map(bytes::Bytes::from).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

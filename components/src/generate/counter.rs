@@ -24,11 +24,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           it sends as fast as the flow takes them. It stops at once when the flow shuts down.",
     kind: Kind::Source,
     inputs: &[],
-    outputs: &[PortSpec {
-        name: "out",
-        ty: "{ count = \"number\" }",
-        doc: "`{\"count\": N}`, N counting from 1",
-    }],
+    outputs: &[PortSpec { name: "out", ty: "{ count = \"number\" }", doc: "`{\"count\": N}`, N counting from 1" }],
     config: &[
         KeySpec::new(
             "interval",

@@ -20,11 +20,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           values. Useful for tests and examples.",
     kind: Kind::Source,
     inputs: &[],
-    outputs: &[PortSpec {
-        name: "out",
-        ty: "json",
-        doc: "the listed payloads, in order",
-    }],
+    outputs: &[PortSpec { name: "out", ty: "json", doc: "the listed payloads, in order" }],
     config: &[
         KeySpec::required(
             "messages",

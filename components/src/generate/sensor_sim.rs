@@ -33,12 +33,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         doc: "one reading: sensor name, value, unit and time (RFC 3339, UTC, milliseconds)",
     }],
     config: &[
-        KeySpec::new(
-            "sensors",
-            KeyType::Integer,
-            "4",
-            "How many sensors, named `sensor-1`, `sensor-2`, ...",
-        ),
+        KeySpec::new("sensors", KeyType::Integer, "4", "How many sensors, named `sensor-1`, `sensor-2`, ..."),
         KeySpec::new(
             "interval",
             KeyType::Duration,
@@ -100,9 +95,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
     let walk = Walk::new(&config)?;
     Ok(Instance::task(SensorSim {
-        names: (1..=config.sensors)
-            .map(|i| value::string(format!("sensor-{i}")))
-            .collect(),
+        names: (1..=config.sensors).map(|i| value::string(format!("sensor-{i}"))).collect(),
         walk,
         unit: value::string(config.unit),
         interval: config.interval,
@@ -131,9 +124,7 @@ impl Walk {
             return Err("`range` must be two numbers, `[low, high]`".into());
         };
         if !(low.is_finite() && high.is_finite() && low <= high) {
-            return Err(format!(
-                "`range` must be `[low, high]` with low <= high, not `[{low}, {high}]`"
-            ));
+            return Err(format!("`range` must be `[low, high]` with low <= high, not `[{low}, {high}]`"));
         }
         if !(config.noise.is_finite() && config.noise >= 0.0) {
             return Err(format!("`noise` must be a number >= 0, not {}", config.noise));
@@ -143,9 +134,7 @@ impl Walk {
         }
         let n = config.sensors as f64;
         Ok(Walk {
-            baselines: (0..config.sensors)
-                .map(|i| low + (high - low) * (i as f64 + 0.5) / n)
-                .collect(),
+            baselines: (0..config.sensors).map(|i| low + (high - low) * (i as f64 + 0.5) / n).collect(),
             offsets: vec![0.0; config.sensors],
             noise: config.noise,
             rng: config.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),

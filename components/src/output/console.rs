@@ -24,11 +24,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           as indented JSON over several lines. Output is written and flushed a batch at a time, \
           and a message is acknowledged once it has been flushed.",
     kind: Kind::Sink,
-    inputs: &[PortSpec {
-        name: "in",
-        ty: "any",
-        doc: "messages to print",
-    }],
+    inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to print" }],
     outputs: &[],
     config: &[KeySpec::new(
         "format",
@@ -91,9 +87,7 @@ where
         for msg in &batch {
             render(format, msg, &mut text);
         }
-        text = write(text)
-            .await
-            .map_err(|e| Failure(format!("cannot write to stdout: {e}")))?;
+        text = write(text).await.map_err(|e| Failure(format!("cannot write to stdout: {e}")))?;
         batch.clear();
     }
     Ok(())
@@ -134,10 +128,7 @@ mod tests {
     async fn printed(format: Format, payloads: &[&str]) -> String {
         let q = Queue::new(16, WhenFull::Block);
         for (seq, p) in payloads.iter().enumerate() {
-            let msg = Message::new(
-                value::parse_json(p.as_bytes()).unwrap(),
-                Meta::new("src".into(), seq as u64),
-            );
+            let msg = Message::new(value::parse_json(p.as_bytes()).unwrap(), Meta::new("src".into(), seq as u64));
             q.sender().0.try_send(msg).unwrap();
         }
         q.close();
@@ -147,9 +138,7 @@ mod tests {
             sink.lock().unwrap().extend_from_slice(&text);
             std::future::ready(Ok(text))
         };
-        print(&mut InPort::new(vec![q.receiver()], Arc::default()), format, write)
-            .await
-            .unwrap();
+        print(&mut InPort::new(vec![q.receiver()], Arc::default()), format, write).await.unwrap();
         String::from_utf8(written.lock().unwrap().clone()).unwrap()
     }
 
@@ -181,9 +170,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (w, s) = (written.clone(), seen.clone());
         let mut msg = Message::new(value::int(7), Meta::new("src".into(), 0));
-        msg.ack = Some(Ack::new(move |o| {
-            s.lock().unwrap().push((o, w.lock().unwrap().clone()))
-        }));
+        msg.ack = Some(Ack::new(move |o| s.lock().unwrap().push((o, w.lock().unwrap().clone()))));
         q.sender().0.try_send(msg).unwrap();
         q.close();
         let sink = written.clone();
@@ -191,32 +178,17 @@ mod tests {
             sink.lock().unwrap().extend_from_slice(&text);
             std::future::ready(Ok(text))
         };
-        print(
-            &mut InPort::new(vec![q.receiver()], Arc::default()),
-            Format::Simple,
-            write,
-        )
-        .await
-        .unwrap();
+        print(&mut InPort::new(vec![q.receiver()], Arc::default()), Format::Simple, write).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), [(Outcome::Delivered, b"7\n".to_vec())]);
     }
 
     #[tokio::test]
     async fn a_write_error_is_a_failure() {
         let q = Queue::new(4, WhenFull::Block);
-        q.sender()
-            .0
-            .try_send(Message::new(value::int(1), Meta::new("src".into(), 0)))
-            .unwrap();
+        q.sender().0.try_send(Message::new(value::int(1), Meta::new("src".into(), 0))).unwrap();
         q.close();
         let write = |_: Vec<u8>| std::future::ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
-        let err = print(
-            &mut InPort::new(vec![q.receiver()], Arc::default()),
-            Format::Simple,
-            write,
-        )
-        .await
-        .unwrap_err();
+        let err = print(&mut InPort::new(vec![q.receiver()], Arc::default()), Format::Simple, write).await.unwrap_err();
         assert!(err.0.contains("cannot write to stdout"), "{err}");
     }
 

@@ -9,11 +9,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     doc: "Discards every message it receives, acknowledging it at once, and logs how many it \
           discarded when its input ends. Useful in benchmarks and to drain a port.",
     kind: Kind::Sink,
-    inputs: &[PortSpec {
-        name: "in",
-        ty: "any",
-        doc: "messages to discard",
-    }],
+    inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to discard" }],
     outputs: &[],
     config: &[],
     delivery: Delivery::AtLeastOnce,

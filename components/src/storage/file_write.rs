@@ -24,11 +24,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           a batch at a time; each batch is flushed before its messages are acknowledged. \
           Creates missing parent folders. A write error is a failure: the component is restarted.",
     kind: Kind::Sink,
-    inputs: &[PortSpec {
-        name: "in",
-        ty: "any",
-        doc: "messages to write",
-    }],
+    inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to write" }],
     outputs: &[],
     config: &[
         KeySpec::required(
@@ -85,11 +81,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     if config.path.is_empty() {
         return Err("`path` is empty".into());
     }
-    Ok(Instance::task(FileWrite {
-        path: ctx.path(&config.path),
-        format: config.format,
-        append: config.append,
-    }))
+    Ok(Instance::task(FileWrite { path: ctx.path(&config.path), format: config.format, append: config.append }))
 }
 
 impl Task for FileWrite {
@@ -193,15 +185,8 @@ mod tests {
     async fn lines_writes_strings_raw_and_the_rest_as_json() {
         let dir = TempDir::new("file-write");
         let path = dir.join("out.txt");
-        let payloads = [
-            r#""plain text""#,
-            r#""ends with newline\n""#,
-            r#""""#,
-            r#"{"b": [1, 2]}"#,
-        ];
-        write(json!({"path": path, "format": "lines"}), &payloads)
-            .await
-            .unwrap();
+        let payloads = [r#""plain text""#, r#""ends with newline\n""#, r#""""#, r#"{"b": [1, 2]}"#];
+        write(json!({"path": path, "format": "lines"}), &payloads).await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, "plain text\nends with newline\n\n{\"b\":[1,2]}\n");
     }
@@ -211,9 +196,7 @@ mod tests {
         let dir = TempDir::new("file-write");
         let path = dir.join("out.txt");
         std::fs::write(&path, "old line\n").unwrap();
-        write(json!({"path": path, "format": "lines", "append": false}), &["1"])
-            .await
-            .unwrap();
+        write(json!({"path": path, "format": "lines", "append": false}), &["1"]).await.unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
     }
 
@@ -233,9 +216,7 @@ mod tests {
         let mut h = Harness::new(&super::SPEC, json!({"path": path, "format": "lines"}));
         let (s, p) = (seen.clone(), path.clone());
         let mut msg = Message::new(value::int(42), Meta::new("t".into(), 0));
-        msg.ack = Some(Ack::new(move |o| {
-            s.lock().unwrap().push((o, std::fs::read_to_string(&p).unwrap()))
-        }));
+        msg.ack = Some(Ack::new(move |o| s.lock().unwrap().push((o, std::fs::read_to_string(&p).unwrap()))));
         h.push_message("in", msg);
         assert!(matches!(h.run_to_end().await.result, Some(Ok(()))));
         assert_eq!(*seen.lock().unwrap(), [(Outcome::Delivered, "42\n".to_string())]);
@@ -245,10 +226,7 @@ mod tests {
     async fn a_file_it_cannot_open_is_a_failure() {
         let dir = TempDir::new("file-write");
         let err = write(json!({"path": dir.path()}), &["1"]).await.unwrap_err();
-        assert!(
-            err.starts_with("cannot open") && err.contains(&*dir.path().to_string_lossy()),
-            "{err}"
-        );
+        assert!(err.starts_with("cannot open") && err.contains(&*dir.path().to_string_lossy()), "{err}");
     }
 
     #[tokio::test]

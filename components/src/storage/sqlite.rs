@@ -31,11 +31,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           constraint, a type), goes to `err` and the rest of the batch is committed. A database \
           that cannot be opened or written is a failure.",
     kind: Kind::Sink,
-    inputs: &[PortSpec {
-        name: "in",
-        ty: "object",
-        doc: "records to insert",
-    }],
+    inputs: &[PortSpec { name: "in", ty: "object", doc: "records to insert" }],
     outputs: &[],
     config: &[
         KeySpec::required(
@@ -94,12 +90,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         path: ctx.path(&config.path),
         table: config.table,
         batch_size: config.batch_size,
-        declared: config
-            .columns
-            .as_ref()
-            .map(declared_columns)
-            .transpose()?
-            .unwrap_or_default(),
+        declared: config.columns.as_ref().map(declared_columns).transpose()?.unwrap_or_default(),
     }))
 }
 
@@ -109,9 +100,7 @@ fn check_table_name(name: &str) -> Result<(), String> {
     if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         Ok(())
     } else {
-        Err(format!(
-            "`table = \"{name}\"`: a table name is letters, digits and `_`, not starting with a digit"
-        ))
+        Err(format!("`table = \"{name}\"`: a table name is letters, digits and `_`, not starting with a digit"))
     }
 }
 
@@ -122,16 +111,10 @@ fn declared_columns(columns: &serde_json::Value) -> Result<Vec<(String, String)>
     columns
         .iter()
         .map(|(name, ty)| {
-            let ty = ty
-                .as_str()
-                .map(str::to_ascii_uppercase)
-                .filter(|t| db::TYPES.contains(&t.as_str()));
+            let ty = ty.as_str().map(str::to_ascii_uppercase).filter(|t| db::TYPES.contains(&t.as_str()));
             match ty {
                 Some(ty) if !name.is_empty() && !name.contains('\0') => Ok((name.clone(), ty)),
-                _ => Err(format!(
-                    "column `{name}`: the type must be one of {}",
-                    db::TYPES.join(", ")
-                )),
+                _ => Err(format!("column `{name}`: the type must be one of {}", db::TYPES.join(", "))),
             }
         })
         .collect()
@@ -203,8 +186,7 @@ mod tests {
 
     fn count(path: &str) -> i64 {
         let conn = Connection::open(path).unwrap();
-        conn.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
-            .unwrap()
+        conn.query_row("SELECT count(*) FROM readings", [], |r| r.get(0)).unwrap()
     }
 
     #[tokio::test]
@@ -220,11 +202,7 @@ mod tests {
         assert_eq!(count(&path), 2);
         let err = out.json("err");
         assert_eq!(err.len(), 1);
-        assert!(
-            err[0].contains("not a record") && err[0].contains(r#""type":"sqlite""#),
-            "{}",
-            err[0]
-        );
+        assert!(err[0].contains("not a record") && err[0].contains(r#""type":"sqlite""#), "{}", err[0]);
     }
 
     #[tokio::test]
@@ -251,11 +229,7 @@ mod tests {
 
     #[test]
     fn config_mistakes_are_build_errors() {
-        let ctx = |config: serde_json::Value| BuildContext {
-            name: "store".into(),
-            config,
-            base_dir: ".".into(),
-        };
+        let ctx = |config: serde_json::Value| BuildContext { name: "store".into(), config, base_dir: ".".into() };
         let error = |config| build(&ctx(config)).err().unwrap();
         let err = error(json!({"path": "x.db", "table": "t; DROP TABLE u", "batch_size": 1}));
         assert!(err.contains("a table name is letters"), "{err}");
@@ -266,10 +240,7 @@ mod tests {
         let err = error(json!({"path": "x.db", "table": "t", "batch_size": 1, "columns": ["v"]}));
         assert!(err.contains("`columns` must be a table"), "{err}");
         assert!(
-            build(&ctx(
-                json!({"path": "x.db", "table": "_t1", "batch_size": 1, "columns": {"v": "real"}})
-            ))
-            .is_ok()
+            build(&ctx(json!({"path": "x.db", "table": "_t1", "batch_size": 1, "columns": {"v": "real"}}))).is_ok()
         );
     }
 }

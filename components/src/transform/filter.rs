@@ -14,21 +14,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           `false` nor `null` passes unchanged, the others are dropped (and acknowledged). \
           A jq error sends the message to `err`.",
     kind: Kind::Transform,
-    inputs: &[PortSpec {
-        name: "in",
-        ty: "any",
-        doc: "messages to test",
-    }],
-    outputs: &[PortSpec {
-        name: "out",
-        ty: "same",
-        doc: "the messages that pass, unchanged",
-    }],
-    config: &[KeySpec::required(
-        "expr",
-        KeyType::Expr,
-        "The condition, e.g. `.avg > 28`.",
-    )],
+    inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to test" }],
+    outputs: &[PortSpec { name: "out", ty: "same", doc: "the messages that pass, unchanged" }],
+    config: &[KeySpec::required("expr", KeyType::Expr, "The condition, e.g. `.avg > 28`.")],
     delivery: Delivery::PassThrough,
     stateless: true,
     example: "[components.hot]\ntype = \"filter\"\nconfig = { expr = \".avg > 28\" }\n",
@@ -46,9 +34,7 @@ struct Filter {
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
-    Ok(Instance::transform(Filter {
-        program: Program::compile(&config.expr)?,
-    }))
+    Ok(Instance::transform(Filter { program: Program::compile(&config.expr)? }))
 }
 
 impl Transform for Filter {

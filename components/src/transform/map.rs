@@ -13,21 +13,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           every output as a message with the input's metadata. No output drops the message; \
           a jq error sends it to `err`.",
     kind: Kind::Transform,
-    inputs: &[PortSpec {
-        name: "in",
-        ty: "json",
-        doc: "payloads to transform",
-    }],
-    outputs: &[PortSpec {
-        name: "out",
-        ty: "json",
-        doc: "the program's outputs",
-    }],
-    config: &[KeySpec::required(
-        "expr",
-        KeyType::Expr,
-        "The jq program, e.g. `{sensor, celsius: .value}`.",
-    )],
+    inputs: &[PortSpec { name: "in", ty: "json", doc: "payloads to transform" }],
+    outputs: &[PortSpec { name: "out", ty: "json", doc: "the program's outputs" }],
+    config: &[KeySpec::required("expr", KeyType::Expr, "The jq program, e.g. `{sensor, celsius: .value}`.")],
     delivery: Delivery::PassThrough,
     stateless: true,
     example: "[components.celsius]\ntype = \"map\"\nconfig = { expr = \"{sensor, f: (.value * 9 / 5 + 32)}\" }\n",
@@ -45,9 +33,7 @@ struct Map {
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
-    Ok(Instance::transform(Map {
-        program: Program::compile(&config.expr)?,
-    }))
+    Ok(Instance::transform(Map { program: Program::compile(&config.expr)? }))
 }
 
 impl Transform for Map {

@@ -34,11 +34,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           whose field is missing or not a number goes to `err`. Partial windows are flushed when \
           the input ends. Each output carries its inputs' acknowledgements.",
     kind: Kind::Transform,
-    inputs: &[PortSpec {
-        name: "in",
-        ty: "object",
-        doc: "records holding the number to aggregate",
-    }],
+    inputs: &[PortSpec { name: "in", ty: "object", doc: "records holding the number to aggregate" }],
     outputs: &[PortSpec {
         name: "out",
         ty: "{ count = \"number\", window_start = \"string\", window_end = \"string\" }",
@@ -70,12 +66,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "Field whose value splits messages into groups, each with its own windows; echoed in \
              each result. A message without it joins the group `null`. Unset: one group.",
         ),
-        KeySpec::new(
-            "field",
-            KeyType::String,
-            "\"value\"",
-            "Field holding the number to aggregate.",
-        ),
+        KeySpec::new("field", KeyType::String, "\"value\"", "Field holding the number to aggregate."),
         KeySpec::new(
             "aggregates",
             KeyType::StringList,
@@ -107,14 +98,9 @@ struct Window {
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
     let shape = shape(&config)?;
-    let layout = Layout {
-        aggregates: aggregates(&config.aggregates)?,
-        group_by: config.group_by,
-    };
+    let layout = Layout { aggregates: aggregates(&config.aggregates)?, group_by: config.group_by };
     if let Some(name) = layout.group_by.as_deref().filter(|g| is_output_field(g)) {
-        return Err(format!(
-            "`group_by = \"{name}\"` would clash with the result field `{name}`"
-        ));
+        return Err(format!("`group_by = \"{name}\"` would clash with the result field `{name}`"));
     }
     let windows = Windows::new(shape, layout, config.field);
     Ok(Instance::task(Window { windows }))
@@ -124,12 +110,8 @@ fn aggregates(names: &[String]) -> Result<Vec<Agg>, String> {
     names
         .iter()
         .map(|name| {
-            Agg::parse(name).ok_or_else(|| {
-                format!(
-                    "unknown aggregate `{name}`; the aggregates are {}",
-                    Agg::NAMES.join(", ")
-                )
-            })
+            Agg::parse(name)
+                .ok_or_else(|| format!("unknown aggregate `{name}`; the aggregates are {}", Agg::NAMES.join(", ")))
         })
         .collect()
 }
@@ -190,10 +172,7 @@ mod tests {
     #[tokio::test]
     async fn config_mistakes_are_build_errors() {
         let err = build_error(json!({"every": "10s", "aggregates": ["avg", "median"]})).await;
-        assert!(
-            err.contains("`median`") && err.contains("avg, min, max, sum, count, first, last"),
-            "{err}"
-        );
+        assert!(err.contains("`median`") && err.contains("avg, min, max, sum, count, first, last"), "{err}");
         let err = build_error(json!({"every": "10s", "count": 5})).await;
         assert!(err.contains("not both"), "{err}");
         let err = build_error(json!({"size": "10s"})).await;
@@ -208,30 +187,19 @@ mod tests {
 
     #[tokio::test]
     async fn count_windows_route_bad_messages_to_err_and_flush_at_the_end() {
-        let mut h = Harness::new(
-            &super::SPEC,
-            json!({"count": 2, "group_by": "sensor", "aggregates": ["sum"]}),
-        );
+        let mut h = Harness::new(&super::SPEC, json!({"count": 2, "group_by": "sensor", "aggregates": ["sum"]}));
         h.push_json(r#"{"sensor": "a", "value": 1}"#);
         h.push_json(r#"{"sensor": "a", "temp": 9}"#);
         h.push_json(r#"{"sensor": "b", "value": 4}"#);
         h.push_json(r#"{"sensor": "a", "value": 2}"#);
         let out = h.run_to_end().await;
         assert!(matches!(out.result, Some(Ok(()))));
-        let sums: Vec<_> = out
-            .payloads("out")
-            .iter()
-            .map(value::to_serde)
-            .map(|p| (p["sensor"].clone(), p["sum"].clone()))
-            .collect();
+        let sums: Vec<_> =
+            out.payloads("out").iter().map(value::to_serde).map(|p| (p["sensor"].clone(), p["sum"].clone())).collect();
         assert_eq!(sums, [(json!("a"), json!(3.0)), (json!("b"), json!(4.0))]);
         let err = out.json("err");
         assert_eq!(err.len(), 1);
-        assert!(
-            err[0].contains("no field `value`") && err[0].contains(r#""temp":9"#),
-            "{}",
-            err[0]
-        );
+        assert!(err[0].contains("no field `value`") && err[0].contains(r#""temp":9"#), "{}", err[0]);
     }
 
     #[tokio::test]
@@ -246,10 +214,7 @@ mod tests {
         }
         let out = h.run_to_end().await;
         assert_eq!(out.messages("out").len(), 1);
-        assert!(
-            seen.lock().unwrap().is_empty(),
-            "acknowledged before the output was done"
-        );
+        assert!(seen.lock().unwrap().is_empty(), "acknowledged before the output was done");
         drop(out);
         assert_eq!(*seen.lock().unwrap(), [Outcome::Delivered, Outcome::Delivered]);
     }

@@ -19,13 +19,7 @@ use crate::units::parse_duration;
 type Table = Vec<(Sp<String>, Sp<RawValue>)>;
 
 const TOP_KEYS: &[&str] = &["flow", "components", "ports"];
-const FLOW_KEYS: &[&str] = &[
-    "name",
-    "description",
-    "connections",
-    "dead_letter",
-    "on_component_failure",
-];
+const FLOW_KEYS: &[&str] = &["name", "description", "connections", "dead_letter", "on_component_failure"];
 const COMPONENT_KEYS: &[&str] = &["type", "config", "restart", "capacity", "workers", "description"];
 const RESTART_KEYS: &[&str] = &["policy", "max_restarts", "within", "backoff"];
 const EDGE_KEYS: &[&str] = &["from", "to", "capacity", "when_full"];
@@ -44,11 +38,7 @@ pub fn check_source(
     errors.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
     match flow {
         Some(flow) if errors.is_empty() => Ok(flow),
-        _ => Err(Diagnostics {
-            path: path.to_string(),
-            source: text.to_string(),
-            errors,
-        }),
+        _ => Err(Diagnostics { path: path.to_string(), source: text.to_string(), errors }),
     }
 }
 
@@ -70,24 +60,13 @@ fn check_text(
     if !syntax.is_empty() {
         for e in syntax {
             let span = e.span().unwrap_or(0..0);
-            errors.push(Diagnostic::at(
-                span,
-                format!("invalid TOML: {}", e.message().trim_end()),
-            ));
+            errors.push(Diagnostic::at(span, format!("invalid TOML: {}", e.message().trim_end())));
         }
         return None;
     }
     let top = raw::table(parsed.get_ref(), text, env, errors);
     let reported = errors.iter().filter_map(|d| d.span.clone()).collect();
-    Checker {
-        catalogue,
-        declared: Vec::new(),
-        reported,
-        errors,
-        base_dir,
-        source: text,
-    }
-    .flow(&top)
+    Checker { catalogue, declared: Vec::new(), reported, errors, base_dir, source: text }.flow(&top)
 }
 
 /// One end of a connection as written, `comp.port` or `comp`.
@@ -122,10 +101,8 @@ fn unknown_key(key: &Sp<String>, what: &str, known: &[&str]) -> Diagnostic {
 impl Checker<'_> {
     /// Records an error, unless it is a follow-on of one found while reading the value.
     fn err(&mut self, d: Diagnostic) {
-        let follow_on = d
-            .span
-            .as_ref()
-            .is_some_and(|s| self.reported.iter().any(|r| s.start < r.end && r.start < s.end));
+        let follow_on =
+            d.span.as_ref().is_some_and(|s| self.reported.iter().any(|r| s.start < r.end && r.start < s.end));
         if !follow_on {
             self.errors.push(d);
         }
@@ -136,11 +113,7 @@ impl Checker<'_> {
     fn verbatim(&self, v: &Sp<RawValue>) -> Option<usize> {
         let text = v.value.as_str()?;
         let written = self.source.get(v.span.clone())?;
-        let quote = if written.starts_with("\"\"\"") || written.starts_with("'''") {
-            3
-        } else {
-            1
-        };
+        let quote = if written.starts_with("\"\"\"") || written.starts_with("'''") { 3 } else { 1 };
         let inside = written.get(quote..written.len().checked_sub(quote)?)?;
         // A multi-line string drops a newline right after its opening quotes.
         let skip = match inside {
@@ -178,9 +151,7 @@ impl Checker<'_> {
             }
             Some(v) => self.table_of(v, "`[flow]`"),
         };
-        let components = get("components")
-            .and_then(|v| self.table_of(v, "`[components]`"))
-            .unwrap_or_default();
+        let components = get("components").and_then(|v| self.table_of(v, "`[components]`")).unwrap_or_default();
         self.declared = components.iter().map(|(name, _)| name.value.clone()).collect();
         for (name, body) in components {
             if let Some(node) = self.component(&name, &body) {
@@ -394,11 +365,8 @@ impl Checker<'_> {
             if key.required && !table.iter().any(|(k, _)| k.value == key.name) {
                 let span = config.map_or(type_span.clone(), |c| c.span.clone());
                 self.err(
-                    Diagnostic::at(
-                        span,
-                        format!("component `{}` needs config key `{}`", name.value, key.name),
-                    )
-                    .help(format!("add `{} = ...` to its config: {}", key.name, key.doc)),
+                    Diagnostic::at(span, format!("component `{}` needs config key `{}`", name.value, key.name))
+                        .help(format!("add `{} = ...` to its config: {}", key.name, key.doc)),
                 );
             } else if let Some(default) = key.default {
                 out.insert(key.name.to_string(), default_json(default));
@@ -409,10 +377,7 @@ impl Checker<'_> {
 
     fn key_value(&mut self, name: &str, ty: KeyType, v: &Sp<RawValue>) -> Option<serde_json::Value> {
         let expected = |what: &str| {
-            Diagnostic::at(
-                v.span.clone(),
-                format!("`{name}` must be {what}, found {}", v.value.type_name()),
-            )
+            Diagnostic::at(v.span.clone(), format!("`{name}` must be {what}, found {}", v.value.type_name()))
         };
         let whole_var = matches!(&v.value, RawValue::Str { whole_var: true, .. });
         let text = v.value.as_str();
@@ -456,11 +421,8 @@ impl Checker<'_> {
                 Some(Ok(_)) => text.map(Into::into),
                 Some(Err(_)) => {
                     self.err(
-                        Diagnostic::at(
-                            v.span.clone(),
-                            format!("`{name}` is not a duration: {}", v.value.shown()),
-                        )
-                        .help("write durations like \"200ms\", \"10s\", \"1m\" or \"1h\""),
+                        Diagnostic::at(v.span.clone(), format!("`{name}` is not a duration: {}", v.value.shown()))
+                            .help("write durations like \"200ms\", \"10s\", \"1m\" or \"1h\""),
                     );
                     None
                 }
@@ -475,11 +437,7 @@ impl Checker<'_> {
                     let d = Diagnostic::at(v.span.clone(), format!("`{name}` is not a valid jq program"));
                     // The compiler's message may quote the program: not when it came from a variable.
                     let hidden = matches!(v.value, RawValue::Str { from_var: true, .. });
-                    self.err(if hidden {
-                        d.label("(from the environment)")
-                    } else {
-                        d.label(e)
-                    });
+                    self.err(if hidden { d.label("(from the environment)") } else { d.label(e) });
                     None
                 }
                 None => {
@@ -492,11 +450,7 @@ impl Checker<'_> {
                 _ => {
                     let d = Diagnostic::at(
                         v.span.clone(),
-                        format!(
-                            "`{name}` must be one of {}, found {}",
-                            KeyType::Enum(options).name(),
-                            v.value.shown()
-                        ),
+                        format!("`{name}` must be one of {}, found {}", KeyType::Enum(options).name(), v.value.shown()),
                     );
                     let d = d.suggest(text.unwrap_or(""), options.iter().copied());
                     self.err(d);
@@ -518,11 +472,7 @@ impl Checker<'_> {
                 if ok {
                     Some(v.value.to_json())
                 } else {
-                    self.err(expected(if want_str {
-                        "an array of strings"
-                    } else {
-                        "an array of numbers"
-                    }));
+                    self.err(expected(if want_str { "an array of strings" } else { "an array of numbers" }));
                     None
                 }
             }
@@ -546,10 +496,7 @@ impl Checker<'_> {
                         },
                         "within" => match val.value.as_str().map(parse_duration) {
                             Some(Ok(d)) => r.within = d,
-                            _ => self.err(Diagnostic::at(
-                                val.span.clone(),
-                                "`within` must be a duration like \"1m\"",
-                            )),
+                            _ => self.err(Diagnostic::at(val.span.clone(), "`within` must be a duration like \"1m\"")),
                         },
                         "backoff" => match val.value.as_str().and_then(parse_backoff) {
                             Some((lo, hi)) => (r.backoff_min, r.backoff_max) = (lo, hi),
@@ -606,26 +553,18 @@ impl Checker<'_> {
             );
             return Vec::new();
         };
-        items
-            .iter()
-            .filter_map(|item| Some((self.connection(item, nodes, names)?, item.span.clone())))
-            .collect()
+        items.iter().filter_map(|item| Some((self.connection(item, nodes, names)?, item.span.clone()))).collect()
     }
 
     fn connection(&mut self, item: &Sp<RawValue>, nodes: &[Node], names: &HashMap<&str, usize>) -> Option<Edge> {
         let (from, to, capacity, when_full) = match &item.value {
             RawValue::Str { text, from_var, .. } => {
-                let Some((a, b)) = text
-                    .split_once("->")
-                    .filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
+                let Some((a, b)) = text.split_once("->").filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
                 else {
                     self.err(
                         Diagnostic::at(
                             item.span.clone(),
-                            format!(
-                                "a connection must look like `A.port -> B.port`, found {}",
-                                item.value.shown()
-                            ),
+                            format!("a connection must look like `A.port -> B.port`, found {}", item.value.shown()),
                         )
                         .help("`\"a -> b\"` connects the default ports `out` and `in`"),
                     );
@@ -634,24 +573,13 @@ impl Checker<'_> {
                 let (a_span, b_span) = match self.verbatim(item) {
                     Some(offset) => {
                         let b_at = offset + a.len() + 2;
-                        (
-                            offset + leading(a)..offset + a.trim_end().len(),
-                            b_at + leading(b)..b_at + b.trim_end().len(),
-                        )
+                        (offset + leading(a)..offset + a.trim_end().len(), b_at + leading(b)..b_at + b.trim_end().len())
                     }
                     None => (item.span.clone(), item.span.clone()),
                 };
                 (
-                    End {
-                        name: a.trim().to_string(),
-                        span: a_span,
-                        hidden: *from_var,
-                    },
-                    End {
-                        name: b.trim().to_string(),
-                        span: b_span,
-                        hidden: *from_var,
-                    },
+                    End { name: a.trim().to_string(), span: a_span, hidden: *from_var },
+                    End { name: b.trim().to_string(), span: b_span, hidden: *from_var },
                     None,
                     WhenFull::Block,
                 )
@@ -669,13 +597,7 @@ impl Checker<'_> {
         let to_ref = self.port_ref(&to, nodes, names, false);
         let (from, to) = (from_ref?, to_ref?);
         let capacity = capacity.unwrap_or(nodes[to.node].capacity);
-        Some(Edge {
-            from,
-            to,
-            capacity,
-            when_full,
-            check: None,
-        })
+        Some(Edge { from, to, capacity, when_full, check: None })
     }
 
     fn connection_table(&mut self, item: &Sp<RawValue>, t: &Table) -> Option<(End, End, Option<usize>, WhenFull)> {
@@ -733,20 +655,10 @@ impl Checker<'_> {
         let (comp, port, comp_span, port_span) = match end.name.split_once('.') {
             Some((c, p)) if exact => {
                 let at = end.span.start + c.len() + 1;
-                (
-                    c.trim(),
-                    p.trim(),
-                    end.span.start..end.span.start + c.len(),
-                    at..end.span.end,
-                )
+                (c.trim(), p.trim(), end.span.start..end.span.start + c.len(), at..end.span.end)
             }
             Some((c, p)) => (c.trim(), p.trim(), end.span.clone(), end.span.clone()),
-            None => (
-                end.name.as_str(),
-                if is_from { "out" } else { "in" },
-                end.span.clone(),
-                end.span.clone(),
-            ),
+            None => (end.name.as_str(), if is_from { "out" } else { "in" }, end.span.clone(), end.span.clone()),
         };
         let Some(&node) = names.get(comp) else {
             if self.declared.iter().any(|d| d == comp) {
@@ -850,20 +762,13 @@ pub(crate) fn out_type(flow: &Flow, at: PortRef, seen: &mut Vec<usize>) -> PortT
 }
 
 fn in_type(flow: &Flow, at: PortRef) -> PortType {
-    flow.nodes[at.node]
-        .spec
-        .inputs
-        .get(at.port)
-        .and_then(|p| PortType::parse(p.ty).ok())
-        .unwrap_or(PortType::Any)
+    flow.nodes[at.node].spec.inputs.get(at.port).and_then(|p| PortType::parse(p.ty).ok()).unwrap_or(PortType::Any)
 }
 
 fn int_of(v: &RawValue) -> Option<i64> {
     match v {
         RawValue::Int(i) => Some(*i),
-        RawValue::Str {
-            text, whole_var: true, ..
-        } => text.trim().parse().ok(),
+        RawValue::Str { text, whole_var: true, .. } => text.trim().parse().ok(),
         _ => None,
     }
 }
@@ -885,12 +790,7 @@ fn default_json(literal: &str) -> serde_json::Value {
 fn nearest(wrong: &str, catalogue: &Catalogue) -> String {
     let mut scored: Vec<(f64, &str)> = catalogue.names().map(|n| (strsim::jaro_winkler(wrong, n), n)).collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-    scored
-        .iter()
-        .take(3)
-        .map(|(_, n)| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    scored.iter().take(3).map(|(_, n)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 fn leading(s: &str) -> usize {

@@ -22,22 +22,12 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error at `span`.
     pub fn at(span: Range<usize>, message: impl Into<String>) -> Self {
-        Diagnostic {
-            message: message.into(),
-            span: Some(span),
-            label: String::new(),
-            help: None,
-        }
+        Diagnostic { message: message.into(), span: Some(span), label: String::new(), help: None }
     }
 
     /// An error about the whole file.
     pub fn whole(message: impl Into<String>) -> Self {
-        Diagnostic {
-            message: message.into(),
-            span: None,
-            label: String::new(),
-            help: None,
-        }
+        Diagnostic { message: message.into(), span: None, label: String::new(), help: None }
     }
 
     /// Adds a label under the caret.
@@ -96,10 +86,7 @@ impl Diagnostics {
 
     /// The positions `line:column` of every error, for tests and tools.
     pub fn positions(&self) -> Vec<Option<(usize, usize)>> {
-        self.errors
-            .iter()
-            .map(|d| d.span.as_ref().map(|s| self.line_col(s.start)))
-            .collect()
+        self.errors.iter().map(|d| d.span.as_ref().map(|s| self.line_col(s.start))).collect()
     }
 
     /// Renders every error and the closing count, as `fbp check` prints them.
@@ -111,11 +98,7 @@ impl Diagnostics {
             out.push_str("\n\n");
         }
         let n = self.errors.len();
-        out.push_str(&format!(
-            "error: could not load `{}`: {n} error{}\n",
-            self.path,
-            if n == 1 { "" } else { "s" }
-        ));
+        out.push_str(&format!("error: could not load `{}`: {n} error{}\n", self.path, if n == 1 { "" } else { "s" }));
         out
     }
 
@@ -174,11 +157,7 @@ mod tests {
         let at = source.find("intervall").unwrap();
         let d = Diagnostic::at(at..at + 9, "unknown config key `intervall`")
             .suggest("intervall", ["interval", "max_count"]);
-        let diags = Diagnostics {
-            path: "flows/x.toml".into(),
-            source,
-            errors: vec![d],
-        };
+        let diags = Diagnostics { path: "flows/x.toml".into(), source, errors: vec![d] };
         let text = diags.render();
         assert!(text.contains("error: unknown config key `intervall`"), "{text}");
         assert!(text.contains("--> flows/x.toml:5:12"), "{text}");

@@ -131,11 +131,7 @@ pub struct Restart {
 impl Restart {
     /// The defaults: `on-failure` for sources, `always` for the others.
     pub fn default_for(spec: &ComponentSpec) -> Self {
-        let policy = if spec.kind == crate::spec::Kind::Source {
-            Policy::OnFailure
-        } else {
-            Policy::Always
-        };
+        let policy = if spec.kind == crate::spec::Kind::Source { Policy::OnFailure } else { Policy::Always };
         Restart {
             policy,
             max_restarts: 10,
@@ -161,17 +157,11 @@ pub fn load_with_env(path: &Path, catalogue: &Catalogue, env: raw::Env<'_>) -> R
     };
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read `{shown}`: {e}"), "check the path"))?;
     if meta.is_dir() {
-        return Err(fail(
-            format!("`{shown}` is a folder, not a flow file"),
-            "give the path of a .toml flow file",
-        ));
+        return Err(fail(format!("`{shown}` is a folder, not a flow file"), "give the path of a .toml flow file"));
     }
     if meta.len() > MAX_FLOW_FILE {
         return Err(fail(
-            format!(
-                "`{shown}` is too large for a flow file ({} bytes; the limit is {MAX_FLOW_FILE})",
-                meta.len()
-            ),
+            format!("`{shown}` is too large for a flow file ({} bytes; the limit is {MAX_FLOW_FILE})", meta.len()),
             "a flow file names components and connections; data belongs in files the flow reads",
         ));
     }

@@ -108,15 +108,7 @@ pub fn table(
     entries.sort_by_key(|(k, _)| k.span().start);
     entries
         .into_iter()
-        .map(|(k, v)| {
-            (
-                Sp {
-                    value: k.get_ref().to_string(),
-                    span: k.span(),
-                },
-                value(v, source, env, errors),
-            )
-        })
+        .map(|(k, v)| (Sp { value: k.get_ref().to_string(), span: k.span() }, value(v, source, env, errors)))
         .collect()
 }
 
@@ -152,11 +144,7 @@ fn parse_float(s: &str) -> f64 {
 /// Replaces `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
 fn substitute(s: &str, span: Range<usize>, source: &str, env: Env<'_>, errors: &mut Vec<Diagnostic>) -> RawValue {
     if !s.contains("${") {
-        return RawValue::Str {
-            text: s.to_string(),
-            from_var: false,
-            whole_var: false,
-        };
+        return RawValue::Str { text: s.to_string(), from_var: false, whole_var: false };
     }
     let mut out = String::new();
     let mut rest = s;
@@ -187,13 +175,8 @@ fn substitute(s: &str, span: Range<usize>, source: &str, env: Env<'_>, errors: &
         vars += 1;
         if !valid_var_name(name) {
             errors.push(
-                var_error(
-                    source,
-                    &span,
-                    &rest[at..at + end + 1],
-                    format!("invalid variable name `{name}`"),
-                )
-                .help("variable names are letters, digits and `_`, not starting with a digit"),
+                var_error(source, &span, &rest[at..at + end + 1], format!("invalid variable name `{name}`"))
+                    .help("variable names are letters, digits and `_`, not starting with a digit"),
             );
         } else {
             match (env(name), default) {
@@ -218,11 +201,7 @@ fn substitute(s: &str, span: Range<usize>, source: &str, env: Env<'_>, errors: &
     }
     out.push_str(rest);
     let whole_var = vars == 1 && s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
-    RawValue::Str {
-        text: out,
-        from_var,
-        whole_var,
-    }
+    RawValue::Str { text: out, from_var, whole_var }
 }
 
 fn valid_var_name(name: &str) -> bool {
@@ -257,23 +236,9 @@ mod tests {
     fn substitutes_variables_and_defaults() {
         let (v, e) = sub("tcp://${HOST}:${PORT:-1883}", &[("HOST", "h")]);
         assert!(e.is_empty());
-        assert_eq!(
-            v,
-            RawValue::Str {
-                text: "tcp://h:1883".into(),
-                from_var: true,
-                whole_var: false
-            }
-        );
+        assert_eq!(v, RawValue::Str { text: "tcp://h:1883".into(), from_var: true, whole_var: false });
         let (v, _) = sub("${PORT}", &[("PORT", "80")]);
-        assert_eq!(
-            v,
-            RawValue::Str {
-                text: "80".into(),
-                from_var: true,
-                whole_var: true
-            }
-        );
+        assert_eq!(v, RawValue::Str { text: "80".into(), from_var: true, whole_var: true });
         let (v, _) = sub("$${LITERAL}", &[]);
         assert_eq!(v.as_str(), Some("${LITERAL}"));
     }

@@ -38,10 +38,7 @@ impl Target {
     }
 
     fn insert(&self, tx: &Transaction<'_>, record: &Value) -> rusqlite::Result<()> {
-        let values = self
-            .columns
-            .iter()
-            .map(|c| to_sql(value::get(record, c).unwrap_or(&Value::Null)));
+        let values = self.columns.iter().map(|c| to_sql(value::get(record, c).unwrap_or(&Value::Null)));
         tx.prepare_cached(&self.sql)?.execute(params_from_iter(values))?;
         Ok(())
     }
@@ -65,11 +62,7 @@ impl Db {
             create_table(&conn, table, declared).map_err(|e| fail(&e))?;
             columns = Some(declared.iter().map(|(name, _)| name.clone()).collect());
         }
-        Ok(Db {
-            target: columns.map(|c| Target::new(table, c)),
-            conn,
-            table: table.to_string(),
-        })
+        Ok(Db { target: columns.map(|c| Target::new(table, c)), conn, table: table.to_string() })
     }
 
     /// Inserts every record of `batch` it can in one transaction and commits.
@@ -83,8 +76,7 @@ impl Db {
                 refused.push((i, why));
             }
         }
-        tx.commit()
-            .map_err(|e| format!("cannot commit to `{}`: {e}", self.table))?;
+        tx.commit().map_err(|e| format!("cannot commit to `{}`: {e}", self.table))?;
         Ok(refused)
     }
 }
@@ -106,9 +98,7 @@ fn insert_one(
         slot @ None => {
             let columns = first_columns(record);
             if columns.is_empty() {
-                return Ok(Err(format!(
-                    "a record without fields cannot create the table `{table}`"
-                )));
+                return Ok(Err(format!("a record without fields cannot create the table `{table}`")));
             }
             create_table(tx, table, &columns).map_err(|e| format!("cannot create the table `{table}`: {e}"))?;
             slot.insert(Target::new(table, columns.into_iter().map(|(name, _)| name).collect()))
@@ -143,21 +133,14 @@ pub(super) fn quote(name: &str) -> String {
 /// The columns of `table`, or `None` if there is no such table.
 fn table_columns(conn: &Connection, table: &str) -> rusqlite::Result<Option<Vec<String>>> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
-    let names = stmt
-        .query_map([table], |row| row.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
+    let names = stmt.query_map([table], |row| row.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
     Ok((!names.is_empty()).then_some(names))
 }
 
 fn create_table(conn: &Connection, table: &str, columns: &[(String, String)]) -> rusqlite::Result<()> {
-    let defs: Vec<String> = columns
-        .iter()
-        .map(|(name, ty)| format!("{} {ty}", quote(name)).trim_end().to_string())
-        .collect();
-    conn.execute(
-        &format!("CREATE TABLE IF NOT EXISTS {} ({})", quote(table), defs.join(", ")),
-        [],
-    )?;
+    let defs: Vec<String> =
+        columns.iter().map(|(name, ty)| format!("{} {ty}", quote(name)).trim_end().to_string()).collect();
+    conn.execute(&format!("CREATE TABLE IF NOT EXISTS {} ({})", quote(table), defs.join(", ")), [])?;
     Ok(())
 }
 
@@ -218,9 +201,7 @@ mod tests {
     fn query(db: &Db, sql: &str) -> Vec<Vec<Sql>> {
         let mut stmt = db.conn.prepare(sql).unwrap();
         let n = stmt.column_count();
-        let rows = stmt
-            .query_map([], |row| (0..n).map(|i| row.get::<_, Sql>(i)).collect())
-            .unwrap();
+        let rows = stmt.query_map([], |row| (0..n).map(|i| row.get::<_, Sql>(i)).collect()).unwrap();
         rows.collect::<Result<_, _>>().unwrap()
     }
 
@@ -248,14 +229,7 @@ mod tests {
         let rows = query(&db, "SELECT * FROM readings");
         assert_eq!(
             rows,
-            [vec![
-                text("a"),
-                Sql::Real(23.5),
-                Sql::Integer(3),
-                Sql::Integer(1),
-                text(r#"["x"]"#),
-                Sql::Null
-            ]]
+            [vec![text("a"), Sql::Real(23.5), Sql::Integer(3), Sql::Integer(1), text(r#"["x"]"#), Sql::Null]]
         );
     }
 
@@ -263,14 +237,9 @@ mod tests {
     fn an_existing_table_keeps_its_columns() {
         let dir = TempDir::new("sqlite");
         let path = dir.path().join("t.db");
-        Connection::open(&path)
-            .unwrap()
-            .execute("CREATE TABLE t (sensor TEXT, value REAL)", [])
-            .unwrap();
+        Connection::open(&path).unwrap().execute("CREATE TABLE t (sensor TEXT, value REAL)", []).unwrap();
         let mut db = Db::open(&path, "t", &[("other".into(), "TEXT".into())]).unwrap();
-        let refused = db
-            .insert(&records(json!([{"sensor": "a", "value": 1, "extra": 5}, {"value": 2}])))
-            .unwrap();
+        let refused = db.insert(&records(json!([{"sensor": "a", "value": 1, "extra": 5}, {"value": 2}]))).unwrap();
         assert!(refused.is_empty());
         let rows = query(&db, "SELECT sensor, value FROM t");
         assert_eq!(rows, [vec![text("a"), Sql::Real(1.0)], vec![Sql::Null, Sql::Real(2.0)]]);
@@ -321,16 +290,10 @@ mod tests {
     #[test]
     fn declared_columns_create_the_table_at_open() {
         let dir = TempDir::new("sqlite");
-        let declared = [
-            ("sensor".to_string(), "TEXT".to_string()),
-            ("value".to_string(), "REAL".to_string()),
-        ];
+        let declared = [("sensor".to_string(), "TEXT".to_string()), ("value".to_string(), "REAL".to_string())];
         let db = Db::open(&dir.path().join("t.db"), "t", &declared).unwrap();
         let types = query(&db, "SELECT name, type FROM pragma_table_info('t') ORDER BY cid");
-        assert_eq!(
-            types,
-            [vec![text("sensor"), text("TEXT")], vec![text("value"), text("REAL")]]
-        );
+        assert_eq!(types, [vec![text("sensor"), text("TEXT")], vec![text("value"), text("REAL")]]);
     }
 
     #[test]

@@ -48,10 +48,7 @@ impl Clock {
 
     /// A clock that reads `wall` now.
     pub(super) fn at(wall: SystemTime) -> Self {
-        Clock {
-            start: Instant::now(),
-            wall,
-        }
+        Clock { start: Instant::now(), wall }
     }
 
     fn now(&self) -> SystemTime {
@@ -162,26 +159,18 @@ mod tests {
     }
 
     fn tumbling_avg(every: Duration) -> Windows {
-        let layout = Layout {
-            group_by: Some("sensor".into()),
-            aggregates: vec![Agg::Avg],
-        };
+        let layout = Layout { group_by: Some("sensor".into()), aggregates: vec![Agg::Avg] };
         Windows::new(Shape::Time { every, size: every }, layout, "value".into())
     }
 
     fn push(q: &Queue, sensor: &str, value: serde_json::Value) {
         let payload = value::from_serde(&json!({"sensor": sensor, "value": value}));
-        q.sender()
-            .0
-            .try_send(Message::new(payload, Meta::new("t".into(), 0)))
-            .unwrap();
+        q.sender().0.try_send(Message::new(payload, Meta::new("t".into(), 0))).unwrap();
     }
 
     fn drain(q: &Queue) -> Vec<serde_json::Value> {
         let rx = q.receiver();
-        std::iter::from_fn(|| rx.try_recv().ok())
-            .map(|m| value::to_serde(&m.payload))
-            .collect()
+        std::iter::from_fn(|| rx.try_recv().ok()).map(|m| value::to_serde(&m.payload)).collect()
     }
 
     fn summary(p: &serde_json::Value) -> (String, f64, String) {
@@ -195,10 +184,8 @@ mod tests {
         let net = Recorder::default();
         // Three seconds into the window [1000s, 1010s): it ends in 7 s.
         let clock = Clock::at(UNIX_EPOCH + Duration::from_secs(1003));
-        let ports = (
-            InPort::new(vec![input.receiver()], Arc::default()),
-            OutPort::new(vec![output.sender()], Arc::default()),
-        );
+        let ports =
+            (InPort::new(vec![input.receiver()], Arc::default()), OutPort::new(vec![output.sender()], Arc::default()));
         let window = run(tumbling_avg(Duration::from_secs(10)), clock, ports.0, ports.1, &net);
         let driver = async {
             push(&input, "a", json!(1));
@@ -227,10 +214,8 @@ mod tests {
         let output = Queue::new(10, WhenFull::Block);
         let net = Recorder::default();
         let clock = Clock::at(UNIX_EPOCH + Duration::from_secs(1003));
-        let ports = (
-            InPort::new(vec![input.receiver()], Arc::default()),
-            OutPort::new(vec![output.sender()], Arc::default()),
-        );
+        let ports =
+            (InPort::new(vec![input.receiver()], Arc::default()), OutPort::new(vec![output.sender()], Arc::default()));
         let window = run(tumbling_avg(Duration::from_secs(10)), clock, ports.0, ports.1, &net);
         let driver = async {
             sleep(Duration::from_secs(3600)).await;

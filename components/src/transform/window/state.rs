@@ -43,15 +43,7 @@ pub(super) enum Agg {
 impl Agg {
     /// Every aggregate, as config spells them.
     pub(super) const NAMES: &'static [&'static str] = &["avg", "min", "max", "sum", "count", "first", "last"];
-    const ALL: [Agg; 7] = [
-        Agg::Avg,
-        Agg::Min,
-        Agg::Max,
-        Agg::Sum,
-        Agg::Count,
-        Agg::First,
-        Agg::Last,
-    ];
+    const ALL: [Agg; 7] = [Agg::Avg, Agg::Min, Agg::Max, Agg::Sum, Agg::Count, Agg::First, Agg::Last];
 
     /// The aggregate called `name`.
     pub(super) fn parse(name: &str) -> Option<Agg> {
@@ -89,14 +81,7 @@ struct Stats {
 
 impl Stats {
     fn new(x: f64, v: &Value) -> Self {
-        Stats {
-            count: 1,
-            sum: x,
-            min: (x, v.clone()),
-            max: (x, v.clone()),
-            first: v.clone(),
-            last: v.clone(),
-        }
+        Stats { count: 1, sum: x, min: (x, v.clone()), max: (x, v.clone()), first: v.clone(), last: v.clone() }
     }
 
     fn add(&mut self, x: f64, v: &Value) {
@@ -180,20 +165,13 @@ impl Layout {
         if let Some(name) = &self.group_by {
             fields.push((name.clone(), group.clone()));
         }
-        fields.extend(
-            self.aggregates
-                .iter()
-                .map(|a| (a.name().to_string(), a.value(&b.stats))),
-        );
+        fields.extend(self.aggregates.iter().map(|a| (a.name().to_string(), a.value(&b.stats))));
         if !self.aggregates.contains(&Agg::Count) {
             fields.push(("count".into(), Agg::Count.value(&b.stats)));
         }
         fields.push(("window_start".into(), value::string(format_timestamp(start))));
         fields.push(("window_end".into(), value::string(format_timestamp(end))));
-        Emit {
-            payload: value::object(fields),
-            acks: b.acks.clone(),
-        }
+        Emit { payload: value::object(fields), acks: b.acks.clone() }
     }
 }
 
@@ -214,14 +192,7 @@ pub(super) struct Windows {
 impl Windows {
     /// Windows of `shape` over the number in `field`.
     pub(super) fn new(shape: Shape, layout: Layout, field: String) -> Self {
-        Windows {
-            shape,
-            layout,
-            field,
-            panes: BTreeMap::new(),
-            open: BTreeMap::new(),
-            next_end: None,
-        }
+        Windows { shape, layout, field, panes: BTreeMap::new(), open: BTreeMap::new(), next_end: None }
     }
 
     /// Takes in a message that arrived at `now`. `Err` (the field is missing
@@ -367,10 +338,7 @@ mod tests {
     }
 
     fn tumbling(every: u32) -> Shape {
-        Shape::Time {
-            every: every * SECOND,
-            size: every * SECOND,
-        }
+        Shape::Time { every: every * SECOND, size: every * SECOND }
     }
 
     fn at(secs: f64) -> SystemTime {
@@ -432,10 +400,7 @@ mod tests {
 
     #[test]
     fn sliding_window_covers_size_and_is_emitted_every_every() {
-        let shape = Shape::Time {
-            every: 10 * SECOND,
-            size: 30 * SECOND,
-        };
+        let shape = Shape::Time { every: 10 * SECOND, size: 30 * SECOND };
         let mut w = windows(shape, &["sum"]);
         add(&mut w, reading("a", 1.0), 1005.0);
         add(&mut w, reading("a", 2.0), 1015.0);
@@ -482,10 +447,7 @@ mod tests {
         assert_eq!(counts(&w.flush_due(at(1010.0))), [1]);
         let out = payloads(&w.flush_all());
         assert_eq!(out.len(), 1);
-        assert_eq!(
-            (&out[0]["max"], &out[0]["window_end"]),
-            (&json!(6.0), &json!("1970-01-01T00:17:00.000Z"))
-        );
+        assert_eq!((&out[0]["max"], &out[0]["window_end"]), (&json!(6.0), &json!("1970-01-01T00:17:00.000Z")));
         assert_eq!(w.next_due(), None);
     }
 
@@ -517,10 +479,7 @@ mod tests {
     #[test]
     fn inputs_are_acknowledged_once_every_window_holding_them_is_done() {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let shape = Shape::Time {
-            every: 10 * SECOND,
-            size: 20 * SECOND,
-        };
+        let shape = Shape::Time { every: 10 * SECOND, size: 20 * SECOND };
         let mut w = windows(shape, &["avg"]);
         acked(&mut w, 1005.0, &seen);
         acked(&mut w, 1006.0, &seen);
@@ -530,10 +489,7 @@ mod tests {
         drop(merged);
         assert!(seen.lock().unwrap().is_empty(), "the second window still holds them");
         let second = w.flush_due(at(1020.0));
-        assert!(
-            seen.lock().unwrap().is_empty(),
-            "the second window's output is not done yet"
-        );
+        assert!(seen.lock().unwrap().is_empty(), "the second window's output is not done yet");
         drop(second);
         assert_eq!(*seen.lock().unwrap(), [Outcome::Delivered, Outcome::Delivered]);
     }
