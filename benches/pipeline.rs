@@ -117,6 +117,45 @@ fn baseline() -> u64 {
     })
 }
 
+/// The same baseline moving batches of 64 between the stages.
+fn baseline_batched() -> u64 {
+    const B: usize = 64;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let (tx1, mut rx1) = tokio::sync::mpsc::channel::<Vec<Val>>(1000 / B);
+        let (tx2, mut rx2) = tokio::sync::mpsc::channel::<Vec<Val>>(1000 / B);
+        let (tx3, mut rx3) = tokio::sync::mpsc::channel::<Vec<Val>>(1000 / B);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(B);
+            for n in 1..=N {
+                batch.push(value::object([("count", value::int(n as i64))]));
+                if batch.len() == B && tx1.send(std::mem::replace(&mut batch, Vec::with_capacity(B))).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx1.send(batch).await;
+        });
+        tokio::spawn(async move {
+            let map = compile(".");
+            while let Some(batch) = rx1.recv().await {
+                let _ = tx2.send(batch.into_iter().filter_map(|v| first(&map, v)).collect()).await;
+            }
+        });
+        tokio::spawn(async move {
+            let filter = compile("true");
+            while let Some(batch) = rx2.recv().await {
+                let keep = |v: &Val| first(&filter, v.clone()).is_some_and(|t| value::truthy(&t));
+                let _ = tx3.send(batch.into_iter().filter(keep).collect()).await;
+            }
+        });
+        let mut count = 0;
+        while let Some(batch) = rx3.recv().await {
+            count += batch.len() as u64;
+        }
+        count
+    })
+}
+
 fn throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("counter-map-filter-null");
     g.throughput(Throughput::Elements(N));
@@ -125,6 +164,7 @@ fn throughput(c: &mut Criterion) {
         b.iter(|| run_pipeline(&format!("counter interval=0s max_count={N} ! map expr=. ! filter expr=true ! null")))
     });
     g.bench_function("hand-written-tokio", |b| b.iter(|| assert_eq!(baseline(), N)));
+    g.bench_function("hand-written-tokio-batched", |b| b.iter(|| assert_eq!(baseline_batched(), N)));
     g.finish();
 }
 

@@ -36,7 +36,7 @@ def idle_rss(components=20):
     chain = ["src"] + names + ["sink"]
     conns = ",\n".join(f'  "{a} -> {b}"' for a, b in zip(chain, chain[1:]))
     text = f'[flow]\nname = "idle"\nconnections = [\n{conns}\n]\n'
-    text += '[components.src]\ntype = "counter"\nconfig = { interval = "1h", max_count = 1 }\n'
+    text += '[components.src]\ntype = "counter"\nconfig = { interval = "1h" }\n'
     for n in names:
         text += f'[components.{n}]\ntype = "map"\nconfig = {{ expr = "." }}\n'
     text += '[components.sink]\ntype = "null"\n'
