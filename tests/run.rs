@@ -213,3 +213,25 @@ fn fast_source_into_slow_sink_keeps_memory_bounded_and_drops_nothing() {
     assert!(peak <= early + 8 * 1024, "RSS grew from {early} KiB to {peak} KiB under back-pressure");
     assert!(expected > 20_000, "the reader kept up its pace: {expected}");
 }
+
+#[test]
+fn merge_combines_inputs_and_fan_out_copies_to_every_receiver() {
+    let dir = tempdir();
+    let flow = write(
+        dir.path(),
+        "f.toml",
+        "[flow]\nname = \"mf\"\nconnections = [\"a -> w1\", \"b -> w1\", \"a -> w2\", \"b.out -> w2.in\"]\n\
+         [components.a]\ntype = \"inject\"\nconfig = { messages = [1, 2, 3] }\n\
+         [components.b]\ntype = \"inject\"\nconfig = { messages = [10, 20] }\n\
+         [components.w1]\ntype = \"file-write\"\nconfig = { path = \"w1.jsonl\", format = \"lines\" }\n\
+         [components.w2]\ntype = \"file-write\"\nconfig = { path = \"w2.jsonl\", format = \"lines\" }\n",
+    );
+    let o = fbp().arg("run").arg(&flow).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["w1.jsonl", "w2.jsonl"] {
+        let mut got: Vec<i64> =
+            std::fs::read_to_string(dir.path().join(f)).unwrap().lines().map(|l| l.parse().unwrap()).collect();
+        got.sort();
+        assert_eq!(got, [1, 2, 3, 10, 20], "{f}");
+    }
+}
