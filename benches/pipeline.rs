@@ -44,6 +44,7 @@ static PASS: ComponentSpec = ComponentSpec {
     stateless: true,
     example: "",
     build: |_: &BuildContext| Ok(Instance::transform(Pass)),
+    ports: None,
 };
 
 static BENCH: Catalogue = Catalogue(&[

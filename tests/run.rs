@@ -88,6 +88,7 @@ static ACK_SOURCE: ComponentSpec = ComponentSpec {
     stateless: false,
     example: "",
     build: |ctx: &BuildContext| Ok(Instance::task(AckSource { count: ctx.config["count"].as_u64().unwrap_or(10) })),
+    ports: None,
 };
 
 static ACK_CATALOGUE: Catalogue =

@@ -118,8 +118,8 @@ pub struct Context {
     pub name: Arc<str>,
     /// Its type name.
     pub type_name: &'static str,
-    inputs: Vec<(&'static str, Option<InPort>)>,
-    outputs: Vec<(&'static str, OutPort)>,
+    inputs: Vec<(Arc<str>, Option<InPort>)>,
+    outputs: Vec<(Arc<str>, OutPort)>,
     errors: ErrorRoute,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
@@ -131,8 +131,8 @@ impl Context {
     pub(crate) fn new(
         name: Arc<str>,
         type_name: &'static str,
-        inputs: Vec<(&'static str, InPort)>,
-        outputs: Vec<(&'static str, OutPort)>,
+        inputs: Vec<(Arc<str>, InPort)>,
+        outputs: Vec<(Arc<str>, OutPort)>,
         errors: ErrorRoute,
         shutdown: CancellationToken,
         metrics: Arc<Metrics>,
@@ -146,7 +146,7 @@ impl Context {
     pub fn input(&mut self, name: &str) -> InPort {
         self.inputs
             .iter_mut()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| &**n == name)
             .and_then(|(_, p)| p.take())
             .unwrap_or_else(|| InPort::new(Vec::new(), self.metrics.clone()))
     }
@@ -155,7 +155,7 @@ impl Context {
     pub fn output(&self, name: &str) -> OutPort {
         self.outputs
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| &**n == name)
             .map(|(_, p)| p.clone())
             .unwrap_or_else(|| OutPort::new(Vec::new(), self.metrics.clone()))
     }

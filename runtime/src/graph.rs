@@ -11,10 +11,8 @@ pub enum Format {
     Mermaid,
 }
 
-fn port_names(flow: &Flow, e: &Edge) -> (&'static str, &'static str) {
-    let from = flow.nodes[e.from.node].output_names()[e.from.port];
-    let to = flow.nodes[e.to.node].spec.inputs[e.to.port].name;
-    (from, to)
+fn port_names<'a>(flow: &'a Flow, e: &Edge) -> (&'a str, &'a str) {
+    (&flow.nodes[e.from.node].outputs[e.from.port].name, &flow.nodes[e.to.node].inputs[e.to.port].name)
 }
 
 /// Renders `flow` in `format`.

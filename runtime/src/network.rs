@@ -126,9 +126,9 @@ pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
             let check =
                 |p: usize| flow.edges.iter().find(|e| e.to.node == i && e.to.port == p).and_then(|e| e.check.clone());
             Wiring {
-                checks: (0..node.spec.inputs.len()).map(check).collect(),
-                inputs: node.spec.inputs.iter().enumerate().map(|(p, port)| (port.name, ins(p))).collect(),
-                outputs: node.output_names().into_iter().enumerate().map(|(p, name)| (name, outs(p))).collect(),
+                checks: (0..node.inputs.len()).map(check).collect(),
+                inputs: node.inputs.iter().enumerate().map(|(p, port)| (port.name.clone(), ins(p))).collect(),
+                outputs: node.outputs.iter().enumerate().map(|(p, port)| (port.name.clone(), outs(p))).collect(),
             }
         })
         .collect()

@@ -173,6 +173,24 @@ impl BuildContext {
     }
 }
 
+/// A port as one component of a flow has it: names and types may depend on config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Port {
+    /// Port name.
+    pub name: Arc<str>,
+    /// Type, as [`crate::port::PortType::parse`] reads it.
+    pub ty: String,
+}
+
+impl From<&PortSpec> for Port {
+    fn from(p: &PortSpec) -> Self {
+        Port { name: p.name.into(), ty: p.ty.to_string() }
+    }
+}
+
+/// In- and out-ports that depend on config (e.g. `switch` routes, `decode` output type).
+pub type PortsFn = fn(&serde_json::Value) -> (Vec<Port>, Vec<Port>);
+
 /// Builds a fresh instance of a component (at start and at every restart).
 pub type BuildFn = fn(&BuildContext) -> Result<Instance, String>;
 
@@ -201,6 +219,8 @@ pub struct ComponentSpec {
     pub example: &'static str,
     /// Builds an instance.
     pub build: BuildFn,
+    /// Ports that depend on config; `None` when `inputs` and `outputs` say it all.
+    pub ports: Option<PortsFn>,
 }
 
 impl std::fmt::Debug for ComponentSpec {
@@ -210,6 +230,16 @@ impl std::fmt::Debug for ComponentSpec {
 }
 
 impl ComponentSpec {
+    /// The ports of a component with this config: in-ports, and out-ports with `err` last.
+    pub fn resolve_ports(&self, config: &serde_json::Value) -> (Vec<Port>, Vec<Port>) {
+        let (inputs, mut outputs) = match self.ports {
+            Some(f) => f(config),
+            None => (self.inputs.iter().map(Port::from).collect(), self.outputs.iter().map(Port::from).collect()),
+        };
+        outputs.push(Port::from(&ERR_PORT));
+        (inputs, outputs)
+    }
+
     /// The declared key called `name`.
     pub fn key(&self, name: &str) -> Option<&'static KeySpec> {
         self.config.iter().find(|k| k.name == name)

@@ -38,10 +38,10 @@ pub(crate) enum Event {
 /// The queues one component reads and writes, owned by the network.
 #[derive(Clone)]
 pub(crate) struct Wiring {
-    pub(crate) inputs: Vec<(&'static str, Vec<Queue>)>,
+    pub(crate) inputs: Vec<(Arc<str>, Vec<Queue>)>,
     /// Per in-port, a type to check each message against (fed by a `json` port).
     pub(crate) checks: Vec<Option<PortType>>,
-    pub(crate) outputs: Vec<(&'static str, Vec<Queue>)>,
+    pub(crate) outputs: Vec<(Arc<str>, Vec<Queue>)>,
 }
 
 impl Wiring {
@@ -131,9 +131,10 @@ impl Supervisor {
 
     fn context(&self) -> ComponentContext {
         let out = |qs: &Vec<Queue>| OutPort::new(qs.iter().map(Queue::sender).collect(), self.metrics.clone());
-        let outputs: Vec<(&'static str, OutPort)> = self.wiring.outputs.iter().map(|(n, qs)| (*n, out(qs))).collect();
+        let outputs: Vec<(Arc<str>, OutPort)> =
+            self.wiring.outputs.iter().map(|(n, qs)| (n.clone(), out(qs))).collect();
         let err_port =
-            outputs.iter().find(|(n, _)| *n == "err").map(|(_, p)| p.clone()).unwrap_or_else(|| out(&Vec::new()));
+            outputs.iter().find(|(n, _)| &**n == "err").map(|(_, p)| p.clone()).unwrap_or_else(|| out(&Vec::new()));
         let errors = ErrorRoute {
             component: self.node.name.clone(),
             type_name: self.node.spec.name,
@@ -152,7 +153,7 @@ impl Supervisor {
                     Some(ty) => port.with_check(ty.clone(), errors.clone()),
                     None => port,
                 };
-                (*n, port)
+                (n.clone(), port)
             })
             .collect();
         ComponentContext::new(

@@ -17,15 +17,15 @@ use crate::deadletter::ErrorRoute;
 use crate::message::{Message, Meta};
 use crate::metrics::Metrics;
 use crate::queue::{InPort, OutPort, Queue, WhenFull};
-use crate::spec::{BuildContext, ComponentSpec, ERR_PORT};
+use crate::spec::{BuildContext, ComponentSpec};
 use crate::value::{self, Value};
 
 /// One component instance wired to in-memory queues.
 pub struct Harness {
     spec: &'static ComponentSpec,
     config: serde_json::Value,
-    inputs: Vec<(&'static str, Queue)>,
-    outputs: Vec<(&'static str, Queue)>,
+    inputs: Vec<(Arc<str>, Queue)>,
+    outputs: Vec<(Arc<str>, Queue)>,
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     seq: u64,
@@ -35,7 +35,7 @@ pub struct Harness {
 #[derive(Debug, Default)]
 pub struct Output {
     /// `(port, messages)` for every out-port, `err` last.
-    pub ports: Vec<(&'static str, Vec<Message>)>,
+    pub ports: Vec<(Arc<str>, Vec<Message>)>,
     /// How the instance ended.
     pub result: Option<Result<(), Failure>>,
 }
@@ -53,7 +53,7 @@ impl Output {
 
     /// The messages sent on `port`.
     pub fn messages(&self, port: &str) -> &[Message] {
-        self.ports.iter().find(|(n, _)| *n == port).map(|(_, m)| m.as_slice()).unwrap_or(&[])
+        self.ports.iter().find(|(n, _)| &**n == port).map(|(_, m)| m.as_slice()).unwrap_or(&[])
     }
 }
 
@@ -72,11 +72,13 @@ impl Harness {
             }
         }
         let q = || Queue::new(65_536, WhenFull::Block);
+        let config = serde_json::Value::Object(config);
+        let (inputs, outputs) = spec.resolve_ports(&config);
         Harness {
             spec,
-            config: serde_json::Value::Object(config),
-            inputs: spec.inputs.iter().map(|p| (p.name, q())).collect(),
-            outputs: spec.outputs.iter().chain([&ERR_PORT]).map(|p| (p.name, q())).collect(),
+            config,
+            inputs: inputs.into_iter().map(|p| (p.name, q())).collect(),
+            outputs: outputs.into_iter().map(|p| (p.name, q())).collect(),
             shutdown: CancellationToken::new(),
             metrics: Arc::default(),
             seq: 0,
@@ -97,7 +99,7 @@ impl Harness {
 
     /// Queues a whole message on in-port `port`.
     pub fn push_message(&mut self, port: &str, msg: Message) {
-        let q = &self.inputs.iter().find(|(n, _)| *n == port).expect("no such in-port").1;
+        let q = &self.inputs.iter().find(|(n, _)| &**n == port).expect("no such in-port").1;
         q.sender().0.try_send(msg).expect("harness queue has room");
     }
 
@@ -137,7 +139,7 @@ impl Harness {
             .iter()
             .map(|(name, q)| {
                 let rx = q.receiver();
-                (*name, std::iter::from_fn(|| rx.try_recv().ok()).collect())
+                (name.clone(), std::iter::from_fn(|| rx.try_recv().ok()).collect())
             })
             .collect();
         Output { ports, result: Some(result) }
@@ -149,8 +151,11 @@ impl Harness {
         Context::new(
             "test".into(),
             self.spec.name,
-            self.inputs.iter().map(|(n, q)| (*n, InPort::new(vec![q.receiver()], self.metrics.clone()))).collect(),
-            self.outputs.iter().map(|(n, q)| (*n, out(q))).collect(),
+            self.inputs
+                .iter()
+                .map(|(n, q)| (n.clone(), InPort::new(vec![q.receiver()], self.metrics.clone())))
+                .collect(),
+            self.outputs.iter().map(|(n, q)| (n.clone(), out(q))).collect(),
             ErrorRoute {
                 component: "test".into(),
                 type_name: self.spec.name,

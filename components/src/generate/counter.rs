@@ -43,6 +43,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: false,
     example: "[components.ticks]\ntype = \"counter\"\nconfig = { interval = \"500ms\", max_count = 10 }\n",
     build,
+    ports: None,
 };
 
 #[derive(Deserialize)]

@@ -69,6 +69,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: false,
     example: "[components.sensors]\ntype = \"sensor-sim\"\nconfig = { sensors = 4, interval = \"200ms\", count = 100, seed = 42 }\n",
     build,
+    ports: None,
 };
 
 #[derive(Deserialize)]

@@ -37,6 +37,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: false,
     example: "[components.alert]\ntype = \"console\"\nconfig = { format = \"json\" }\n",
     build,
+    ports: None,
 };
 
 /// Messages taken from the input at a time.

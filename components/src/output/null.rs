@@ -16,6 +16,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: true,
     example: "[components.sink]\ntype = \"null\"\n",
     build,
+    ports: None,
 };
 
 #[derive(Default)]

@@ -51,6 +51,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: false,
     example: "[components.archive]\ntype = \"file-write\"\nconfig = { path = \"out/readings.jsonl\", format = \"json\" }\n",
     build,
+    ports: None,
 };
 
 /// Messages taken from the input at a time.

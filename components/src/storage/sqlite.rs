@@ -63,6 +63,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: false,
     example: "[components.store]\ntype = \"sqlite\"\nconfig = { path = \"readings.db\", table = \"readings\", batch_size = 200 }\n",
     build,
+    ports: None,
 };
 
 #[derive(Deserialize)]

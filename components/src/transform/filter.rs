@@ -21,6 +21,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: true,
     example: "[components.hot]\ntype = \"filter\"\nconfig = { expr = \".avg > 28\" }\n",
     build,
+    ports: None,
 };
 
 #[derive(Deserialize)]

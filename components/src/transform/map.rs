@@ -20,6 +20,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: true,
     example: "[components.celsius]\ntype = \"map\"\nconfig = { expr = \"{sensor, f: (.value * 9 / 5 + 32)}\" }\n",
     build,
+    ports: None,
 };
 
 #[derive(Deserialize)]

@@ -79,6 +79,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     stateless: false,
     example: "[components.avg]\ntype = \"window\"\nconfig = { every = \"10s\", group_by = \"sensor\", field = \"value\", aggregates = [\"avg\", \"min\", \"max\"] }\n",
     build,
+    ports: None,
 };
 
 #[derive(Deserialize)]

@@ -312,12 +312,16 @@ impl Checker<'_> {
                 .help("remove `workers`, or split the stream upstream"),
             );
         }
+        // On an error here the flow is rejected anyway; keep the node so its
+        // connections are still checked.
+        let config = config.unwrap_or_default();
+        let (inputs, outputs) = spec.resolve_ports(&config);
         Some(Node {
             name: Arc::from(name.value.as_str()),
             spec,
-            // On an error here the flow is rejected anyway; keep the node so its
-            // connections are still checked.
-            config: config.unwrap_or_default(),
+            inputs,
+            outputs,
+            config,
             restart: restart.unwrap_or(Restart::default_for(spec)),
             capacity: capacity.unwrap_or(DEFAULT_CAPACITY),
             workers: workers.unwrap_or(1),
@@ -683,10 +687,10 @@ impl Checker<'_> {
             return None;
         };
         let spec = nodes[node].spec;
-        let (ports, other): (Vec<&str>, Vec<&str>) = if is_from {
-            (nodes[node].output_names(), spec.inputs.iter().map(|p| p.name).collect())
+        let (ports, other) = if is_from {
+            (nodes[node].output_names(), nodes[node].input_names())
         } else {
-            (spec.inputs.iter().map(|p| p.name).collect(), nodes[node].output_names())
+            (nodes[node].input_names(), nodes[node].output_names())
         };
         if let Some(i) = ports.iter().position(|p| *p == port) {
             return Some(PortRef { node, port: i });
@@ -739,10 +743,10 @@ impl Checker<'_> {
 /// The type an out-port produces, following pass-through (`same`) components upstream.
 pub(crate) fn out_type(flow: &Flow, at: PortRef, seen: &mut Vec<usize>) -> PortType {
     let node = &flow.nodes[at.node];
-    let Some(port) = node.spec.outputs.get(at.port) else {
-        return PortType::Object;
+    let Some(port) = node.outputs.get(at.port) else {
+        return PortType::Any;
     };
-    let ty = PortType::parse(port.ty).unwrap_or(PortType::Any);
+    let ty = PortType::parse(&port.ty).unwrap_or(PortType::Any);
     if ty != PortType::Same || seen.contains(&at.node) {
         return if ty == PortType::Same { PortType::Any } else { ty };
     }
@@ -762,7 +766,7 @@ pub(crate) fn out_type(flow: &Flow, at: PortRef, seen: &mut Vec<usize>) -> PortT
 }
 
 fn in_type(flow: &Flow, at: PortRef) -> PortType {
-    flow.nodes[at.node].spec.inputs.get(at.port).and_then(|p| PortType::parse(p.ty).ok()).unwrap_or(PortType::Any)
+    flow.nodes[at.node].inputs.get(at.port).and_then(|p| PortType::parse(&p.ty).ok()).unwrap_or(PortType::Any)
 }
 
 fn int_of(v: &RawValue) -> Option<i64> {

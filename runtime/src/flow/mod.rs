@@ -17,7 +17,7 @@ pub use diag::{Diagnostic, Diagnostics};
 
 use crate::port::PortType;
 use crate::queue::WhenFull;
-use crate::spec::{Catalogue, ComponentSpec};
+use crate::spec::{Catalogue, ComponentSpec, Port};
 
 /// The largest flow file `load` reads.
 pub const MAX_FLOW_FILE: u64 = 4 * 1024 * 1024;
@@ -59,12 +59,21 @@ pub struct Node {
     pub workers: usize,
     /// Folder of the flow file (relative paths in config are resolved against it).
     pub base_dir: PathBuf,
+    /// Its in-ports.
+    pub inputs: Vec<Port>,
+    /// Its out-ports, `err` last.
+    pub outputs: Vec<Port>,
 }
 
 impl Node {
     /// Names of its out-ports, `err` last.
-    pub fn output_names(&self) -> Vec<&'static str> {
-        self.spec.outputs.iter().map(|p| p.name).chain(["err"]).collect()
+    pub fn output_names(&self) -> Vec<&str> {
+        self.outputs.iter().map(|p| &*p.name).collect()
+    }
+
+    /// Names of its in-ports.
+    pub fn input_names(&self) -> Vec<&str> {
+        self.inputs.iter().map(|p| &*p.name).collect()
     }
 }
 
