@@ -27,6 +27,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::map::SPEC,
     &transform::filter::SPEC,
     &transform::window::SPEC,
+    &transform::switch::SPEC,
     &output::console::SPEC,
     &output::null::SPEC,
     &storage::file_write::SPEC,

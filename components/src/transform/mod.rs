@@ -2,4 +2,5 @@
 
 pub mod filter;
 pub mod map;
+pub mod switch;
 pub mod window;
