@@ -28,6 +28,8 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::filter::SPEC,
     &transform::window::SPEC,
     &transform::switch::SPEC,
+    &transform::dedupe::SPEC,
+    &transform::split::SPEC,
     &output::console::SPEC,
     &output::null::SPEC,
     &storage::file_write::SPEC,

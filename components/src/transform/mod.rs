@@ -1,6 +1,8 @@
 //! Transforms: reshape, select, aggregate.
 
+pub mod dedupe;
 pub mod filter;
 pub mod map;
+pub mod split;
 pub mod switch;
 pub mod window;
