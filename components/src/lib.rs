@@ -12,6 +12,7 @@
 //! [`CATALOGUE`] lists them all, and that list is the only place a new
 //! component is registered.
 
+mod codec;
 pub mod generate;
 pub mod output;
 pub mod storage;
@@ -27,6 +28,8 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::map::SPEC,
     &transform::filter::SPEC,
     &transform::window::SPEC,
+    &transform::decode::SPEC,
+    &transform::encode::SPEC,
     &transform::switch::SPEC,
     &transform::dedupe::SPEC,
     &transform::split::SPEC,

@@ -1,6 +1,8 @@
 //! Transforms: reshape, select, aggregate.
 
 pub mod dedupe;
+pub mod decode;
+pub mod encode;
 pub mod filter;
 pub mod map;
 pub mod split;
