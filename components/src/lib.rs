@@ -33,6 +33,8 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::switch::SPEC,
     &transform::dedupe::SPEC,
     &transform::split::SPEC,
+    &transform::batch::SPEC,
+    &transform::throttle::SPEC,
     &output::console::SPEC,
     &output::null::SPEC,
     &storage::file_write::SPEC,

@@ -1,5 +1,6 @@
 //! Transforms: reshape, select, aggregate.
 
+pub mod batch;
 pub mod dedupe;
 pub mod decode;
 pub mod encode;
@@ -7,4 +8,6 @@ pub mod filter;
 pub mod map;
 pub mod split;
 pub mod switch;
+pub mod throttle;
+mod timer;
 pub mod window;
