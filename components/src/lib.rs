@@ -4,7 +4,9 @@
 //!
 //! - [`generate`]: sources that make their own messages (`counter`,
 //!   `sensor-sim`, `inject`);
-//! - [`transform`]: reshape, select, aggregate (`map`, `filter`, `window`);
+//! - [`transform`]: reshape, select, route, aggregate, pace (`map`,
+//!   `filter`, `switch`, `window`, `batch`, `split`, `dedupe`, `throttle`,
+//!   `delay`, `decode`, `encode`);
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`).
 //!
@@ -35,6 +37,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::split::SPEC,
     &transform::batch::SPEC,
     &transform::throttle::SPEC,
+    &transform::delay::SPEC,
     &output::console::SPEC,
     &output::null::SPEC,
     &storage::file_write::SPEC,

@@ -1,8 +1,12 @@
-//! Transforms: reshape, select, aggregate.
+//! Transforms: reshape, select, route, aggregate, pace.
+//!
+//! Most are synchronous functions of one message; `window`, `batch`,
+//! `throttle` and `delay` keep timers, and share the helpers in `timer`.
 
 pub mod batch;
-pub mod dedupe;
 pub mod decode;
+pub mod dedupe;
+pub mod delay;
 pub mod encode;
 pub mod filter;
 pub mod map;
