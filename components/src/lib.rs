@@ -40,6 +40,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::delay::SPEC,
     &output::console::SPEC,
     &output::null::SPEC,
+    &storage::file_read::SPEC,
     &storage::file_write::SPEC,
     &storage::sqlite::SPEC,
 ]);

@@ -5,6 +5,7 @@
 //! write fails, the batch's acknowledgements are marked rejected before the
 //! component fails, so no source is told that lost data was delivered.
 
+pub mod file_read;
 pub mod file_write;
 pub mod sqlite;
 
