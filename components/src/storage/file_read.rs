@@ -42,7 +42,10 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           to appear, keeps reading what is appended (an unterminated last line waits for its \
           newline), checks every `poll_interval`, reads a truncated file from its start again, and \
           when the path is replaced (rotation: a new inode) finishes the old file and goes on with \
-          the new one from its start. It stops at once when the flow shuts down.",
+          the new one from its start. It stops at once when the flow shuts down. Delivery is \
+          at-most-once: no acknowledgement is awaited and no read offset is kept yet, so lines in \
+          flight when the process dies are lost, and a restarted instance reads again from `from` \
+          (with `from = \"start\"` that repeats lines already sent).",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec {

@@ -1,9 +1,17 @@
-//! `file-write`: append messages to a file, one per line.
+//! `file-write`: append messages to a file, one per line, rotating it by size.
+//!
+//! - this file: the declaration, the config and the task;
+//! - `rotate`: where a batch crosses `max_size`, and the renames.
+
+mod rotate;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
 use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::units::parse_size;
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
     BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
@@ -22,7 +30,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           \"metadata\": {..}}` (JSON lines), `lines` writes the payload as JSON, or as is when it \
           is a string or bytes (adding a newline unless it ends with one). Lines are written whole, \
           a batch at a time; each batch is flushed before its messages are acknowledged. \
-          Creates missing parent folders. A write error is a failure: the component is restarted.",
+          Creates missing parent folders. With `max_size`, the file is rotated before a line \
+          would take it past that size: `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2` and so \
+          on, keeping `max_files` old files, and a new `PATH` is started; a line is never split \
+          across files (a line bigger than `max_size` gets a file of its own). A write or \
+          rotation error is a failure: the batch is rejected and the component is restarted.",
     kind: Kind::Sink,
     inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to write" }],
     outputs: &[],
@@ -46,10 +58,23 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "Append to the file; `false` empties it each time the component starts (restarts \
              included).",
         ),
+        KeySpec::optional(
+            "max_size",
+            KeyType::String,
+            "Rotate the file before it would pass this size, e.g. `\"10MiB\"` or `\"1GB\"`. Unset: \
+             the file grows without limit.",
+        ),
+        KeySpec::new(
+            "max_files",
+            KeyType::Integer,
+            "5",
+            "With `max_size`: how many rotated files to keep, `PATH.1` (the newest) to `PATH.N`; \
+             older ones are deleted. 0 keeps none.",
+        ),
     ],
     delivery: Delivery::AtLeastOnce,
     stateless: false,
-    example: "[components.archive]\ntype = \"file-write\"\nconfig = { path = \"out/readings.jsonl\", format = \"json\" }\n",
+    example: "[components.archive]\ntype = \"file-write\"\nconfig = { path = \"out/readings.jsonl\", format = \"json\", max_size = \"10MiB\", max_files = 3 }\n",
     build,
     ports: None,
 };
@@ -69,12 +94,28 @@ struct Config {
     path: String,
     format: Format,
     append: bool,
+    max_size: Option<String>,
+    max_files: i64,
 }
 
 struct FileWrite {
     path: PathBuf,
     format: Format,
     append: bool,
+    rotation: Option<Rotation>,
+}
+
+/// When to rotate, and how many old files to keep.
+#[derive(Clone, Copy, Debug)]
+struct Rotation {
+    max_size: u64,
+    max_files: u64,
+}
+
+/// The open file and its size.
+struct Out {
+    file: File,
+    size: u64,
 }
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
@@ -82,21 +123,38 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     if config.path.is_empty() {
         return Err("`path` is empty".into());
     }
-    Ok(Instance::task(FileWrite { path: ctx.path(&config.path), format: config.format, append: config.append }))
+    let rotation = config.max_size.as_deref().map(|s| rotation(s, config.max_files)).transpose()?;
+    Ok(Instance::task(FileWrite {
+        path: ctx.path(&config.path),
+        format: config.format,
+        append: config.append,
+        rotation,
+    }))
+}
+
+fn rotation(max_size: &str, max_files: i64) -> Result<Rotation, String> {
+    let max_size = match parse_size(max_size) {
+        Ok(0) => return Err("`max_size` must be more than 0 bytes".into()),
+        Ok(n) => n,
+        Err(e) => return Err(format!("`max_size`: {e}")),
+    };
+    let max_files =
+        u64::try_from(max_files).map_err(|_| format!("`max_files` must be 0 or more, found {max_files}"))?;
+    Ok(Rotation { max_size, max_files })
 }
 
 impl Task for FileWrite {
     fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
         Box::pin(async move {
             let mut input = ctx.input("in");
-            let mut file = self.open().await.map_err(|e| self.failure("open", e))?;
-            self.write_all(&mut input, &mut file).await
+            let mut out = self.open().await.map_err(|e| self.failure("open", e))?;
+            self.write_all(&mut input, &mut out).await
         })
     }
 }
 
 impl FileWrite {
-    async fn open(&self) -> std::io::Result<File> {
+    async fn open(&self) -> std::io::Result<Out> {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(dir).await?;
         }
@@ -107,23 +165,46 @@ impl FileWrite {
         } else {
             options.write(true).truncate(true);
         }
-        options.open(&self.path).await
+        let file = options.open(&self.path).await?;
+        let size = file.metadata().await?.len();
+        Ok(Out { file, size })
     }
 
     /// Writes batch after batch; a batch is dropped (acknowledged) only once flushed.
-    async fn write_all(&self, input: &mut InPort, file: &mut File) -> Result<(), Failure> {
+    async fn write_all(&self, input: &mut InPort, out: &mut Out) -> Result<(), Failure> {
         let mut batch = Vec::with_capacity(BATCH);
-        let mut text = Vec::new();
+        let (mut text, mut ends) = (Vec::new(), Vec::new());
         while input.recv_many(&mut batch, BATCH).await {
             text.clear();
-            batch.iter().for_each(|msg| self.render(msg, &mut text));
-            if let Err(e) = write_flush(file, &text).await {
+            ends.clear();
+            for msg in &batch {
+                self.render(msg, &mut text);
+                ends.push(text.len());
+            }
+            if let Err(e) = self.write(out, &text, &ends).await {
                 reject_all(&batch);
                 return Err(self.failure("write to", e));
             }
             batch.clear();
         }
         Ok(())
+    }
+
+    /// Writes a batch's lines (ending at `ends`), rotating where the file would pass `max_size`.
+    async fn write(&self, out: &mut Out, text: &[u8], ends: &[usize]) -> std::io::Result<()> {
+        let Some(rotation) = self.rotation else {
+            return out.write(text).await;
+        };
+        let mut start = 0;
+        for cut in rotate::rotation_points(out.size, rotation.max_size, ends) {
+            out.write(&text[start..cut]).await?;
+            rotate::rotate(&self.path, rotation.max_files)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("rotating: {e}")))?;
+            *out = self.open().await?;
+            start = cut;
+        }
+        out.write(&text[start..]).await
     }
 
     fn render(&self, msg: &Message, text: &mut Vec<u8>) {
@@ -143,107 +224,15 @@ impl FileWrite {
     }
 }
 
-async fn write_flush(file: &mut File, text: &[u8]) -> std::io::Result<()> {
-    file.write_all(text).await?;
-    file.flush().await
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use fbp_runtime::testing::Harness;
-    use fbp_runtime::{Ack, Message, Meta, Outcome, value};
-    use serde_json::json;
-
-    use crate::storage::test_support::TempDir;
-
-    async fn write(config: serde_json::Value, payloads: &[&str]) -> Result<(), String> {
-        let mut h = Harness::new(&super::SPEC, config);
-        payloads.iter().for_each(|p| h.push_json(p));
-        h.run_to_end().await.result.unwrap().map_err(|e| e.0)
-    }
-
-    #[tokio::test]
-    async fn json_writes_an_envelope_per_line_and_appends() {
-        let dir = TempDir::new("file-write");
-        let path = dir.join("out.jsonl");
-        write(json!({"path": path}), &[r#"{"a": 1}"#, "2"]).await.unwrap();
-        write(json!({"path": path}), &["3"]).await.unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let data: Vec<_> = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .map(|env| {
-                assert_eq!(env["metadata"]["source"], "test");
-                env["data"].clone()
-            })
-            .collect();
-        assert_eq!(data, [json!({"a": 1}), json!(2), json!(3)]);
-    }
-
-    #[tokio::test]
-    async fn lines_writes_strings_raw_and_the_rest_as_json() {
-        let dir = TempDir::new("file-write");
-        let path = dir.join("out.txt");
-        let payloads = [r#""plain text""#, r#""ends with newline\n""#, r#""""#, r#"{"b": [1, 2]}"#];
-        write(json!({"path": path, "format": "lines"}), &payloads).await.unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text, "plain text\nends with newline\n\n{\"b\":[1,2]}\n");
-    }
-
-    #[tokio::test]
-    async fn append_false_starts_the_file_afresh() {
-        let dir = TempDir::new("file-write");
-        let path = dir.join("out.txt");
-        std::fs::write(&path, "old line\n").unwrap();
-        write(json!({"path": path, "format": "lines", "append": false}), &["1"]).await.unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
-    }
-
-    #[tokio::test]
-    async fn creates_missing_parent_folders() {
-        let dir = TempDir::new("file-write");
-        let path = dir.join("a/b/out.txt");
-        write(json!({"path": path, "format": "lines"}), &["1"]).await.unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "1\n");
-    }
-
-    #[tokio::test]
-    async fn acknowledges_only_once_the_line_is_in_the_file() {
-        let dir = TempDir::new("file-write");
-        let path = dir.join("out.txt");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut h = Harness::new(&super::SPEC, json!({"path": path, "format": "lines"}));
-        let (s, p) = (seen.clone(), path.clone());
-        let mut msg = Message::new(value::int(42), Meta::new("t".into(), 0));
-        msg.ack = Some(Ack::new(move |o| s.lock().unwrap().push((o, std::fs::read_to_string(&p).unwrap()))));
-        h.push_message("in", msg);
-        assert!(matches!(h.run_to_end().await.result, Some(Ok(()))));
-        assert_eq!(*seen.lock().unwrap(), [(Outcome::Delivered, "42\n".to_string())]);
-    }
-
-    #[tokio::test]
-    async fn a_file_it_cannot_open_is_a_failure() {
-        let dir = TempDir::new("file-write");
-        let err = write(json!({"path": dir.path()}), &["1"]).await.unwrap_err();
-        assert!(err.starts_with("cannot open") && err.contains(&*dir.path().to_string_lossy()), "{err}");
-    }
-
-    #[tokio::test]
-    async fn a_failed_write_rejects_the_batch_and_fails() {
-        let full = std::path::Path::new("/dev/full");
-        if !full.exists() {
-            return;
+impl Out {
+    /// Writes and flushes `text`.
+    async fn write(&mut self, text: &[u8]) -> std::io::Result<()> {
+        if text.is_empty() {
+            return Ok(());
         }
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut h = Harness::new(&super::SPEC, json!({"path": full}));
-        let s = seen.clone();
-        let mut msg = Message::new(value::int(1), Meta::new("t".into(), 0));
-        msg.ack = Some(Ack::new(move |o| s.lock().unwrap().push(o)));
-        h.push_message("in", msg);
-        let err = h.run_to_end().await.result.unwrap().unwrap_err().0;
-        assert!(err.starts_with("cannot write to `/dev/full`"), "{err}");
-        assert_eq!(*seen.lock().unwrap(), [Outcome::Rejected]);
+        self.file.write_all(text).await?;
+        self.file.flush().await?;
+        self.size += text.len() as u64;
+        Ok(())
     }
 }

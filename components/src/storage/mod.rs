@@ -1,6 +1,7 @@
-//! Sinks that keep data: files and databases.
+//! Files and databases: the sinks that keep data (`file-write`, `sqlite`),
+//! and `file-read`, a source that reads (and can follow) a file.
 //!
-//! Both take a batch of what is queued, write it whole, flush or commit it,
+//! The sinks take a batch of what is queued, write it whole, flush or commit it,
 //! and only then drop the batch's messages, which acknowledges them. If the
 //! write fails, the batch's acknowledgements are marked rejected before the
 //! component fails, so no source is told that lost data was delivered.
