@@ -11,7 +11,7 @@ use fbp_runtime::network::{RunOptions, run};
 use fbp_runtime::spec::{BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec};
 use fbp_runtime::{Ack, Context, Failure, Instance, Message, Outcome, Task, TaskFuture, value};
 
-use crate::util::{fbp, root, signal, stderr, stdout, tempdir, wait_until, write};
+use crate::util::{fbp, root, signal, stderr, stdout, summary, tempdir, wait_until, write};
 
 #[test]
 fn sensor_flow_finite_variant_stores_averages_and_prints_alerts() {
@@ -125,13 +125,6 @@ fn source_learns_delivery_only_after_every_copy_is_committed_or_dropped() {
 
 // ---- shutdown and back-pressure through the binary ----
 
-fn summary_sent(stderr: &str, component: &str) -> Option<u64> {
-    stderr.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| {
-        let f = &v["fields"];
-        (f["message"] == "Component summary." && f["component"] == component).then(|| f["sent"].as_u64()).flatten()
-    })
-}
-
 #[test]
 fn sigterm_mid_run_drains_every_emitted_message_into_the_file() {
     let dir = tempdir();
@@ -161,7 +154,7 @@ fn sigterm_mid_run_drains_every_emitted_message_into_the_file() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("bad line {l}: {e}"))["data"]["count"].as_u64().unwrap())
         .collect();
     assert!(counts.iter().enumerate().all(|(i, c)| *c == i as u64 + 1), "a gap or a reorder in the file");
-    assert_eq!(summary_sent(&err, "c"), Some(counts.len() as u64), "every emitted message is in the file");
+    assert_eq!(summary(&err, "c", "sent"), Some(counts.len() as u64), "every emitted message is in the file");
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {

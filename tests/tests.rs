@@ -5,4 +5,5 @@ mod catalogue;
 mod cli;
 mod flow_errors;
 mod run;
+mod supervision;
 mod util;

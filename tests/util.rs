@@ -60,3 +60,16 @@ pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("write fixture");
     p
 }
+
+/// A counter from the `Component summary.` log line of `component` (JSON logs).
+pub(crate) fn summary(stderr: &str, component: &str, field: &str) -> Option<u64> {
+    stderr.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).find_map(|v| {
+        let f = &v["fields"];
+        (f["message"] == "Component summary." && f["component"] == component).then(|| f[field].as_u64()).flatten()
+    })
+}
+
+/// The lines of a text file (empty when it does not exist).
+pub(crate) fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}

@@ -27,6 +27,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &generate::counter::SPEC,
     &generate::sensor_sim::SPEC,
     &generate::inject::SPEC,
+    &generate::fault::SPEC,
     &transform::map::SPEC,
     &transform::filter::SPEC,
     &transform::window::SPEC,

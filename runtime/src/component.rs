@@ -12,8 +12,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -104,7 +104,7 @@ impl Outbox {
         std::mem::take(&mut self.ports[port])
     }
 
-    async fn deliver(&mut self, outputs: &[OutPort]) -> Result<(), Closed> {
+    pub(crate) async fn deliver(&mut self, outputs: &[OutPort]) -> Result<(), Closed> {
         for (port, msgs) in outputs.iter().zip(self.ports.iter_mut()) {
             port.send_all(msgs.drain(..)).await?;
         }
@@ -124,6 +124,16 @@ pub struct Context {
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     seq: Arc<AtomicU64>,
+    pub(crate) carry: Arc<Mutex<Carry>>,
+}
+
+/// What a failed instance of a transform leaves for the next one: the message
+/// it had in hand (with the attempts so far and the last error) and the rest of
+/// the batch it had taken from its queue.
+#[derive(Debug, Default)]
+pub(crate) struct Carry {
+    pub(crate) in_hand: Option<(Message, u32, String)>,
+    pub(crate) rest: Vec<Message>,
 }
 
 impl Context {
@@ -139,7 +149,22 @@ impl Context {
         seq: Arc<AtomicU64>,
     ) -> Self {
         let inputs = inputs.into_iter().map(|(n, p)| (n, Some(p))).collect();
-        Context { name, type_name, inputs, outputs, errors, shutdown, metrics, seq }
+        Context { name, type_name, inputs, outputs, errors, shutdown, metrics, seq, carry: Arc::default() }
+    }
+
+    /// Shares the supervisor's carry-over between this instance and the next.
+    pub(crate) fn with_carry(mut self, carry: Arc<Mutex<Carry>>) -> Self {
+        self.carry = carry;
+        self
+    }
+
+    /// The out-ports, in declaration order (`err` last).
+    pub(crate) fn output_ports(&self) -> Vec<OutPort> {
+        self.outputs.iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    pub(crate) fn errors(&self) -> &ErrorRoute {
+        &self.errors
     }
 
     /// Takes the in-port called `name` (each can be taken once).
@@ -179,24 +204,4 @@ impl Context {
     pub async fn reject(&self, msg: &Message, error: &str) -> Result<(), Failure> {
         self.errors.route(msg, error, 1).await
     }
-}
-
-/// Runs a transform over its `in` port until the input ends.
-pub(crate) async fn drive(mut t: Box<dyn Transform>, mut ctx: Context) -> Result<(), Failure> {
-    const BATCH: usize = 128;
-    let mut input = ctx.input("in");
-    let outputs: Vec<OutPort> = ctx.outputs.iter().map(|(_, p)| p.clone()).collect();
-    let mut outbox = Outbox::new(outputs.len());
-    let mut buf = Vec::with_capacity(BATCH);
-    while input.recv_many(&mut buf, BATCH).await {
-        for msg in buf.drain(..) {
-            if let Err(e) = t.process(&msg, &mut outbox) {
-                ctx.errors.route(&msg, &e, 1).await?;
-            }
-        }
-        outbox.deliver(&outputs).await?;
-    }
-    t.finish(&mut outbox);
-    outbox.deliver(&outputs).await?;
-    Ok(())
 }

@@ -18,6 +18,7 @@
 pub mod component;
 pub mod deadletter;
 pub mod docs;
+mod drive;
 pub mod flow;
 pub mod graph;
 pub mod jq;

@@ -12,9 +12,11 @@ use actix::Actor;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::deadletter::DeadLetter;
+use crate::deadletter::{DeadLetter, ErrorRoute};
 use crate::flow::{Flow, OnFailure};
+use crate::message::Message;
 use crate::metrics::{Registry, Summary};
+use crate::queue::OutPort;
 use crate::queue::Queue;
 use crate::supervisor::{Event, Supervisor, Wiring};
 
@@ -165,11 +167,12 @@ async fn coordinate(
     let deadline = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(deadline);
     let mut draining = false;
+    let mut drains = Vec::new();
     while running.iter().any(|r| *r) {
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(Event::Finished(i)) => running[i] = false,
-                Some(Event::Failed(i, reason)) => {
+                Some(Event::Failed(i, reason, left)) => {
                     running[i] = false;
                     let component = flow.nodes[i].name.to_string();
                     match flow.on_component_failure {
@@ -178,9 +181,19 @@ async fn coordinate(
                             failure.get_or_insert(RunError::ComponentFailed { component, reason });
                             sources.cancel();
                         }
-                        OnFailure::Isolate => tracing::error!(component = %component, "Component failed past its restart limit; isolating it."),
+                        OnFailure::Isolate => {
+                            tracing::error!(component = %component, "Component failed past its restart limit; isolating it.");
+                            failure.get_or_insert(RunError::ComponentFailed { component, reason });
+                        }
                     }
-                    reject_inputs(&wirings[i], &data);
+                    let route = ErrorRoute {
+                        component: flow.nodes[i].name.clone(),
+                        type_name: flow.nodes[i].spec.name,
+                        port: OutPort::new(Vec::new(), metrics.component(&flow.nodes[i].name)),
+                        dead_letter: dead_letter.clone(),
+                        metrics: metrics.component(&flow.nodes[i].name),
+                    };
+                    drains.push(drain_failed(&flow.nodes[i], &wirings[i], left, route, &data));
                     wirings[i].outputs.iter().flat_map(|(_, qs)| qs).for_each(Queue::close);
                 }
                 None => break,
@@ -197,21 +210,48 @@ async fn coordinate(
             }
         }
     }
+    // A failed component's input closes once its upstream has finished: by now.
+    for d in drains {
+        let _ = d.await;
+    }
     actix::System::current().stop();
     failure.map_or(Ok(()), Err)
 }
 
-/// Empties a failed component's inputs so its upstream never blocks; each
-/// message is marked rejected, so its source learns it was not delivered.
-fn reject_inputs(wiring: &Wiring, data: &tokio::runtime::Handle) {
-    for q in wiring.inputs.iter().flat_map(|(_, qs)| qs) {
-        let rx = q.receiver();
-        data.spawn(async move {
-            while let Ok(m) = rx.recv().await {
-                if let Some(a) = &m.ack {
-                    a.reject();
-                }
-            }
-        });
+/// Empties a failed component's inputs so its upstream never blocks: each
+/// message goes to the dead letter, or (without one) is counted and marked
+/// rejected, so its source learns it was not delivered.
+fn drain_failed(
+    node: &crate::flow::Node,
+    wiring: &Wiring,
+    left: Vec<Message>,
+    route: ErrorRoute,
+    data: &tokio::runtime::Handle,
+) -> tokio::task::JoinHandle<()> {
+    let name = &node.name;
+    if route.dead_letter.is_none() {
+        tracing::warn!(component = %name, "No dead_letter in the flow: the failed component's input is counted and dropped.");
+    }
+    let error: Arc<str> = format!("component `{name}` ({}) failed and was isolated", node.spec.name).into();
+    let receivers: Vec<_> = wiring.inputs.iter().flat_map(|(_, qs)| qs).map(|q| q.receiver()).collect();
+    data.spawn(async move {
+        for m in left {
+            dispose(&route, &m, &error).await;
+        }
+        let mut input = crate::queue::InPort::new(receivers, route.metrics.clone());
+        while let Some(m) = input.recv().await {
+            dispose(&route, &m, &error).await;
+        }
+    })
+}
+
+async fn dispose(route: &ErrorRoute, m: &Message, error: &str) {
+    if route.dead_letter.is_some() {
+        let _ = route.route(m, error, 0).await;
+    } else {
+        route.metrics.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(a) = &m.ack {
+            a.reject();
+        }
     }
 }

@@ -162,9 +162,11 @@ impl InPort {
             if self.rxs.is_empty() {
                 return false;
             }
+            let before = buf.len();
             self.wait_any(buf).await;
-            if !buf.is_empty() {
-                self.try_fill(buf, max);
+            if buf.len() > before {
+                // One message arrived; take what else is queued, up to `max` in all.
+                self.try_fill(buf, max - 1);
                 return true;
             }
         }
@@ -308,6 +310,32 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, vec![0, 0, 1, 1, 2, 2]);
+    }
+
+    #[tokio::test]
+    async fn recv_one_at_a_time_loses_nothing_when_messages_arrive_while_waiting() {
+        let q = Queue::new(100, WhenFull::Block);
+        let out = OutPort::new(vec![q.sender()], Arc::default());
+        let mut port = InPort::new(vec![q.receiver()], Arc::default());
+        let writer = tokio::spawn(async move {
+            // Two at a time: the second arrives while the reader handles the first.
+            for i in (0..50).step_by(2) {
+                out.send(msg(i)).await.unwrap();
+                out.send(msg(i + 1)).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut got = Vec::new();
+        let read_all = async {
+            while got.len() < 50 {
+                let m = port.recv().await.unwrap();
+                got.push(value::as_f64(&m.payload).unwrap() as i64);
+            }
+        };
+        let in_time = tokio::time::timeout(std::time::Duration::from_secs(5), read_all).await;
+        assert!(in_time.is_ok(), "a message was lost: got {} of 50", got.len());
+        writer.await.unwrap();
+        assert_eq!(got, (0..50).collect::<Vec<_>>());
     }
 
     #[tokio::test]

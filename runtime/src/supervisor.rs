@@ -10,17 +10,19 @@
 //! another component.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::component::{Context as ComponentContext, Failure, Instance, drive};
+use crate::component::{Carry, Context as ComponentContext, Failure, Instance};
 use crate::deadletter::{DeadLetter, ErrorRoute};
+use crate::drive::{drive, panic_text};
 use crate::flow::{Node, Policy};
+use crate::message::Message;
 use crate::metrics::Metrics;
 use crate::port::PortType;
 use crate::queue::{InPort, OutPort, Queue};
@@ -31,8 +33,9 @@ use crate::spec::{BuildContext, Kind};
 pub(crate) enum Event {
     /// The component has finished; its outputs are closed.
     Finished(usize),
-    /// The component failed past its restart budget.
-    Failed(usize, String),
+    /// The component failed past its restart budget; with the messages it had
+    /// taken from its queues but not processed.
+    Failed(usize, String, Vec<Message>),
 }
 
 /// The queues one component reads and writes, owned by the network.
@@ -95,6 +98,7 @@ pub(crate) struct Supervisor {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) dead_letter: Option<Arc<DeadLetter>>,
     pub(crate) seq: Arc<AtomicU64>,
+    pub(crate) carry: Arc<Mutex<Carry>>,
     pub(crate) budget: Budget,
     pub(crate) running: usize,
     pub(crate) finished: bool,
@@ -123,6 +127,7 @@ impl Supervisor {
             metrics,
             dead_letter,
             seq: Arc::default(),
+            carry: Arc::default(),
             budget,
             running: 0,
             finished: false,
@@ -166,6 +171,7 @@ impl Supervisor {
             self.metrics.clone(),
             self.seq.clone(),
         )
+        .with_carry(self.carry.clone())
     }
 
     fn launch(&mut self, ctx: &mut actix::Context<Self>) {
@@ -187,7 +193,7 @@ impl Supervisor {
         ctx.spawn(actix::fut::wrap_future::<_, Self>(handle).map(move |res, act, ctx| {
             let result = match res {
                 Ok(r) => r,
-                Err(e) if e.is_panic() => Err(Failure(format!("panicked: {}", panic_text(e.into_panic())))),
+                Err(e) if e.is_panic() => Err(Failure(format!("panicked: {}", panic_text(&*e.into_panic())))),
                 Err(e) => Err(Failure(e.to_string())),
             };
             act.exited(result, started.elapsed(), ctx);
@@ -220,7 +226,9 @@ impl Supervisor {
             None => {
                 tracing::error!(component = %name, error = %reason, "Component failed and will not be restarted.");
                 if self.running == 0 {
-                    let _ = self.events.send(Event::Failed(self.index, reason));
+                    let carry = std::mem::take(&mut *self.carry.lock().unwrap_or_else(|p| p.into_inner()));
+                    let left: Vec<Message> = carry.in_hand.map(|(m, _, _)| m).into_iter().chain(carry.rest).collect();
+                    let _ = self.events.send(Event::Failed(self.index, reason, left));
                     ctx.stop();
                 }
             }
@@ -251,13 +259,6 @@ impl Actor for Supervisor {
             self.launch(ctx);
         }
     }
-}
-
-fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".into())
 }
 
 #[cfg(test)]

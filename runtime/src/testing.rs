@@ -12,8 +12,9 @@ use std::sync::atomic::AtomicU64;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::component::{Context, Failure, Instance, drive};
+use crate::component::{Context, Failure, Instance};
 use crate::deadletter::ErrorRoute;
+use crate::drive::drive;
 use crate::message::{Message, Meta};
 use crate::metrics::Metrics;
 use crate::queue::{InPort, OutPort, Queue, WhenFull};

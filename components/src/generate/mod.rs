@@ -2,6 +2,7 @@
 //! fixed test messages.
 
 pub mod counter;
+pub mod fault;
 pub mod inject;
 pub mod sensor_sim;
 
