@@ -49,7 +49,8 @@ fn describe_shows_ports_config_delivery_and_example() {
 #[test]
 fn check_accepts_every_flow_in_flows() {
     let mut checked = 0;
-    for entry in std::fs::read_dir(root().join("flows")).unwrap() {
+    let lib = std::fs::read_dir(root().join("flows/lib")).unwrap();
+    for entry in std::fs::read_dir(root().join("flows")).unwrap().chain(lib) {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let o = fbp().arg("check").arg(&path).output().unwrap();

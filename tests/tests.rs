@@ -5,5 +5,6 @@ mod catalogue;
 mod cli;
 mod flow_errors;
 mod run;
+mod subflows;
 mod supervision;
 mod util;

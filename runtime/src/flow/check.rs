@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use toml::de::DeTable;
 
 use super::diag::{Diagnostic, Diagnostics, did_you_mean};
 use super::raw::{self, RawValue, Sp};
-use super::{DEFAULT_CAPACITY, Edge, Flow, Node, OnFailure, Policy, PortRef, Restart};
+use super::{DEFAULT_CAPACITY, Edge, Export, Flow, Node, OnFailure, Policy, PortRef, Restart};
 use crate::port::PortType;
 use crate::queue::WhenFull;
 use crate::spec::{Catalogue, ComponentSpec, KeyType};
@@ -32,8 +32,20 @@ pub fn check_source(
     catalogue: &Catalogue,
     env: raw::Env<'_>,
 ) -> Result<Flow, Diagnostics> {
+    check_nested(path, text, base_dir, catalogue, env, &[])
+}
+
+/// [`check_source`] for a file that the files on `stack` include as subflows.
+pub(crate) fn check_nested(
+    path: &str,
+    text: &str,
+    base_dir: &Path,
+    catalogue: &Catalogue,
+    env: raw::Env<'_>,
+    stack: &[PathBuf],
+) -> Result<Flow, Diagnostics> {
     let mut errors = Vec::new();
-    let flow = check_text(text, base_dir, catalogue, env, &mut errors);
+    let flow = check_text(text, base_dir, catalogue, env, stack, &mut errors);
     // In file order, as the user reads them; errors about the whole file first.
     errors.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
     match flow {
@@ -47,6 +59,7 @@ fn check_text(
     base_dir: &Path,
     catalogue: &Catalogue,
     env: raw::Env<'_>,
+    stack: &[PathBuf],
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Flow> {
     if text.trim().is_empty() {
@@ -66,7 +79,19 @@ fn check_text(
     }
     let top = raw::table(parsed.get_ref(), text, env, errors);
     let reported = errors.iter().filter_map(|d| d.span.clone()).collect();
-    Checker { catalogue, declared: Vec::new(), reported, errors, base_dir, source: text }.flow(&top)
+    Checker {
+        catalogue,
+        declared: Vec::new(),
+        reported,
+        errors,
+        base_dir,
+        source: text,
+        env,
+        stack,
+        subflows: Vec::new(),
+        expansions: HashMap::new(),
+    }
+    .flow(&top)
 }
 
 /// One end of a connection as written, `comp.port` or `comp`.
@@ -78,16 +103,23 @@ struct End {
     hidden: bool,
 }
 
-struct Checker<'a> {
-    catalogue: &'a Catalogue,
+pub(super) struct Checker<'a> {
+    pub(super) catalogue: &'a Catalogue,
     /// Every `[components.NAME]`, loaded or not (a broken one is reported once, not at each use).
-    declared: Vec<String>,
+    pub(super) declared: Vec<String>,
     /// Where reading the values found errors (a missing variable): not reported again.
-    reported: Vec<Range<usize>>,
-    errors: &'a mut Vec<Diagnostic>,
-    base_dir: &'a Path,
+    pub(super) reported: Vec<Range<usize>>,
+    pub(super) errors: &'a mut Vec<Diagnostic>,
+    pub(super) base_dir: &'a Path,
     /// The file's text, to place errors inside strings.
-    source: &'a str,
+    pub(super) source: &'a str,
+    pub(super) env: raw::Env<'a>,
+    /// The files that include this one as a subflow (to refuse cycles).
+    pub(super) stack: &'a [PathBuf],
+    /// Subflows used as components, loaded, not yet expanded.
+    pub(super) subflows: Vec<(String, Flow)>,
+    /// Expanded subflows: their exported ports, by component name.
+    pub(super) expansions: HashMap<String, Vec<Export>>,
 }
 
 fn unknown_key(key: &Sp<String>, what: &str, known: &[&str]) -> Diagnostic {
@@ -100,7 +132,7 @@ fn unknown_key(key: &Sp<String>, what: &str, known: &[&str]) -> Diagnostic {
 
 impl Checker<'_> {
     /// Records an error, unless it is a follow-on of one found while reading the value.
-    fn err(&mut self, d: Diagnostic) {
+    pub(super) fn err(&mut self, d: Diagnostic) {
         let follow_on =
             d.span.as_ref().is_some_and(|s| self.reported.iter().any(|r| s.start < r.end && r.start < s.end));
         if !follow_on {
@@ -140,6 +172,7 @@ impl Checker<'_> {
             edges: Vec::new(),
             dead_letter: None,
             on_component_failure: OnFailure::Stop,
+            exports: Vec::new(),
         };
         let flow_table = match get("flow") {
             None => {
@@ -158,24 +191,22 @@ impl Checker<'_> {
                 flow.nodes.push(node);
             }
         }
+        self.expand_subflows(&mut flow);
+        let names: HashMap<String, usize> =
+            flow.nodes.iter().enumerate().map(|(i, n)| (n.name.to_string(), i)).collect();
+        let names: HashMap<&str, usize> = names.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         if let Some(ft) = flow_table {
             self.flow_settings(&ft, &mut flow);
-            let names: HashMap<&str, usize> = flow.nodes.iter().enumerate().map(|(i, n)| (&*n.name, i)).collect();
             if let Some((_, conns)) = ft.iter().find(|(k, _)| k.value == "connections") {
                 let (edges, spans): (Vec<Edge>, Vec<Range<usize>>) =
                     self.connections(conns, &flow.nodes, &names).into_iter().unzip();
-                flow.edges = edges;
-                self.type_check(&mut flow, &spans);
+                let first = flow.edges.len();
+                flow.edges.extend(edges);
+                self.type_check(&mut flow, first, &spans);
             }
         }
-        if let Some(ports) = get("ports") {
-            self.err(
-                Diagnostic::at(
-                    ports.span.clone(),
-                    "`[ports]` makes a flow a subflow, which `fbp run` does not run on its own",
-                )
-                .help("use this file as `type = \"flow:PATH\"` inside another flow"),
-            );
+        if let Some(ports) = get("ports").and_then(|p| self.table_of(p, "`[ports]`")) {
+            flow.exports = self.exports(&ports, &flow.nodes, &names);
         }
         Some(flow)
     }
@@ -193,7 +224,7 @@ impl Checker<'_> {
         }
     }
 
-    fn string(&mut self, v: &Sp<RawValue>, what: &str) -> Option<String> {
+    pub(super) fn string(&mut self, v: &Sp<RawValue>, what: &str) -> Option<String> {
         match v.value.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
@@ -279,6 +310,12 @@ impl Checker<'_> {
             return None;
         };
         let ty_name = self.string(ty, "`type`")?;
+        if let Some(path) = ty_name.strip_prefix("flow:") {
+            if let Some(sub) = self.load_subflow(path, ty.span.clone()) {
+                self.subflows.push((name.value.clone(), sub));
+            }
+            return None;
+        }
         let Some(spec) = self.catalogue.get(&ty_name) else {
             let hidden = matches!(ty.value, RawValue::Str { from_var: true, .. });
             let d = Diagnostic::at(ty.span.clone(), format!("unknown component type `{ty_name}`"))
@@ -664,6 +701,9 @@ impl Checker<'_> {
             Some((c, p)) => (c.trim(), p.trim(), end.span.clone(), end.span.clone()),
             None => (end.name.as_str(), if is_from { "out" } else { "in" }, end.span.clone(), end.span.clone()),
         };
+        if let Some(exports) = self.expansions.get(comp).cloned() {
+            return self.exported(&exports, comp, port, port_span, is_from);
+        }
         let Some(&node) = names.get(comp) else {
             if self.declared.iter().any(|d| d == comp) {
                 return None;
@@ -722,8 +762,9 @@ impl Checker<'_> {
     }
 
     /// Checks every connection's types; marks those that need a per-message check.
-    fn type_check(&mut self, flow: &mut Flow, spans: &[Range<usize>]) {
+    fn type_check(&mut self, flow: &mut Flow, first: usize, spans: &[Range<usize>]) {
         for (i, span) in spans.iter().enumerate() {
+            let i = first + i;
             let e = &flow.edges[i];
             let out_ty = out_type(flow, e.from, &mut Vec::new());
             let in_ty = in_type(flow, e.to);

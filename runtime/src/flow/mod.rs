@@ -8,6 +8,7 @@
 pub mod check;
 pub mod diag;
 pub mod raw;
+mod subflow;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +41,19 @@ pub struct Flow {
     pub dead_letter: Option<PathBuf>,
     /// `[flow] on_component_failure`.
     pub on_component_failure: OnFailure,
+    /// `[ports]`: inner ports this flow exports when another flow uses it as `flow:PATH`.
+    pub exports: Vec<Export>,
+}
+
+/// A port a subflow exports: `[ports] in = "decode.in"`.
+#[derive(Clone, Debug)]
+pub struct Export {
+    /// The name the outer flow uses (`in`, `out`, ...).
+    pub name: String,
+    /// The inner port.
+    pub port: PortRef,
+    /// Whether it is an in-port.
+    pub input: bool,
 }
 
 /// A component of a flow.
@@ -158,6 +172,16 @@ pub fn load(path: &Path, catalogue: &Catalogue) -> Result<Flow, Diagnostics> {
 
 /// [`load`] with an injectable environment.
 pub fn load_with_env(path: &Path, catalogue: &Catalogue, env: raw::Env<'_>) -> Result<Flow, Diagnostics> {
+    load_nested(path, catalogue, env, &[])
+}
+
+/// Loads a flow file that `stack` (the files including it) uses as a subflow.
+pub(crate) fn load_nested(
+    path: &Path,
+    catalogue: &Catalogue,
+    env: raw::Env<'_>,
+    stack: &[PathBuf],
+) -> Result<Flow, Diagnostics> {
     let shown = path.display().to_string();
     let fail = |message: String, help: &str| Diagnostics {
         path: shown.clone(),
@@ -193,5 +217,7 @@ pub fn load_with_env(path: &Path, catalogue: &Catalogue, env: raw::Env<'_>) -> R
             });
         }
     };
-    check::check_source(&shown, &text, &base_dir, catalogue, env)
+    let mut stack = stack.to_vec();
+    stack.push(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
+    check::check_nested(&shown, &text, &base_dir, catalogue, env, &stack)
 }
