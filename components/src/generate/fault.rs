@@ -73,7 +73,7 @@ struct Fault {
 impl Transform for Fault {
     fn process(&mut self, msg: &Message, out: &mut Outbox) -> Result<(), String> {
         let at = position(msg);
-        if at % self.every != 0 {
+        if !at.is_multiple_of(self.every) {
             out.send(msg.clone());
             return Ok(());
         }
@@ -94,7 +94,7 @@ impl Task for Stall {
             let mut input = ctx.input("in");
             let out = ctx.output("out");
             while let Some(msg) = input.recv().await {
-                if position(&msg) % self.every == 0 {
+                if position(&msg).is_multiple_of(self.every) {
                     tracing::warn!(component = %ctx.name, position = position(&msg), "Stalling, as configured.");
                     std::future::pending::<()>().await;
                 }
