@@ -1,7 +1,7 @@
 //! `batch`: group messages into arrays, by size or after a timeout.
 //!
-//! [`Batcher`] holds the messages of the open batch and says when it is due;
-//! [`run`] feeds it from the input and sends what it closes.
+//! `Batcher` holds the messages of the open batch and says when it is due;
+//! `run` feeds it from the input and sends what it closes.
 
 use std::sync::Arc;
 use std::time::Duration;

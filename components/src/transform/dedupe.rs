@@ -1,6 +1,6 @@
 //! `dedupe`: drop messages whose key was seen recently.
 //!
-//! The keys seen live in [`Recent`], a set bounded to `size` keys that
+//! The keys seen live in `Recent`, a set bounded to `size` keys that
 //! forgets the least recently seen key first.
 
 use std::collections::{BTreeMap, HashMap};

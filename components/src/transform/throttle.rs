@@ -1,6 +1,6 @@
 //! `throttle`: at most `rate` messages per `per`.
 //!
-//! [`Limiter`] keeps the log of recent sends and reads no clock; [`run`]
+//! `Limiter` keeps the log of recent sends and reads no clock; `run`
 //! waits for room (or drops) and sends.
 
 use std::collections::VecDeque;
