@@ -157,3 +157,20 @@ fn a_flow_that_cannot_start_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("component `s` failed"), "{}", stderr(&o));
 }
+
+#[test]
+fn check_reports_what_only_a_components_build_checks_without_showing_secrets() {
+    let dir = tempdir();
+    let flow = write(
+        dir.path(),
+        "f.toml",
+        "[flow]\nname = \"f\"\n[components.w]\ntype = \"window\"\n\
+         config = { every = \"1s\", aggregates = [\"avg\", \"${AGG}\"] }\n",
+    );
+    let o = fbp().arg("check").arg(&flow).env("AGG", "hunter2").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("error: invalid config for `w` (window)"), "{err}");
+    assert!(err.contains("unknown aggregate `***`"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}

@@ -192,6 +192,9 @@ impl From<&PortSpec> for Port {
 pub type PortsFn = fn(&serde_json::Value) -> (Vec<Port>, Vec<Port>);
 
 /// Builds a fresh instance of a component (at start and at every restart).
+///
+/// It validates the config and prepares the instance but does no I/O: `fbp check`
+/// calls it too, to report what only the build can check.
 pub type BuildFn = fn(&BuildContext) -> Result<Instance, String>;
 
 /// The declaration of a component type.

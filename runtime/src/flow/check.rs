@@ -13,7 +13,7 @@ use super::raw::{self, RawValue, Sp};
 use super::{DEFAULT_CAPACITY, Edge, Export, Flow, Node, OnFailure, Policy, PortRef, Restart};
 use crate::port::PortType;
 use crate::queue::WhenFull;
-use crate::spec::{Catalogue, ComponentSpec, KeyType};
+use crate::spec::{BuildContext, Catalogue, ComponentSpec, KeyType};
 use crate::units::parse_duration;
 
 type Table = Vec<(Sp<String>, Sp<RawValue>)>;
@@ -334,6 +334,9 @@ impl Checker<'_> {
             return None;
         };
         let config = self.config(spec, name, get("config"), ty.span.clone());
+        if let Some(c) = &config {
+            self.try_build(spec, name, c, get("config"), ty.span.clone());
+        }
         let restart = get("restart").map_or(Some(Restart::default_for(spec)), |r| self.restart(spec, r));
         let capacity = get("capacity").map_or(Some(DEFAULT_CAPACITY), |v| self.positive(v, "capacity"));
         let workers = get("workers").map_or(Some(1), |v| self.positive(v, "workers"));
@@ -364,6 +367,32 @@ impl Checker<'_> {
             workers: workers.unwrap_or(1),
             base_dir: self.base_dir.to_path_buf(),
         })
+    }
+
+    /// Builds the component once, without running it, so that what only its
+    /// build function checks (cross-key rules, names, sizes) is reported now.
+    fn try_build(
+        &mut self,
+        spec: &ComponentSpec,
+        name: &Sp<String>,
+        config: &serde_json::Value,
+        raw: Option<&Sp<RawValue>>,
+        type_span: Range<usize>,
+    ) {
+        let ctx = BuildContext {
+            name: name.value.as_str().into(),
+            config: config.clone(),
+            base_dir: self.base_dir.to_path_buf(),
+        };
+        if let Err(e) = (spec.build)(&ctx) {
+            let mut secrets = Vec::new();
+            if let Some(raw) = raw {
+                from_environment(&raw.value, &mut secrets);
+            }
+            let e = secrets.iter().fold(e, |m, s| m.replace(s.as_str(), "***"));
+            let span = raw.map_or(type_span, |r| r.span.clone());
+            self.err(Diagnostic::at(span, format!("invalid config for `{}` ({})", name.value, spec.name)).label(e));
+        }
     }
 
     fn config(
@@ -830,6 +859,16 @@ fn default_json(literal: &str) -> serde_json::Value {
         .and_then(|t| t.get("v").cloned())
         .and_then(|v| serde_json::to_value(v).ok())
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// The strings in a value that came from environment variables (never shown).
+fn from_environment(v: &RawValue, out: &mut Vec<String>) {
+    match v {
+        RawValue::Str { text, from_var: true, .. } if !text.is_empty() => out.push(text.clone()),
+        RawValue::Array(a) => a.iter().for_each(|v| from_environment(&v.value, out)),
+        RawValue::Table(t) => t.iter().for_each(|(_, v)| from_environment(&v.value, out)),
+        _ => {}
+    }
 }
 
 fn nearest(wrong: &str, catalogue: &Catalogue) -> String {
