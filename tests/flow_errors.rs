@@ -337,7 +337,7 @@ fn missing_env_var_points_at_it_while_defaults_work() {
 
     let out = check("missing-env-var.toml", &[("NOPE", "x")]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), "missing-env-var.toml: ok (2 components, 1 connections)\n");
+    assert_eq!(stdout(&out), "missing-env-var.toml: ok (2 components, 1 connection)\n");
 }
 
 #[test]

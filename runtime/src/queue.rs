@@ -242,15 +242,16 @@ impl OutPort {
     /// Sends a message to every connection: the last gets it, the others a clone.
     /// Waits while a `block` queue is full. An unconnected port acknowledges
     /// (drops) the message.
+    /// A send cancelled while it waits (a source told to stop) is not counted.
     pub async fn send(&self, msg: Message) -> Result<(), Closed> {
-        self.metrics.sent.fetch_add(1, Ordering::Relaxed);
-        let Some(((last, last_mode), rest)) = self.txs.split_last() else {
-            return Ok(());
-        };
-        for (tx, mode) in rest {
-            self.send_one(tx, *mode, msg.clone()).await?;
+        if let Some(((last, last_mode), rest)) = self.txs.split_last() {
+            for (tx, mode) in rest {
+                self.send_one(tx, *mode, msg.clone()).await?;
+            }
+            self.send_one(last, *last_mode, msg).await?;
         }
-        self.send_one(last, *last_mode, msg).await
+        self.metrics.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sends every message of `batch`, in order.
