@@ -91,7 +91,8 @@ fn parse_cases(cases: &Json) -> Result<Vec<Program>, String> {
     if errors.is_empty() { Ok(programs) } else { Err(format!("bad `cases`: {}", errors.join("; "))) }
 }
 
-/// Compiles one case; its port name joins `names` once it is valid.
+/// Compiles one case; its port name joins `names` once it is valid. A bad
+/// port name and a bad `expr` are reported together.
 fn parse_case<'a>(case: &'a Json, names: &mut Vec<&'a str>) -> Result<Program, String> {
     let Some(table) = case.as_object() else {
         return Err("must be a table `{ port = \"NAME\", expr = \"CONDITION\" }`".into());
@@ -99,10 +100,19 @@ fn parse_case<'a>(case: &'a Json, names: &mut Vec<&'a str>) -> Result<Program, S
     if let Some(unknown) = table.keys().find(|k| !matches!(k.as_str(), "port" | "expr")) {
         return Err(format!("unknown key `{unknown}`; a case has `port` and `expr`"));
     }
-    let name = port_name(case.get("port"), names)?;
-    names.push(name);
-    let expr = case.get("expr").and_then(Json::as_str).ok_or("needs `expr`, a jq condition such as `.value > 28`")?;
-    Program::compile(expr).map_err(|e| format!("`expr` of port `{name}`: {e}"))
+    let name = port_name(case.get("port"), names);
+    if let Ok(name) = name {
+        names.push(name);
+    }
+    let program = match case.get("expr").and_then(Json::as_str) {
+        Some(expr) => Program::compile(expr).map_err(|e| format!("`expr`: {e}")),
+        None => Err("needs `expr`, a jq condition such as `.value > 28`".into()),
+    };
+    match (name, program) {
+        (Ok(_), Ok(program)) => Ok(program),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+        (Err(a), Err(b)) => Err(format!("{a}, and {b}")),
+    }
 }
 
 fn port_name<'a>(port: Option<&'a Json>, taken: &[&str]) -> Result<&'a str, String> {
@@ -203,6 +213,7 @@ mod tests {
     async fn bad_cases_are_build_errors_reported_together() {
         let cases = json!({"cases": [
             {"port": "a", "expr": ".x >"},
+            {"port": "default", "expr": ".x >"},
             {"expr": ".y"},
             {"port": "a", "expr": "true"},
             {"port": "default", "expr": "true"},
@@ -214,15 +225,16 @@ mod tests {
         ]});
         let err = build_error(cases).await;
         for want in [
-            "case 1: `expr` of port `a`: invalid jq program",
-            "case 2: needs `port`",
-            "case 3: port name `a` is used by an earlier case",
-            "case 4: port name `default` is reserved",
-            "case 5: port name `err` is reserved",
-            "case 6: port name `b c` must start with a letter",
-            "case 7: needs `expr`",
-            "case 8: unknown key `when`",
-            "case 9: must be a table",
+            "case 1: `expr`: invalid jq program",
+            "case 2: port name `default` is reserved; choose another, and `expr`: invalid jq program",
+            "case 3: needs `port`",
+            "case 4: port name `a` is used by an earlier case",
+            "case 5: port name `default` is reserved",
+            "case 6: port name `err` is reserved",
+            "case 7: port name `b c` must start with a letter",
+            "case 8: needs `expr`",
+            "case 9: unknown key `when`",
+            "case 10: must be a table",
         ] {
             assert!(err.contains(want), "missing {want:?} in {err}");
         }

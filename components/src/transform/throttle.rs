@@ -63,11 +63,13 @@ struct Throttle {
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
-    let rate = u64::try_from(config.rate).ok().filter(|&n| n > 0).ok_or("`rate` must be at least 1")?;
-    if config.per.is_zero() {
-        return Err("`per` must be longer than 0s".into());
+    let rate = u64::try_from(config.rate).ok().filter(|&n| n > 0);
+    match (rate, config.per.is_zero()) {
+        (Some(rate), false) => Ok(Instance::task(Throttle { rate, per: capped(config.per), drop: config.drop })),
+        (Some(_), true) => Err("`per` must be longer than 0s".into()),
+        (None, false) => Err("`rate` must be at least 1".into()),
+        (None, true) => Err("`rate` must be at least 1, and `per` longer than 0s".into()),
     }
-    Ok(Instance::task(Throttle { rate, per: capped(config.per), drop: config.drop }))
 }
 
 impl Task for Throttle {
@@ -285,5 +287,8 @@ mod tests {
         assert_eq!(h.run_to_end().await.result.unwrap().unwrap_err().0, "`rate` must be at least 1");
         let mut h = Harness::new(&super::SPEC, json!({"rate": 1, "per": "0s"}));
         assert_eq!(h.run_to_end().await.result.unwrap().unwrap_err().0, "`per` must be longer than 0s");
+        let mut h = Harness::new(&super::SPEC, json!({"rate": -1, "per": "0s"}));
+        let err = h.run_to_end().await.result.unwrap().unwrap_err().0;
+        assert_eq!(err, "`rate` must be at least 1, and `per` longer than 0s");
     }
 }
