@@ -79,7 +79,8 @@ struct AckNode {
 
 impl Drop for AckNode {
     fn drop(&mut self) {
-        let rejected = *self.rejected.get_mut();
+        // Dropped while a component panics: the message was lost, not delivered.
+        let rejected = *self.rejected.get_mut() || std::thread::panicking();
         match &self.on_done {
             OnDone::Notify(f) => f(if rejected { Outcome::Rejected } else { Outcome::Delivered }),
             OnDone::Parents(parents) if rejected => parents.iter().for_each(Ack::reject),
@@ -179,6 +180,17 @@ mod tests {
         assert!(seen.lock().unwrap().is_empty());
         drop(copy);
         assert_eq!(*seen.lock().unwrap(), vec![Outcome::Delivered]);
+    }
+
+    #[test]
+    fn a_message_dropped_by_a_panic_is_rejected_not_delivered() {
+        let (seen, ack) = recorder();
+        let held = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _in_hand = ack;
+            panic!("component bug");
+        }));
+        assert!(held.is_err());
+        assert_eq!(*seen.lock().unwrap(), vec![Outcome::Rejected]);
     }
 
     #[test]
