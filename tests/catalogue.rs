@@ -91,3 +91,17 @@ fn components_md_is_fresh() {
         "docs/components.md is stale; regenerate it with `cargo run -q -- components --format markdown > docs/components.md`"
     );
 }
+
+#[test]
+fn writing_components_guide_matches_the_code() {
+    let guide = std::fs::read_to_string(root().join("docs/writing-components.md")).unwrap();
+    let mut checked = 0;
+    for part in guide.split("<!-- file: ").skip(1) {
+        let (path, rest) = part.split_once(" -->").unwrap();
+        let block = rest.split("```rust\n").nth(1).and_then(|b| b.split("\n```").next()).unwrap();
+        let code = std::fs::read_to_string(root().join(path)).unwrap();
+        assert!(code.contains(block), "docs/writing-components.md quotes {path}, but the code changed:\n{block}");
+        checked += 1;
+    }
+    assert!(checked >= 4, "the guide quotes the walk-through component");
+}
