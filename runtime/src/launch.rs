@@ -39,13 +39,9 @@ pub fn to_flow_toml(pipeline: &str, catalogue: &Catalogue) -> Result<String, Lau
         let mut config = Vec::new();
         for s in settings {
             let (k, v) = s.split_once('=').ok_or_else(|| LaunchError::NotASetting(s.clone()))?;
-            let ty_of_key = catalogue.get(ty).and_then(|spec| spec.key(k)).map(|key| key.ty);
-            config.push(format!("{} = {}", key(k), literal(v, ty_of_key)));
+            config.push((k.to_string(), v.to_string()));
         }
-        tables.push_str(&format!("\n[components.{}]\ntype = {}\n", key(&name), quote(ty)));
-        if !config.is_empty() {
-            tables.push_str(&format!("config = {{ {} }}\n", config.join(", ")));
-        }
+        tables.push_str(&component_table(&name, ty, &config, catalogue));
         names.push(name);
     }
     let connections: Vec<String> =
@@ -62,7 +58,25 @@ fn unique_name(ty: &str, taken: &[String]) -> String {
         .expect("a free name")
 }
 
-fn key(k: &str) -> String {
+/// The `[components.NAME]` table of a component of type `ty`, its settings
+/// given as text: each value becomes the TOML literal its declared key type
+/// wants (a string where in doubt). Shared by `launch` and `relay`.
+pub(crate) fn component_table(name: &str, ty: &str, settings: &[(String, String)], catalogue: &Catalogue) -> String {
+    let mut table = format!("\n[components.{}]\ntype = {}\n", key(name), quote(ty));
+    if !settings.is_empty() {
+        let config: Vec<String> = settings
+            .iter()
+            .map(|(k, v)| {
+                let ty_of_key = catalogue.get(ty).and_then(|spec| spec.key(k)).map(|key| key.ty);
+                format!("{} = {}", key(k), literal(v, ty_of_key))
+            })
+            .collect();
+        table.push_str(&format!("config = {{ {} }}\n", config.join(", ")));
+    }
+    table
+}
+
+pub(crate) fn key(k: &str) -> String {
     if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         k.to_string()
     } else {
@@ -70,7 +84,8 @@ fn key(k: &str) -> String {
     }
 }
 
-fn quote(s: &str) -> String {
+/// `s` as a TOML string literal.
+pub(crate) fn quote(s: &str) -> String {
     toml::Value::String(s.to_string()).to_string()
 }
 

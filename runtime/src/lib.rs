@@ -14,6 +14,8 @@
 //!   component supervises its instance, which runs as a tokio task.
 //! - [`metrics`], [`jq`], [`graph`], [`launch`]: counters, jq programs, graph
 //!   rendering and the `launch` pipeline parser.
+//! - [`uri`] and [`relay`]: the table of URI schemes, and the two-component
+//!   flow `fbp relay` builds from a source and a sink URI.
 
 pub mod component;
 pub mod deadletter;
@@ -28,10 +30,12 @@ pub mod metrics;
 pub mod network;
 pub mod port;
 pub mod queue;
+pub mod relay;
 pub mod spec;
 pub mod supervisor;
 pub mod testing;
 pub mod units;
+pub mod uri;
 pub mod value;
 
 pub use component::{Context, Failure, Instance, Outbox, Task, TaskFuture, Transform};

@@ -1,0 +1,124 @@
+//! `fbp relay SOURCE SINK`: two URIs turned into the equivalent flow file,
+//! two components `source` and `sink` and the connection `source -> sink`,
+//! which `--print-flow` prints and `relay` then checks and runs like any flow.
+//!
+//! `--set source.KEY=VALUE` and `--set sink.KEY=VALUE` add a config setting to
+//! one end, or replace what its URI set; values are typed by the component's
+//! declared keys, as `launch` types its settings.
+
+use crate::launch::{component_table, quote};
+use crate::spec::Catalogue;
+use crate::uri::{self, Role, UriError};
+
+/// Why a relay could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    /// A URI that cannot be used; shown with the supported schemes.
+    #[error("{role} URI: {error}\n{}", uri::supported().trim_end())]
+    Uri {
+        /// Which end.
+        role: Role,
+        /// What is wrong with it.
+        error: UriError,
+    },
+    /// A `--set` that is not `source.KEY=VALUE` or `sink.KEY=VALUE`.
+    #[error("`--set {0}`: write `source.KEY=VALUE` or `sink.KEY=VALUE`")]
+    Set(String),
+}
+
+/// Turns two URIs and `--set` entries into flow-file TOML. Keys and types are
+/// checked afterwards by the flow loader, like any flow file.
+pub fn to_flow_toml(source: &str, sink: &str, sets: &[String], catalogue: &Catalogue) -> Result<String, RelayError> {
+    let resolve = |text: &str, role| uri::resolve(text, role).map_err(|error| RelayError::Uri { role, error });
+    let mut ends = [("source", resolve(source, Role::Source)?), ("sink", resolve(sink, Role::Sink)?)];
+    for set in sets {
+        let (end, setting) = set.split_once('.').ok_or_else(|| RelayError::Set(set.clone()))?;
+        let (key, value) = setting.split_once('=').ok_or_else(|| RelayError::Set(set.clone()))?;
+        let (_, endpoint) =
+            ends.iter_mut().find(|(name, _)| *name == end).ok_or_else(|| RelayError::Set(set.clone()))?;
+        if key.is_empty() {
+            return Err(RelayError::Set(set.clone()));
+        }
+        match endpoint.settings.iter_mut().find(|(k, _)| k == key) {
+            Some(existing) => existing.1 = value.to_string(),
+            None => endpoint.settings.push((key.to_string(), value.to_string())),
+        }
+    }
+    let mut text = format!(
+        "[flow]\nname = \"relay\"\ndescription = {}\nconnections = [\"source -> sink\"]\n",
+        quote(&format!("{source} -> {sink}"))
+    );
+    for (name, endpoint) in &ends {
+        text.push_str(&component_table(name, endpoint.component, &endpoint.settings, catalogue));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ComponentSpec, Delivery, KeySpec, KeyType, Kind};
+
+    static EMPTY: Catalogue = Catalogue(&[]);
+
+    #[test]
+    fn builds_source_to_sink() {
+        let toml = to_flow_toml("file:in.jsonl", "sqlite://out.db?table=t", &[], &EMPTY).unwrap();
+        assert_eq!(
+            toml,
+            "[flow]\nname = \"relay\"\ndescription = \"file:in.jsonl -> sqlite://out.db?table=t\"\n\
+             connections = [\"source -> sink\"]\n\n\
+             [components.source]\ntype = \"file-read\"\nconfig = { path = \"in.jsonl\" }\n\n\
+             [components.sink]\ntype = \"sqlite\"\nconfig = { path = \"out.db\", table = \"t\" }\n"
+        );
+        toml::from_str::<toml::Table>(&toml).unwrap();
+    }
+
+    #[test]
+    fn set_adds_or_replaces_a_setting_of_one_end() {
+        let sets = ["sink.table=other".to_string(), "source.format=csv".to_string()];
+        let toml = to_flow_toml("file:in.csv", "sqlite://out.db?table=t", &sets, &EMPTY).unwrap();
+        assert!(toml.contains("config = { path = \"in.csv\", format = \"csv\" }"), "{toml}");
+        assert!(toml.contains("config = { path = \"out.db\", table = \"other\" }"), "{toml}");
+    }
+
+    #[test]
+    fn set_values_are_typed_by_the_declared_keys() {
+        fn build(_: &crate::spec::BuildContext) -> Result<crate::Instance, String> {
+            Err("unused".into())
+        }
+        static CONSOLE: ComponentSpec = ComponentSpec {
+            name: "console",
+            summary: "",
+            doc: "",
+            kind: Kind::Sink,
+            inputs: &[],
+            outputs: &[],
+            config: &[
+                KeySpec::new("format", KeyType::String, "\"simple\"", ""),
+                KeySpec::new("n", KeyType::Integer, "1", ""),
+            ],
+            delivery: Delivery::AtLeastOnce,
+            stateless: false,
+            example: "",
+            build,
+            ports: None,
+        };
+        static CATALOGUE: Catalogue = Catalogue(&[&CONSOLE]);
+        let sets = ["sink.n=5".to_string(), "sink.format=true".to_string()];
+        let toml = to_flow_toml("-", "-", &sets, &CATALOGUE).unwrap();
+        assert!(toml.contains("config = { format = \"true\", n = 5 }"), "{toml}");
+    }
+
+    #[test]
+    fn bad_sets_and_uris_are_refused() {
+        for bad in ["table=t", "middle.table=t", "sink.table", "sink.=x"] {
+            assert_eq!(to_flow_toml("-", "-", &[bad.to_string()], &EMPTY), Err(RelayError::Set(bad.into())), "{bad}");
+        }
+        let err = to_flow_toml("nope://x", "-", &[], &EMPTY).unwrap_err();
+        assert!(matches!(&err, RelayError::Uri { role: Role::Source, error: UriError::Unknown { .. } }), "{err}");
+        let text = err.to_string();
+        assert!(text.starts_with("source URI: unknown URI scheme `nope:`"), "{text}");
+        assert!(text.contains("supported URIs:") && text.contains("not available yet"), "{text}");
+    }
+}

@@ -1,0 +1,407 @@
+//! URIs for `fbp relay`: the one place that maps a URI to a component type
+//! and its config.
+//!
+//! [`SCHEMES`] is the table, as data: each row names its schemes, the
+//! component type it stands for as a source and as a sink, and a function
+//! from the parsed URI to config settings. Settings are text, typed later by
+//! the component's declared keys, like `launch` settings. A scheme that is
+//! planned but not built yet is listed in [`PLANNED`] (so it is reported as
+//! "not available yet", not as unknown); adding it is adding a row.
+//!
+//! Forms: `SCHEME:PATH?QUERY`, and `SCHEME://PATH?QUERY` which means the same
+//! (`file:out.jsonl`, `file://out.jsonl`, `file:///tmp/out.jsonl`). The path
+//! is percent-decoded (`%23` is `#`, `%3F` is `?`); a raw `#` is refused, as
+//! it would start a fragment. The query is form-encoded pairs (decoded with
+//! the `url` crate); each pair becomes a config setting of the component
+//! (`file:in.csv?format=csv&delimiter=%3B`), checked against its declaration
+//! like any setting. `-` is standard input as a source, standard output as a
+//! sink.
+
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+
+/// Which end of a relay a URI is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Where messages come from.
+    Source,
+    /// Where messages go.
+    Sink,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Source => "source",
+            Role::Sink => "sink",
+        })
+    }
+}
+
+/// A URI taken apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Uri {
+    /// The scheme, lower-case; `-` for standard input or output.
+    pub scheme: String,
+    /// After `SCHEME:` and an optional `//`, up to `?`; percent-decoded.
+    pub path: String,
+    /// The query's pairs, decoded, in order.
+    pub query: Vec<(String, String)>,
+}
+
+/// Config settings as text, in order: key and value.
+pub type Settings = Vec<(String, String)>;
+
+/// From a parsed URI to the component's settings; `Err` says what is wrong.
+pub type ConfigFn = fn(&Uri) -> Result<Settings, String>;
+
+/// A row of the scheme table.
+#[derive(Clone, Copy, Debug)]
+pub struct Scheme {
+    /// The scheme names (without `:`); `-` is the bare dash.
+    pub names: &'static [&'static str],
+    /// How to write it, for help texts.
+    pub form: &'static str,
+    /// What it reads or writes, for help texts.
+    pub doc: &'static str,
+    /// The component type it is as a source, if it can be one.
+    pub source: Option<&'static str>,
+    /// The component type it is as a sink, if it can be one.
+    pub sink: Option<&'static str>,
+    /// Its settings.
+    pub config: ConfigFn,
+}
+
+impl Scheme {
+    /// The component type for `role`.
+    pub fn component(&self, role: Role) -> Option<&'static str> {
+        match role {
+            Role::Source => self.source,
+            Role::Sink => self.sink,
+        }
+    }
+}
+
+/// Every scheme `relay` supports. A scheme may have a row per role.
+pub static SCHEMES: &[Scheme] = &[
+    Scheme {
+        names: &["file"],
+        form: "file:PATH",
+        doc: "JSON lines; ?format=csv|lines; ?follow=true as a source",
+        source: Some("file-read"),
+        sink: Some("file-write"),
+        config: path_and_query,
+    },
+    Scheme {
+        names: &["-", "stdin"],
+        form: "- or stdin:",
+        doc: "standard input: JSON lines (envelopes or bare values); ?format=lines",
+        source: Some("stdin"),
+        sink: None,
+        config: query_only,
+    },
+    Scheme {
+        names: &["-", "stdout"],
+        form: "- or stdout:",
+        doc: "standard output: the wire envelope, one per line",
+        source: None,
+        sink: Some("console"),
+        config: stdout,
+    },
+    Scheme {
+        names: &["sqlite"],
+        form: "sqlite://PATH?table=T",
+        doc: "insert records into table T (created if missing)",
+        source: None,
+        sink: Some("sqlite"),
+        config: sqlite,
+    },
+];
+
+/// Schemes planned but not built yet: reported as "not available yet".
+pub const PLANNED: &[&str] = &["mqtt", "mqtts", "nats", "http", "https", "ws", "tcp", "udp", "amqp", "postgresql"];
+
+/// A URI resolved for one role: the component type and its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The component type.
+    pub component: &'static str,
+    /// Its config settings, as text.
+    pub settings: Settings,
+}
+
+/// Why a URI cannot be used. Shown with the supported schemes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UriError {
+    /// Not of the form `SCHEME:...` or `-`.
+    #[error("`{uri}` is not a URI: {reason}")]
+    Malformed {
+        /// The URI as given.
+        uri: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A scheme no row has.
+    #[error("unknown URI scheme `{scheme}:` in `{uri}`")]
+    Unknown {
+        /// The URI as given.
+        uri: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// A scheme that is planned but not built yet.
+    #[error("the URI scheme `{scheme}:` is not available yet (in `{uri}`)")]
+    NotYet {
+        /// The URI as given.
+        uri: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// A scheme that cannot play this role.
+    #[error("`{scheme}:` is not supported as a {role} (in `{uri}`)")]
+    Role {
+        /// The URI as given.
+        uri: String,
+        /// Its scheme.
+        scheme: String,
+        /// The role asked for.
+        role: Role,
+    },
+    /// A known scheme whose URI is wrong.
+    #[error("bad `{scheme}:` URI `{uri}`: {reason}")]
+    Bad {
+        /// The URI as given.
+        uri: String,
+        /// Its scheme.
+        scheme: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The supported schemes with their roles, one a line, and those not available yet.
+pub fn supported() -> String {
+    let mut text = String::from("supported URIs:\n");
+    for s in SCHEMES {
+        let roles: Vec<String> = [(Role::Source, s.source), (Role::Sink, s.sink)]
+            .iter()
+            .filter_map(|(role, ty)| ty.map(|ty| format!("{role} ({ty})")))
+            .collect();
+        text.push_str(&format!("  {:<22} {:<38} {}\n", s.form, roles.join(", "), s.doc));
+    }
+    text.push_str(&format!("not available yet: {}\n", PLANNED.join(", ")));
+    text
+}
+
+/// Parses `uri` and maps it, for `role`, to a component type and settings.
+pub fn resolve(uri: &str, role: Role) -> Result<Endpoint, UriError> {
+    let parsed = parse(uri)?;
+    let scheme = parsed.scheme.clone();
+    let mut rows = SCHEMES.iter().filter(|s| s.names.contains(&scheme.as_str())).peekable();
+    if rows.peek().is_none() {
+        return Err(if PLANNED.contains(&scheme.as_str()) {
+            UriError::NotYet { uri: uri.into(), scheme }
+        } else {
+            UriError::Unknown { uri: uri.into(), scheme }
+        });
+    }
+    let Some((row, component)) = rows.find_map(|s| s.component(role).map(|c| (s, c))) else {
+        return Err(UriError::Role { uri: uri.into(), scheme, role });
+    };
+    let settings = (row.config)(&parsed).map_err(|reason| UriError::Bad { uri: uri.into(), scheme, reason })?;
+    Ok(Endpoint { component, settings })
+}
+
+/// Takes `uri` apart: scheme, decoded path, decoded query pairs.
+pub fn parse(uri: &str) -> Result<Uri, UriError> {
+    let malformed = |reason: String| UriError::Malformed { uri: uri.into(), reason };
+    if uri == "-" {
+        return Ok(Uri { scheme: "-".into(), path: String::new(), query: Vec::new() });
+    }
+    let Some((scheme, rest)) = uri.split_once(':').filter(|(s, _)| valid_scheme(s)) else {
+        return Err(malformed(format!("it has no scheme; for a file write `file:{uri}`")));
+    };
+    if rest.contains('#') {
+        return Err(malformed("a `#` would start a fragment; write `%23` for `#`".into()));
+    }
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|e| malformed(format!("the path is not UTF-8 once decoded: {e}")))?
+        .into_owned();
+    let query = url::form_urlencoded::parse(query.as_bytes()).into_owned().filter(|(k, _)| !k.is_empty()).collect();
+    Ok(Uri { scheme: scheme.to_ascii_lowercase(), path, query })
+}
+
+/// RFC 3986: a letter, then letters, digits, `+`, `-` and `.`.
+fn valid_scheme(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+/// `base`, with each query pair added or replacing the setting of its key.
+fn with_query(mut base: Settings, uri: &Uri) -> Settings {
+    for (k, v) in &uri.query {
+        match base.iter_mut().find(|(key, _)| key == k) {
+            Some(setting) => setting.1 = v.clone(),
+            None => base.push((k.clone(), v.clone())),
+        }
+    }
+    base
+}
+
+/// `path` from the URI's path, then the query.
+fn path_and_query(uri: &Uri) -> Result<Settings, String> {
+    if uri.path.is_empty() {
+        return Err(format!("no path; write e.g. `{}:out.jsonl`", uri.scheme));
+    }
+    Ok(with_query(vec![("path".into(), uri.path.clone())], uri))
+}
+
+/// The query alone; a path makes no sense.
+fn query_only(uri: &Uri) -> Result<Settings, String> {
+    if !uri.path.is_empty() {
+        return Err(format!("`{}:` takes no path, only `?key=value` settings", uri.scheme));
+    }
+    Ok(with_query(Vec::new(), uri))
+}
+
+/// `console` printing the wire envelope, unless the query says otherwise.
+fn stdout(uri: &Uri) -> Result<Settings, String> {
+    query_only(uri)?;
+    Ok(with_query(vec![("format".into(), "json".into())], uri))
+}
+
+/// A database path and a table.
+fn sqlite(uri: &Uri) -> Result<Settings, String> {
+    if !uri.query.iter().any(|(k, v)| k == "table" && !v.is_empty()) {
+        return Err("no table; write `sqlite://PATH?table=T`".into());
+    }
+    path_and_query(uri).map_err(|_| "no database path; write `sqlite://PATH?table=T`".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn endpoint(uri: &str, role: Role) -> (&'static str, Settings) {
+        let e = resolve(uri, role).unwrap_or_else(|e| panic!("{uri}: {e}"));
+        (e.component, e.settings)
+    }
+
+    #[test]
+    fn file_uris_with_and_without_slashes() {
+        let want = ("file-read", settings(&[("path", "in.jsonl")]));
+        assert_eq!(endpoint("file:in.jsonl", Role::Source), want);
+        assert_eq!(endpoint("file://in.jsonl", Role::Source), want);
+        assert_eq!(
+            endpoint("file:///tmp/a b.jsonl", Role::Sink),
+            ("file-write", settings(&[("path", "/tmp/a b.jsonl")]))
+        );
+    }
+
+    #[test]
+    fn file_query_pairs_become_settings_and_the_path_is_decoded() {
+        assert_eq!(
+            endpoint("file:data%23%3F1.csv?format=csv&follow=true&delimiter=%3B", Role::Source),
+            (
+                "file-read",
+                settings(&[("path", "data#?1.csv"), ("format", "csv"), ("follow", "true"), ("delimiter", ";")])
+            )
+        );
+        assert_eq!(
+            endpoint("FILE:out.txt?format=lines", Role::Sink),
+            ("file-write", settings(&[("path", "out.txt"), ("format", "lines")]))
+        );
+    }
+
+    #[test]
+    fn a_file_uri_needs_a_path() {
+        let err = resolve("file:", Role::Source).unwrap_err();
+        assert!(matches!(&err, UriError::Bad { reason, .. } if reason.contains("no path")), "{err}");
+    }
+
+    #[test]
+    fn dash_is_stdin_as_a_source_and_stdout_as_a_sink() {
+        assert_eq!(endpoint("-", Role::Source), ("stdin", Settings::new()));
+        assert_eq!(endpoint("stdin:", Role::Source), ("stdin", Settings::new()));
+        assert_eq!(endpoint("stdin:?format=lines", Role::Source), ("stdin", settings(&[("format", "lines")])));
+        assert_eq!(endpoint("-", Role::Sink), ("console", settings(&[("format", "json")])));
+        assert_eq!(endpoint("stdout:", Role::Sink), ("console", settings(&[("format", "json")])));
+        assert_eq!(endpoint("stdout:?format=pretty", Role::Sink), ("console", settings(&[("format", "pretty")])));
+    }
+
+    #[test]
+    fn stdin_and_stdout_keep_to_their_roles_and_take_no_path() {
+        assert_eq!(
+            resolve("stdout:", Role::Source),
+            Err(UriError::Role { uri: "stdout:".into(), scheme: "stdout".into(), role: Role::Source })
+        );
+        assert!(matches!(resolve("stdin:", Role::Sink), Err(UriError::Role { role: Role::Sink, .. })));
+        assert!(matches!(resolve("stdin:x", Role::Source), Err(UriError::Bad { .. })));
+    }
+
+    #[test]
+    fn sqlite_is_a_sink_with_a_path_and_a_table() {
+        assert_eq!(
+            endpoint("sqlite://readings.db?table=readings", Role::Sink),
+            ("sqlite", settings(&[("path", "readings.db"), ("table", "readings")]))
+        );
+        assert_eq!(
+            endpoint("sqlite:///var/r.db?table=t&batch_size=10", Role::Sink),
+            ("sqlite", settings(&[("path", "/var/r.db"), ("table", "t"), ("batch_size", "10")]))
+        );
+        let err = resolve("sqlite://r.db?table=t", Role::Source).unwrap_err();
+        assert_eq!(err.to_string(), "`sqlite:` is not supported as a source (in `sqlite://r.db?table=t`)");
+        let no_table = resolve("sqlite://r.db", Role::Sink).unwrap_err().to_string();
+        assert!(no_table.contains("no table; write `sqlite://PATH?table=T`"), "{no_table}");
+        let no_path = resolve("sqlite://?table=t", Role::Sink).unwrap_err().to_string();
+        assert!(no_path.contains("no database path"), "{no_path}");
+    }
+
+    #[test]
+    fn unknown_and_planned_schemes_are_told_apart() {
+        assert_eq!(
+            resolve("foo://x", Role::Source),
+            Err(UriError::Unknown { uri: "foo://x".into(), scheme: "foo".into() })
+        );
+        let err = resolve("mqtt://127.0.0.1/a/%23", Role::Source).unwrap_err();
+        assert_eq!(err.to_string(), "the URI scheme `mqtt:` is not available yet (in `mqtt://127.0.0.1/a/%23`)");
+    }
+
+    #[test]
+    fn malformed_uris_are_refused() {
+        let err = resolve("readings.jsonl", Role::Source).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`readings.jsonl` is not a URI: it has no scheme; for a file write `file:readings.jsonl`"
+        );
+        assert!(matches!(parse("1x:y"), Err(UriError::Malformed { .. })));
+        let err = parse("file:a#b").unwrap_err().to_string();
+        assert!(err.contains("write `%23` for `#`"), "{err}");
+        assert!(matches!(parse("file:%ff"), Err(UriError::Malformed { .. })));
+    }
+
+    #[test]
+    fn the_help_lists_every_row_with_its_roles_and_the_planned_schemes() {
+        let help = supported();
+        assert!(help.contains("file:PATH") && help.contains("source (file-read), sink (file-write)"), "{help}");
+        assert!(help.contains("sqlite://PATH?table=T") && help.contains("sink (sqlite)"), "{help}");
+        assert!(help.contains("- or stdin:") && help.contains("source (stdin)"), "{help}");
+        assert!(help.contains("not available yet: mqtt, mqtts, nats"), "{help}");
+    }
+
+    #[test]
+    fn every_row_names_a_role_and_planned_schemes_have_no_row() {
+        for s in SCHEMES {
+            assert!(s.source.is_some() || s.sink.is_some(), "{:?}", s.names);
+            assert!(s.names.iter().all(|n| !PLANNED.contains(n)), "{:?}", s.names);
+        }
+    }
+}
