@@ -74,6 +74,27 @@ pub(crate) enum Command {
         #[arg(long, env = "FBP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
         shutdown_timeout: Duration,
     },
+    /// Relay messages from a source URI to a sink URI: 'file:in.jsonl' 'sqlite://out.db?table=t'.
+    ///
+    /// URIs: `file:PATH` (JSON lines; `?format=csv|lines`; `?follow=true` as a source),
+    /// `-` or `stdin:` / `stdout:` (standard input or output), `sqlite://PATH?table=T`
+    /// (a sink). Query pairs become config settings of the component.
+    Relay {
+        /// Where messages come from.
+        source: String,
+        /// Where messages go.
+        sink: String,
+        /// A config setting of one end, `source.KEY=VALUE` or `sink.KEY=VALUE`
+        /// (repeatable; replaces what the URI set; FBP_SET holds one).
+        #[arg(long = "set", value_name = "END.KEY=VALUE", env = "FBP_SET")]
+        sets: Vec<String>,
+        /// Print the equivalent flow file instead of running it.
+        #[arg(long, env = "FBP_PRINT_FLOW")]
+        print_flow: bool,
+        /// How long a graceful shutdown may take.
+        #[arg(long, env = "FBP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+        shutdown_timeout: Duration,
+    },
 }
 
 /// `fbp components` output.

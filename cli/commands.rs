@@ -8,7 +8,7 @@ use std::time::Duration;
 use fbp_components::CATALOGUE;
 use fbp_runtime::flow::{self, Diagnostics, Flow};
 use fbp_runtime::network::{self, RunOptions};
-use fbp_runtime::{docs, graph, launch};
+use fbp_runtime::{docs, graph, launch, relay};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{Command, GraphFormat, ListFormat};
@@ -38,7 +38,12 @@ pub(crate) fn dispatch(command: Command) -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
-        Command::Launch { pipeline, print_flow, shutdown_timeout } => launch(&pipeline, print_flow, shutdown_timeout),
+        Command::Launch { pipeline, print_flow, shutdown_timeout } => {
+            generated("<launch>", launch::to_flow_toml(&pipeline, &CATALOGUE), print_flow, shutdown_timeout)
+        }
+        Command::Relay { source, sink, sets, print_flow, shutdown_timeout } => {
+            generated("<relay>", relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE), print_flow, shutdown_timeout)
+        }
     }
 }
 
@@ -84,8 +89,15 @@ fn describe(name: &str) -> ExitCode {
     }
 }
 
-fn launch(pipeline: &str, print_flow: bool, shutdown_timeout: Duration) -> ExitCode {
-    let text = match launch::to_flow_toml(pipeline, &CATALOGUE) {
+/// A flow file built from the command line (`launch`, `relay`): printed with
+/// `--print-flow`, else checked and run like a flow file.
+fn generated(
+    name: &str,
+    text: Result<String, impl std::fmt::Display>,
+    print_flow: bool,
+    timeout: Duration,
+) -> ExitCode {
+    let text = match text {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
@@ -93,14 +105,14 @@ fn launch(pipeline: &str, print_flow: bool, shutdown_timeout: Duration) -> ExitC
         }
     };
     let cwd = std::env::current_dir().unwrap_or_default();
-    let loaded = flow::check::check_source("<launch>", &text, &cwd, &CATALOGUE, &|k| std::env::var(k).ok());
+    let loaded = flow::check::check_source(name, &text, &cwd, &CATALOGUE, &|k| std::env::var(k).ok());
     match (loaded, print_flow) {
         (Err(d), _) => report(&d),
         (Ok(_), true) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        (Ok(f), false) => run(f, shutdown_timeout),
+        (Ok(f), false) => run(f, timeout),
     }
 }
 

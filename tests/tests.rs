@@ -4,6 +4,7 @@
 mod catalogue;
 mod cli;
 mod flow_errors;
+mod relay;
 mod run;
 mod subflows;
 mod supervision;

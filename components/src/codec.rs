@@ -1,7 +1,9 @@
 //! Payload codecs shared by components: CSV records (`decode`, `encode`,
-//! `file-read`) and the raw text or bytes of a payload.
+//! `file-read`), JSON lines in the wire envelope (`file-read`, `stdin`) and
+//! the raw text or bytes of a payload.
 
 pub(crate) mod csv;
+pub(crate) mod envelope;
 
 use bytes::Bytes;
 use fbp_runtime::value::{self, Value};

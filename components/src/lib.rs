@@ -7,6 +7,7 @@
 //! - [`transform`]: reshape, select, route, aggregate, pace (`map`,
 //!   `filter`, `switch`, `window`, `batch`, `split`, `dedupe`, `throttle`,
 //!   `delay`, `decode`, `encode`);
+//! - [`io`]: the process's standard input (`stdin`);
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`).
 //!
@@ -16,6 +17,7 @@
 
 mod codec;
 pub mod generate;
+pub mod io;
 pub mod output;
 pub mod storage;
 pub mod transform;
@@ -39,6 +41,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &transform::batch::SPEC,
     &transform::throttle::SPEC,
     &transform::delay::SPEC,
+    &io::stdin::SPEC,
     &output::console::SPEC,
     &output::null::SPEC,
     &storage::file_read::SPEC,

@@ -6,6 +6,7 @@ use fbp_runtime::value::{self, Value};
 
 use super::lines::Line;
 use crate::codec::csv::{Columns, Csv};
+use crate::codec::envelope::{self, Envelope};
 
 /// What a line gives.
 #[derive(Debug)]
@@ -100,37 +101,10 @@ fn csv_line(csv: &Csv, header: &mut Header, bytes: &[u8]) -> Result<Parsed, Stri
 /// A JSON line; the wire envelope `{"data": .., "metadata": {..}}` is unwrapped.
 fn json_line(bytes: &[u8]) -> Result<Parsed, String> {
     let v = value::parse_json(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Obj(map) = &v else {
-        return Ok(Parsed::payload(v));
-    };
-    let (Some(data), Some(meta @ Value::Obj(_)), 2) = (value::get(&v, "data"), value::get(&v, "metadata"), map.len())
-    else {
-        return Ok(Parsed::payload(v));
-    };
-    let payload = match (value::get(meta, "encoding").and_then(value::as_str).as_deref(), data) {
-        (Some("base64"), Value::TStr(b64)) => Value::byte_str(
-            value::decode_base64(&String::from_utf8_lossy(b64)).map_err(|e| format!("bad base64 data: {e}"))?,
-        ),
-        _ => data.clone(),
-    };
-    let topic = value::get(meta, "topic").and_then(value::as_str).map(|t| t.into_owned());
-    Ok(Parsed::Payload { payload, topic, headers: headers(value::get(meta, "headers")) })
-}
-
-/// An envelope's headers; values that are not strings are kept as JSON text.
-fn headers(v: Option<&Value>) -> BTreeMap<String, String> {
-    let Some(Value::Obj(map)) = v else {
-        return BTreeMap::new();
-    };
-    map.iter()
-        .filter_map(|(k, v)| {
-            let text = match v {
-                Value::TStr(s) => String::from_utf8_lossy(s).into_owned(),
-                other => value::to_json_string(other),
-            };
-            Some((value::as_str(k)?.into_owned(), text))
-        })
-        .collect()
+    Ok(match envelope::unwrap(&v)? {
+        Some(Envelope { payload, topic, headers }) => Parsed::Payload { payload, topic, headers },
+        None => Parsed::payload(v),
+    })
 }
 
 #[cfg(test)]

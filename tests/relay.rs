@@ -1,0 +1,140 @@
+//! `fbp relay`: round trips through the real binary, `--print-flow`, `--set`
+//! and the errors for URIs it cannot use.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::util::{fbp, lines, run_in, stderr, stdout, tempdir, write};
+
+fn envelopes(text: &str) -> Vec<serde_json::Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
+}
+
+#[test]
+fn relay_file_to_sqlite_inserts_every_record() {
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", "{\"sensor\": \"a\", \"value\": 1.5}\n{\"sensor\": \"b\", \"value\": 2}\n");
+    let o = run_in(dir.path(), &["relay", "file:in.jsonl", "sqlite://out.db?table=readings"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let db = rusqlite::Connection::open(dir.path().join("out.db")).unwrap();
+    let mut stmt = db.prepare("SELECT sensor, value FROM readings ORDER BY sensor").unwrap();
+    let rows: Vec<(String, f64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
+    assert_eq!(rows, [("a".to_string(), 1.5), ("b".to_string(), 2.0)]);
+}
+
+#[test]
+fn relay_stdin_to_file_writes_envelopes_and_bare_values() {
+    let dir = tempdir();
+    let mut child = fbp()
+        .current_dir(dir.path())
+        .args(["relay", "-", "file://out/copy.jsonl"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(b"{\"n\": 1}\n{\"data\": {\"n\": 2}, \"metadata\": {\"topic\": \"t/2\"}}\n\"three\"\n").unwrap();
+    drop(input);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let written = envelopes(&lines(&dir.path().join("out/copy.jsonl")).join("\n"));
+    let data: Vec<_> = written.iter().map(|e| e["data"].clone()).collect();
+    assert_eq!(data, [serde_json::json!({"n": 1}), serde_json::json!({"n": 2}), serde_json::json!("three")]);
+    assert_eq!(written[1]["metadata"]["topic"], "t/2");
+}
+
+#[test]
+fn relay_csv_file_to_stdout_prints_one_envelope_per_row() {
+    let dir = tempdir();
+    write(dir.path(), "in.csv", "sensor,value\na,1\nb,2\n");
+    let o = run_in(dir.path(), &["--log-level", "error", "relay", "file:in.csv?format=csv", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = envelopes(&stdout(&o));
+    let data: Vec<_> = printed.iter().map(|e| e["data"].clone()).collect();
+    assert_eq!(
+        data,
+        [serde_json::json!({"sensor": "a", "value": "1"}), serde_json::json!({"sensor": "b", "value": "2"})]
+    );
+    assert_eq!(printed[0]["metadata"]["topic"], "in.csv");
+    assert_eq!(printed[0]["metadata"]["source"], "source");
+}
+
+#[test]
+fn relay_print_flow_output_passes_check() {
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", "{}\n");
+    let o = run_in(
+        dir.path(),
+        &[
+            "relay",
+            "file:in.jsonl?follow=true",
+            "sqlite://out.db?table=t",
+            "--set",
+            "sink.batch_size=50",
+            "--print-flow",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("\"source -> sink\""), "{text}");
+    assert!(text.contains("config = { path = \"in.jsonl\", follow = true }"), "{text}");
+    assert!(text.contains("config = { path = \"out.db\", table = \"t\", batch_size = 50 }"), "{text}");
+    write(dir.path(), "relay.toml", &text);
+    let checked = run_in(dir.path(), &["check", "relay.toml"]);
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert!(stdout(&checked).contains("ok (2 components, 1 connection)"), "{}", stdout(&checked));
+    assert!(!dir.path().join("out.db").exists(), "--print-flow runs nothing");
+}
+
+#[test]
+fn relay_set_overrides_what_the_uri_says() {
+    let dir = tempdir();
+    write(dir.path(), "in.txt", "one\ntwo\n");
+    let o = run_in(
+        dir.path(),
+        &[
+            "--log-level",
+            "error",
+            "relay",
+            "file:in.txt",
+            "stdout:",
+            "--set",
+            "source.format=lines",
+            "--set",
+            "sink.format=simple",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "\"one\"\n\"two\"\n");
+}
+
+#[test]
+fn relay_refuses_an_unknown_scheme_listing_the_supported_ones() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["relay", "gopher://x/y", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("error: source URI: unknown URI scheme `gopher:` in `gopher://x/y`"), "{err}");
+    assert!(err.contains("sqlite://PATH?table=T") && err.contains("sink (sqlite)"), "{err}");
+    assert!(err.contains("not available yet: mqtt"), "{err}");
+}
+
+#[test]
+fn relay_refuses_sqlite_as_a_source_and_a_bad_set() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["relay", "sqlite://x.db?table=t", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`sqlite:` is not supported as a source"), "{}", stderr(&o));
+    let o = run_in(dir.path(), &["relay", "-", "-", "--set", "format=json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("write `source.KEY=VALUE` or `sink.KEY=VALUE`"), "{}", stderr(&o));
+}
+
+#[test]
+fn relay_reports_a_bad_setting_like_a_flow_file_error() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["relay", "file:in.jsonl?folow=true", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("follow"), "{}", stderr(&o));
+}
