@@ -11,6 +11,7 @@ use std::io::{self, BufRead};
 use std::sync::{Arc, OnceLock};
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
+use fbp_runtime::units::parse_size;
 use fbp_runtime::value;
 use fbp_runtime::{
     BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
@@ -29,18 +30,27 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           with `format = \"json\"` and `file-write` write), whose data becomes the payload and \
           whose topic and headers are kept; blank lines are skipped. `lines`: each line as text. \
           `\\r\\n` endings are removed. A line that does not parse goes to `err` as text and \
-          reading goes on. The component finishes at the end of input and stops at once when the \
+          reading goes on; so does a line longer than `max_line_size` (cut to that size). The component finishes at the end of input and stops at once when the \
           flow shuts down. Delivery is at-most-once: standard input cannot be read again, so \
           lines in flight when the process dies are lost.",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec { name: "out", ty: "json", doc: "one message per line; text with `format = \"lines\"`" }],
-    config: &[KeySpec::new(
-        "format",
-        KeyType::Enum(&["json", "lines"]),
-        "\"json\"",
-        "`json`: JSON lines, envelopes unwrapped; `lines`: each line as text.",
-    )],
+    config: &[
+        KeySpec::new(
+            "format",
+            KeyType::Enum(&["json", "lines"]),
+            "\"json\"",
+            "`json`: JSON lines, envelopes unwrapped; `lines`: each line as text.",
+        ),
+        KeySpec::new(
+            "max_line_size",
+            KeyType::String,
+            "\"1MiB\"",
+            "The longest line read whole, as a size (`\"64KiB\"`, `\"1MiB\"`); a longer one is cut to \
+             this size and sent to `err`, so memory stays bounded. The first instance to run sets it.",
+        ),
+    ],
     delivery: Delivery::AtMostOnce,
     stateless: false,
     example: "[components.input]\ntype = \"stdin\"\nconfig = { format = \"json\" }\n",
@@ -64,16 +74,22 @@ enum Format {
 #[derive(Deserialize)]
 struct Config {
     format: Format,
+    max_line_size: String,
 }
 
+/// A line read: its bytes (at most the limit), and whether it was cut.
+type Line = io::Result<(Vec<u8>, bool)>;
+
 /// Lines of an input, shared by the instances that read it one after another.
-type Lines = Arc<Mutex<mpsc::Receiver<io::Result<Vec<u8>>>>>;
+type Lines = Arc<Mutex<mpsc::Receiver<Line>>>;
 
 /// A built `stdin`.
 struct Stdin {
     format: Format,
-    /// Where its lines come from (standard input, or a test's text).
-    open: fn() -> Lines,
+    /// The longest line read whole.
+    max_line: usize,
+    /// Where its lines come from (standard input, or a test's text), given the limit.
+    open: fn(usize) -> Lines,
 }
 
 /// The out-port's type for this config.
@@ -87,33 +103,33 @@ fn ports(config: &serde_json::Value) -> (Vec<Port>, Vec<Port>) {
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
-    Ok(Instance::task(Stdin { format: config.format, open: stdin_lines }))
+    let max_line = max_line(&config.max_line_size)?;
+    Ok(Instance::task(Stdin { format: config.format, max_line, open: stdin_lines }))
+}
+
+fn max_line(size: &str) -> Result<usize, String> {
+    match parse_size(size) {
+        Ok(0) => Err("`max_line_size` must be more than 0 bytes".into()),
+        Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Err(e) => Err(format!("`max_line_size`: {e}")),
+    }
 }
 
 /// The process's standard input, read by one thread for the whole run.
-fn stdin_lines() -> Lines {
+fn stdin_lines(max_line: usize) -> Lines {
     static LINES: OnceLock<Lines> = OnceLock::new();
-    LINES.get_or_init(|| read_lines(io::BufReader::new(io::stdin()))).clone()
+    LINES.get_or_init(|| read_lines(io::BufReader::new(io::stdin()), max_line)).clone()
 }
 
 /// Starts a thread that reads `input` line by line (without `\n` or `\r\n`)
 /// into a bounded channel; the channel closes at the end or after an error.
-fn read_lines(mut input: impl BufRead + Send + 'static) -> Lines {
+fn read_lines(mut input: impl BufRead + Send + 'static, max_line: usize) -> Lines {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     let spawned = std::thread::Builder::new().name("fbp-stdin".into()).spawn(move || {
         loop {
-            let mut line = Vec::new();
-            let next = match input.read_until(b'\n', &mut line) {
-                Ok(0) => break,
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
-                    }
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    Ok(line)
-                }
+            let next = match read_line(&mut input, max_line) {
+                Ok(None) => break,
+                Ok(Some(line)) => Ok(line),
                 Err(e) => Err(e),
             };
             let failed = next.is_err();
@@ -130,10 +146,38 @@ fn read_lines(mut input: impl BufRead + Send + 'static) -> Lines {
     Arc::new(Mutex::new(rx))
 }
 
+/// The next line, cut to `max` bytes (the rest skipped) and flagged when
+/// longer; an unterminated last line counts; `None` at the end.
+fn read_line(input: &mut impl BufRead, max: usize) -> io::Result<Option<(Vec<u8>, bool)>> {
+    let (mut line, mut too_long, mut any) = (Vec::new(), false, false);
+    loop {
+        let chunk = input.fill_buf()?;
+        if chunk.is_empty() {
+            return Ok(any.then_some((line, too_long)));
+        }
+        any = true;
+        let (used, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let body = &chunk[..used - usize::from(done)];
+        let room = max.saturating_sub(line.len());
+        too_long |= body.len() > room;
+        line.extend_from_slice(&body[..body.len().min(room)]);
+        input.consume(used);
+        if done {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Some((line, too_long)));
+        }
+    }
+}
+
 impl Task for Stdin {
     fn run(self: Box<Self>, ctx: Context) -> TaskFuture {
         Box::pin(async move {
-            let lines = (self.open)();
+            let lines = (self.open)(self.max_line);
             let mut lines = lines.lock().await;
             self.read(&ctx, &mut lines).await
         })
@@ -141,7 +185,7 @@ impl Task for Stdin {
 }
 
 impl Stdin {
-    async fn read(&self, ctx: &Context, lines: &mut mpsc::Receiver<io::Result<Vec<u8>>>) -> Result<(), Failure> {
+    async fn read(&self, ctx: &Context, lines: &mut mpsc::Receiver<Line>) -> Result<(), Failure> {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let next = tokio::select! {
@@ -150,8 +194,13 @@ impl Stdin {
                 next = lines.recv() => next,
             };
             let Some(line) = next else { break };
-            let line = line.map_err(|e| Failure(format!("cannot read standard input: {e}")))?;
-            match self.parse(&line) {
+            let (line, too_long) = line.map_err(|e| Failure(format!("cannot read standard input: {e}")))?;
+            let parsed = if too_long {
+                Err(format!("line longer than max_line_size ({} bytes); cut and skipped", self.max_line))
+            } else {
+                self.parse(&line)
+            };
+            match parsed {
                 Ok(Some(Envelope { payload, topic, headers })) => {
                     let mut meta = ctx.meta();
                     meta.topic = topic.map(Into::into);
@@ -228,13 +277,17 @@ mod tests {
 
     fn build_test(ctx: &BuildContext) -> Result<Instance, String> {
         let config: Config = ctx.parse()?;
-        let open = || read_lines(io::Cursor::new(INPUT.with(|i| *i.borrow()).as_bytes()));
-        Ok(Instance::task(Stdin { format: config.format, open }))
+        let open = |max| read_lines(io::Cursor::new(INPUT.with(|i| *i.borrow()).as_bytes()), max);
+        Ok(Instance::task(Stdin { format: config.format, max_line: max_line(&config.max_line_size)?, open }))
     }
 
     async fn read(format: &str, input: &'static str) -> fbp_runtime::testing::Output {
+        read_with(json!({ "format": format }), input).await
+    }
+
+    async fn read_with(config: serde_json::Value, input: &'static str) -> fbp_runtime::testing::Output {
         INPUT.with(|i| *i.borrow_mut() = input);
-        Harness::new(&TEST_SPEC, json!({ "format": format })).run().await
+        Harness::new(&TEST_SPEC, config).run().await
     }
 
     #[tokio::test]
@@ -272,12 +325,31 @@ mod tests {
         PENDING.set(lines).ok();
         static WAITING: ComponentSpec = ComponentSpec { build: build_waiting, ..SPEC };
         fn build_waiting(_: &BuildContext) -> Result<Instance, String> {
-            Ok(Instance::task(Stdin { format: Format::Json, open: || PENDING.get().expect("set").clone() }))
+            Ok(Instance::task(Stdin {
+                format: Format::Json,
+                max_line: 10,
+                open: |_| PENDING.get().expect("set").clone(),
+            }))
         }
         let mut h = Harness::new(&WAITING, json!({}));
         h.shutdown().cancel();
         let out = tokio::time::timeout(std::time::Duration::from_secs(5), h.run()).await.expect("stops");
         assert!(matches!(out.result, Some(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn a_line_longer_than_the_limit_goes_to_err_cut() {
+        let out = read_with(json!({ "format": "lines", "max_line_size": "4B" }), "abcd\nabcdefgh\nxy").await;
+        assert_eq!(out.json("out"), [r#""abcd""#, r#""xy""#]);
+        let err = out.json("err");
+        assert!(err.len() == 1 && err[0].contains("longer than max_line_size (4 bytes)"), "{err:?}");
+        assert!(err[0].contains(r#""data":"abcd""#), "{err:?}");
+    }
+
+    #[test]
+    fn a_zero_or_bad_max_line_size_is_refused() {
+        assert!(max_line("0B").unwrap_err().contains("more than 0"));
+        assert!(max_line("lots").unwrap_err().starts_with("`max_line_size`"));
     }
 
     #[test]
