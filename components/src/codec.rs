@@ -1,5 +1,5 @@
 //! Payload codecs shared by components: CSV records (`decode`, `encode`,
-//! `file-read`), JSON lines in the wire envelope (`file-read`, `stdin`) and
+//! `file-read`), JSON lines in the wire envelope (`file-read`, `stdin`, `exec`) and
 //! the raw text or bytes of a payload.
 
 pub(crate) mod csv;

@@ -9,7 +9,8 @@
 //!   `delay`, `decode`, `encode`);
 //! - [`io`]: the process's standard input (`stdin`);
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
-//! - [`storage`]: sinks that keep data (`file-write`, `sqlite`).
+//! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
+//! - [`process`]: programs in any language as components (`exec`).
 //!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
 //! [`CATALOGUE`] lists them all, and that list is the only place a new
@@ -19,6 +20,7 @@ mod codec;
 pub mod generate;
 pub mod io;
 pub mod output;
+pub mod process;
 pub mod storage;
 pub mod transform;
 
@@ -47,4 +49,5 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &storage::file_read::SPEC,
     &storage::file_write::SPEC,
     &storage::sqlite::SPEC,
+    &process::exec::SPEC,
 ]);

@@ -1,0 +1,408 @@
+//! The `exec` task: the program, its three pipes, and how it ends.
+//!
+//! Two loops share the program: the writer takes batches from `in`, writes
+//! them to stdin and flushes (waiting while the pipe is full: a slow program
+//! stalls its upstream); the reader turns stdout lines into messages and sends
+//! each before reading the next (a slow downstream stalls the program). The
+//! messages written but not yet done with are kept in [`InFlight`]: until the
+//! flush with `replies = "any"`, until their answer with `replies = "one"`;
+//! what is left there when the program fails goes to the next instance.
+
+use std::collections::VecDeque;
+use std::io;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fbp_runtime::queue::{InPort, OutPort};
+use fbp_runtime::value;
+use fbp_runtime::{Context, Failure, Message, Task, TaskFuture};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::sync::Semaphore;
+
+use super::carry::{self, Kept};
+use super::config::{Exec, Handshake, Mode, Replies};
+use super::protocol::{self, Line};
+use crate::codec::envelope::Envelope;
+
+/// Messages taken from `in` and written at a time.
+const BATCH: usize = 64;
+/// With `replies = "one"`: messages written and not yet answered, at most.
+const MAX_IN_FLIGHT: usize = 1024;
+/// stderr lines quoted in a failure.
+const TAIL: usize = 10;
+/// Programs that may fail with one message the oldest in flight before it goes to `err`.
+const MAX_ATTEMPTS: u32 = 2;
+/// How long to wait for the end of stderr once the program has exited.
+const STDERR_GRACE: Duration = Duration::from_secs(1);
+
+impl Task for Exec {
+    fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
+        Box::pin(async move {
+            let input = ctx.input("in");
+            let out = ctx.output("out");
+            let flight = InFlight::new(carry::take(&ctx), self.replies);
+            let result = self.session(&ctx, input, &out, &flight).await;
+            self.hand_over(&ctx, flight, result.as_ref().err()).await?;
+            result
+        })
+    }
+}
+
+/// The messages written to the program (or about to be) and not yet done with.
+struct InFlight {
+    pending: Mutex<VecDeque<Kept>>,
+    /// With `replies = "one"`: room for more messages in flight.
+    room: Semaphore,
+    replies: Replies,
+    input_ended: AtomicBool,
+}
+
+impl InFlight {
+    fn new(kept: Vec<Kept>, replies: Replies) -> Self {
+        let room = Semaphore::new(MAX_IN_FLIGHT.saturating_sub(kept.len()));
+        InFlight { pending: Mutex::new(kept.into()), room, replies, input_ended: AtomicBool::new(false) }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// With `replies = "one"`: waits until `n` more messages may be in flight.
+    async fn make_room(&self, n: usize) {
+        if self.replies == Replies::One
+            && let Ok(permits) = self.room.acquire_many(u32::try_from(n).unwrap_or(u32::MAX)).await
+        {
+            permits.forget();
+        }
+    }
+
+    /// The batch has been written and flushed: with `replies = "any"` it is done (acknowledged).
+    fn written(&self) {
+        if self.replies == Replies::Any {
+            self.pending().clear();
+        }
+    }
+
+    /// With `replies = "one"`: the message a line of the program answers.
+    fn answered(&self) -> Option<Message> {
+        if self.replies != Replies::One {
+            return None;
+        }
+        let (msg, _) = self.pending().pop_front()?;
+        self.room.add_permits(1);
+        Some(msg)
+    }
+}
+
+/// How the exchange with the program ended.
+enum Ending {
+    /// Its stdout closed: it exits (or has exited) on its own.
+    Closed,
+    /// fbp stopped it: the flow shuts down, or it outlived `stop_timeout`.
+    Stopped,
+    /// It reported an error or did not get ready: the reason, for a failure.
+    Refused(String),
+    /// The component cannot go on (its out-port or err route has gone, stdout broke).
+    Failed(Failure),
+}
+
+impl Exec {
+    async fn session(&self, ctx: &Context, input: InPort, out: &OutPort, flight: &InFlight) -> Result<(), Failure> {
+        let mut child = self.spawn()?;
+        let (Some(mut stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(Failure(format!("`{}` started without its pipes", self.command)));
+        };
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let logger = tokio::spawn(log_stderr(stderr, ctx.name.clone(), tail.clone()));
+        // A program already gone shows in its exit status.
+        let _ = write_flush(&mut stdin, self.command_line.as_bytes()).await;
+        let mut lines = Lines { reader: BufReader::new(stdout), buf: Vec::new() };
+        let ending = match self.handshake(&mut lines).await {
+            Some(refused) => refused,
+            None => self.exchange(ctx, input, out, flight, stdin, &mut lines, &mut child).await,
+        };
+        let status = match ending {
+            Ending::Closed => match tokio::time::timeout(self.stop_timeout, child.wait()).await {
+                Ok(status) => status,
+                Err(_) => self.stop(&mut child, &ctx.name).await,
+            },
+            _ => self.stop(&mut child, &ctx.name).await,
+        };
+        let _ = tokio::time::timeout(STDERR_GRACE, logger).await;
+        let tail = stderr_tail(&tail);
+        match (ending, status) {
+            (Ending::Refused(why), _) => Err(Failure(format!("`{}` {why}{tail}", self.command))),
+            (Ending::Failed(f), _) => Err(f),
+            (Ending::Stopped, _) => Ok(()),
+            (Ending::Closed, Ok(s)) if s.success() => Ok(()),
+            (Ending::Closed, Ok(s)) => Err(Failure(format!("`{}` failed: {s}{tail}", self.command))),
+            (Ending::Closed, Err(e)) => Err(Failure(format!("cannot wait for `{}`: {e}", self.command))),
+        }
+    }
+
+    fn spawn(&self) -> Result<Child, Failure> {
+        Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&self.cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Failure(format!("cannot start `{}` in `{}`: {e}", self.command, self.cwd.display())))
+    }
+
+    /// Reads the ready line where it is required; `Some` when the program refused or did not answer.
+    async fn handshake(&self, lines: &mut Lines) -> Option<Ending> {
+        if self.handshake != Handshake::Required {
+            return None;
+        }
+        let refused = match tokio::time::timeout(self.ready_timeout, lines.next()).await {
+            Err(_) => format!(
+                "did not answer {{\"status\": \"ready\"}} within {}",
+                humantime::format_duration(self.ready_timeout)
+            ),
+            Ok(Ok(Some(line))) => match protocol::parse(&line) {
+                Line::Ready => return None,
+                Line::Error(message) => format!("reported an error: {message}"),
+                _ => format!(
+                    "answered `{}` where {{\"status\": \"ready\"}} was expected",
+                    String::from_utf8_lossy(&line)
+                ),
+            },
+            Ok(_) => "exited before answering {\"status\": \"ready\"}".into(),
+        };
+        Some(Ending::Refused(refused))
+    }
+
+    /// Runs the writer and the reader until the program closes its stdout, or is stopped.
+    #[allow(clippy::too_many_arguments)]
+    async fn exchange(
+        &self,
+        ctx: &Context,
+        input: InPort,
+        out: &OutPort,
+        flight: &InFlight,
+        stdin: ChildStdin,
+        lines: &mut Lines,
+        child: &mut Child,
+    ) -> Ending {
+        let writer = self.write_loop(stdin, input, flight);
+        let reader = self.read_loop(ctx, lines, out, flight);
+        tokio::pin!(writer, reader);
+        tokio::select! {
+            ending = &mut reader => ending,
+            () = &mut writer => match tokio::time::timeout(self.stop_timeout, &mut reader).await {
+                // stdin is closed (the input ended, or the program is gone): it has `stop_timeout` to finish.
+                Ok(ending) => ending,
+                Err(_) => {
+                    let _ = self.stop(child, &ctx.name).await;
+                    stopped(reader.await)
+                }
+            },
+            () = ctx.shutdown().cancelled(), if self.mode == Mode::Source => {
+                let _ = self.stop(child, &ctx.name).await;
+                // What it wrote before it exited is still sent.
+                stopped(reader.await)
+            }
+        }
+    }
+
+    /// Writes batches from `in` to stdin; returns (closing stdin) when the input ends or the pipe breaks.
+    async fn write_loop(&self, mut stdin: ChildStdin, mut input: InPort, flight: &InFlight) {
+        if self.mode == Mode::Source {
+            // A source's stdin stays open until the program is stopped.
+            let _stdin = stdin;
+            return std::future::pending().await;
+        }
+        // What the last instance left is written first.
+        let kept: Vec<Message> = flight.pending().iter().map(|(m, _)| m.clone()).collect();
+        if !kept.is_empty() && write_flush(&mut stdin, &render(&kept)).await.is_err() {
+            return;
+        }
+        flight.written();
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            if !input.recv_many(&mut batch, BATCH).await {
+                flight.input_ended.store(true, Ordering::Relaxed);
+                return;
+            }
+            let text = render(&batch);
+            let n = batch.len();
+            flight.pending().extend(batch.drain(..).map(|m| (m, 0)));
+            flight.make_room(n).await;
+            if write_flush(&mut stdin, &text).await.is_err() {
+                // The program is gone; the batch stays in flight for the next one.
+                return;
+            }
+            flight.written();
+        }
+    }
+
+    /// Turns stdout lines into messages until stdout closes.
+    async fn read_loop(&self, ctx: &Context, lines: &mut Lines, out: &OutPort, flight: &InFlight) -> Ending {
+        loop {
+            let line = match lines.next().await {
+                Ok(Some(line)) => line,
+                Ok(None) => return Ending::Closed,
+                Err(e) => return Ending::Failed(Failure(format!("cannot read the stdout of `{}`: {e}", self.command))),
+            };
+            let sent = match protocol::parse(&line) {
+                Line::Blank | Line::Ready => continue,
+                Line::Error(message) => return Ending::Refused(format!("reported an error: {message}")),
+                Line::Data(env) => out.send(message(ctx, env, flight.answered())).await.map_err(Failure::from),
+                Line::Garbage(e) => {
+                    let text = value::string(String::from_utf8_lossy(&line));
+                    let env = Envelope { payload: text, topic: None, headers: Default::default() };
+                    let msg = message(ctx, env, flight.answered());
+                    ctx.reject(&msg, &format!("bad line from `{}`: {e}", self.command)).await
+                }
+            };
+            if let Err(f) = sent {
+                return Ending::Failed(f);
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `stop_timeout`; the exit status.
+    async fn stop(&self, child: &mut Child, name: &str) -> io::Result<ExitStatus> {
+        if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            // It may have exited already; then there is nothing to stop.
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        match tokio::time::timeout(self.stop_timeout, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                tracing::warn!(component = %name, command = %self.command, "Program ignored SIGTERM; killing it.");
+                child.kill().await?;
+                child.wait().await
+            }
+        }
+    }
+
+    /// Leaves what is still in flight to the next instance (or to `err`).
+    async fn hand_over(&self, ctx: &Context, flight: InFlight, failure: Option<&Failure>) -> Result<(), Failure> {
+        let input_ended = flight.input_ended.load(Ordering::Relaxed);
+        let mut kept: Vec<Kept> = flight.pending.into_inner().unwrap_or_else(|p| p.into_inner()).into();
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let Some(failure) = failure.filter(|_| !input_ended || self.replies == Replies::One) else {
+            // The program ended well with its input: nothing will write these again.
+            for (msg, _) in &kept {
+                ctx.reject(msg, &format!("`{}` exited without answering it", self.command)).await?;
+            }
+            return Ok(());
+        };
+        if self.replies == Replies::One {
+            // The oldest message in flight is the one the program was working on.
+            kept[0].1 += 1;
+            if kept[0].1 >= MAX_ATTEMPTS {
+                let (msg, attempts) = kept.remove(0);
+                let error =
+                    format!("`{}` failed {attempts} times with this message in flight: {failure}", self.command);
+                ctx.reject(&msg, &error).await?;
+            }
+        }
+        carry::leave(ctx, kept);
+        Ok(())
+    }
+}
+
+/// After a stop, what the reader says unless it ended well.
+fn stopped(ending: Ending) -> Ending {
+    match ending {
+        Ending::Closed => Ending::Stopped,
+        other => other,
+    }
+}
+
+/// A message from an envelope: the answered message's metadata and acknowledgement
+/// where there is one, else fresh metadata; the envelope's topic and headers win.
+fn message(ctx: &Context, env: Envelope, answered: Option<Message>) -> Message {
+    let (mut meta, ack) = match answered {
+        Some(m) => ((*m.meta).clone(), m.ack),
+        None => (ctx.meta(), None),
+    };
+    if let Some(topic) = env.topic {
+        meta.topic = Some(topic.into());
+    }
+    if !env.headers.is_empty() {
+        meta.headers = env.headers;
+    }
+    Message { payload: env.payload, meta: Arc::new(meta), ack }
+}
+
+/// Envelopes, one per line.
+fn render(batch: &[Message]) -> Vec<u8> {
+    let mut text = Vec::new();
+    for msg in batch {
+        text.extend_from_slice(msg.to_envelope().as_bytes());
+        text.push(b'\n');
+    }
+    text
+}
+
+async fn write_flush(stdin: &mut ChildStdin, bytes: &[u8]) -> io::Result<()> {
+    stdin.write_all(bytes).await?;
+    stdin.flush().await
+}
+
+/// stdout, line by line.
+struct Lines {
+    reader: BufReader<ChildStdout>,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// The next line without its line ending; `None` at the end.
+    async fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.buf.clear();
+        if self.reader.read_until(b'\n', &mut self.buf).await? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(trim_newline(&self.buf).to_vec()))
+    }
+}
+
+fn trim_newline(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Logs each stderr line, keeping the last few for a failure.
+async fn log_stderr(stderr: ChildStderr, name: Arc<str>, tail: Arc<Mutex<VecDeque<String>>>) {
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(trim_newline(&buf)).into_owned();
+        tracing::info!(component = %name, stderr = %line, "Program wrote to stderr.");
+        let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+        if tail.len() == TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// The last stderr lines, for a failure; empty when there were none.
+fn stderr_tail(tail: &Mutex<VecDeque<String>>) -> String {
+    let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+    if tail.is_empty() {
+        return String::new();
+    }
+    format!("; stderr: {}", tail.iter().map(String::as_str).collect::<Vec<_>>().join(" | "))
+}
