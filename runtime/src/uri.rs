@@ -182,13 +182,21 @@ pub enum UriError {
 
 /// The supported schemes with their roles, one a line, and those not available yet.
 pub fn supported() -> String {
+    let rows: Vec<(&str, String, &str)> = SCHEMES
+        .iter()
+        .map(|s| {
+            let roles: Vec<String> = [(Role::Source, s.source), (Role::Sink, s.sink)]
+                .iter()
+                .filter_map(|(role, ty)| ty.map(|ty| format!("{role} ({ty})")))
+                .collect();
+            (s.form, roles.join(", "), s.doc)
+        })
+        .collect();
+    let form_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let roles_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0);
     let mut text = String::from("supported URIs:\n");
-    for s in SCHEMES {
-        let roles: Vec<String> = [(Role::Source, s.source), (Role::Sink, s.sink)]
-            .iter()
-            .filter_map(|(role, ty)| ty.map(|ty| format!("{role} ({ty})")))
-            .collect();
-        text.push_str(&format!("  {:<22} {:<38} {}\n", s.form, roles.join(", "), s.doc));
+    for (form, roles, doc) in rows {
+        text.push_str(&format!("  {form:<form_width$}  {roles:<roles_width$}  {doc}\n"));
     }
     text.push_str(&format!("not available yet: {}\n", PLANNED.join(", ")));
     text
