@@ -78,7 +78,8 @@ pub(crate) enum Command {
     ///
     /// URIs: `file:PATH` (JSON lines; `?format=csv|lines`; `?follow=true` as a source),
     /// `-` or `stdin:` / `stdout:` (standard input or output), `sqlite://PATH?table=T`
-    /// (a sink). Query pairs become config settings of the component.
+    /// (a sink), `exec:PROGRAM?arg=A&arg=B` (a JSON-lines program). Query pairs become
+    /// config settings of the component.
     Relay {
         /// Where messages come from.
         source: String,

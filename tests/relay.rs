@@ -138,3 +138,32 @@ fn relay_reports_a_bad_setting_like_a_flow_file_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("follow"), "{}", stderr(&o));
 }
+
+#[test]
+fn relay_exec_to_stdout_prints_what_the_program_writes() {
+    let dir = tempdir();
+    let provider = write(
+        dir.path(),
+        "count.sh",
+        "#!/bin/sh\nread command\nfor i in 1 2 3; do echo \"{\\\"data\\\": {\\\"n\\\": $i}, \\\"metadata\\\": {\\\"topic\\\": \\\"$1\\\"}}\"; done\n",
+    );
+    std::fs::set_permissions(&provider, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = run_in(dir.path(), &["--log-level", "error", "relay", "exec:./count.sh?arg=counts", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let printed = envelopes(&stdout(&o));
+    let data: Vec<_> = printed.iter().map(|e| e["data"]["n"].clone()).collect();
+    assert_eq!(data, [1, 2, 3]);
+    assert!(printed.iter().all(|e| e["metadata"]["topic"] == "counts"), "{printed:?}");
+}
+
+#[test]
+fn relay_file_to_exec_writes_the_command_then_one_envelope_per_line() {
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", "{\"a\": 1}\n{\"a\": 2}\n");
+    let o = run_in(dir.path(), &["relay", "file:in.jsonl", "exec:sh?arg=-c&arg=cat%20>%20got.jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = envelopes(&lines(&dir.path().join("got.jsonl")).join("\n"));
+    assert_eq!(got[0], serde_json::json!({"command": "run", "config": {}}));
+    let data: Vec<_> = got[1..].iter().map(|e| e["data"].clone()).collect();
+    assert_eq!(data, [serde_json::json!({"a": 1}), serde_json::json!({"a": 2})]);
+}

@@ -15,11 +15,14 @@
 //! the `url` crate); each pair becomes a config setting of the component
 //! (`file:in.csv?format=csv&delimiter=%3B`), checked against its declaration
 //! like any setting. `-` is standard input as a source, standard output as a
-//! sink.
+//! sink. `exec:PROGRAM?arg=A&arg=B` runs a program as `exec` does: each `arg`
+//! pair is one argument, in order, and the mode follows the role.
 
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
+
+use crate::launch::quote;
 
 /// Which end of a relay a URI is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +119,22 @@ pub static SCHEMES: &[Scheme] = &[
         source: None,
         sink: Some("sqlite"),
         config: sqlite,
+    },
+    Scheme {
+        names: &["exec"],
+        form: "exec:PROGRAM?arg=A&arg=B",
+        doc: "a program speaking JSON lines (DStream provider): its stdout",
+        source: Some("exec"),
+        sink: None,
+        config: exec_source,
+    },
+    Scheme {
+        names: &["exec"],
+        form: "exec:PROGRAM?arg=A&arg=B",
+        doc: "a program speaking JSON lines (DStream provider): its stdin",
+        source: None,
+        sink: Some("exec"),
+        config: exec_sink,
     },
 ];
 
@@ -290,6 +309,32 @@ fn sqlite(uri: &Uri) -> Result<Settings, String> {
     path_and_query(uri).map_err(|_| "no database path; write `sqlite://PATH?table=T`".into())
 }
 
+/// `exec` as a source: the program writes the messages.
+fn exec_source(uri: &Uri) -> Result<Settings, String> {
+    exec(uri, "source")
+}
+
+/// `exec` as a sink: the program reads the messages.
+fn exec_sink(uri: &Uri) -> Result<Settings, String> {
+    exec(uri, "sink")
+}
+
+/// `command` from the path, `args` from each `arg` pair in order, the mode,
+/// then the other pairs as settings (`handshake`, `stop_timeout`, ...).
+fn exec(uri: &Uri, mode: &str) -> Result<Settings, String> {
+    if uri.path.is_empty() {
+        return Err("no program; write e.g. `exec:./provider.py?arg=--verbose`".into());
+    }
+    let (args, rest): (Vec<_>, Vec<_>) = uri.query.iter().cloned().partition(|(k, _)| k == "arg");
+    let args: Vec<String> = args.iter().map(|(_, v)| quote(v)).collect();
+    let base = vec![
+        ("command".into(), uri.path.clone()),
+        ("args".into(), format!("[{}]", args.join(", "))),
+        ("mode".into(), mode.into()),
+    ];
+    Ok(with_query(base, &Uri { query: rest, ..uri.clone() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +416,27 @@ mod tests {
         assert!(no_table.contains("no table; write `sqlite://PATH?table=T`"), "{no_table}");
         let no_path = resolve("sqlite://?table=t", Role::Sink).unwrap_err().to_string();
         assert!(no_path.contains("no database path"), "{no_path}");
+    }
+
+    #[test]
+    fn exec_takes_the_program_its_args_and_the_mode_of_its_role() {
+        assert_eq!(
+            endpoint("exec:./provider.py?arg=--rate&arg=a%20b&handshake=required", Role::Source),
+            (
+                "exec",
+                settings(&[
+                    ("command", "./provider.py"),
+                    ("args", r#"["--rate", "a b"]"#),
+                    ("mode", "source"),
+                    ("handshake", "required")
+                ])
+            )
+        );
+        assert_eq!(
+            endpoint("exec:cat", Role::Sink),
+            ("exec", settings(&[("command", "cat"), ("args", "[]"), ("mode", "sink")]))
+        );
+        assert!(matches!(resolve("exec:?arg=1", Role::Source), Err(UriError::Bad { .. })));
     }
 
     #[test]
