@@ -4,7 +4,9 @@
 //!
 //! `--set source.KEY=VALUE` and `--set sink.KEY=VALUE` add a config setting to
 //! one end, or replace what its URI set; values are typed by the component's
-//! declared keys, as `launch` types its settings.
+//! declared keys, as `launch` types its settings. The flow is loaded like a
+//! flow file, so `${VAR}` in a URI or a setting is substituted from the
+//! environment, and relative paths are taken from the current folder.
 
 use crate::launch::{component_table, quote};
 use crate::spec::Catalogue;
