@@ -3,6 +3,7 @@
 
 mod catalogue;
 mod cli;
+mod exec;
 mod flow_errors;
 mod relay;
 mod run;

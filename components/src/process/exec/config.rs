@@ -196,6 +196,8 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         return Err("`stop_timeout` must be more than 0s".into());
     }
     let cwd = config.cwd.as_deref().map_or_else(|| ctx.base_dir.clone(), |c| ctx.path(c));
+    // A flow file named without a folder has an empty one: the current folder.
+    let cwd = if cwd.as_os_str().is_empty() { PathBuf::from(".") } else { cwd };
     Ok(Instance::task(Exec {
         program: program(&config.command, &cwd),
         command: config.command,
