@@ -98,10 +98,12 @@ fn writing_components_guide_matches_the_code() {
     let mut checked = 0;
     for part in guide.split("<!-- file: ").skip(1) {
         let (path, rest) = part.split_once(" -->").unwrap();
-        let block = rest.split("```rust\n").nth(1).and_then(|b| b.split("\n```").next()).unwrap();
+        // The fenced block after the marker, whatever its language.
+        let fenced = rest.split_once("```").unwrap().1;
+        let block = fenced.split_once('\n').unwrap().1.split("\n```").next().unwrap();
         let code = std::fs::read_to_string(root().join(path)).unwrap();
         assert!(code.contains(block), "docs/writing-components.md quotes {path}, but the code changed:\n{block}");
         checked += 1;
     }
-    assert!(checked >= 4, "the guide quotes the walk-through component");
+    assert!(checked >= 5, "the guide quotes the walk-through component and an exec provider");
 }
