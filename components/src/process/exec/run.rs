@@ -295,10 +295,15 @@ impl Exec {
         if kept.is_empty() {
             return Ok(());
         }
-        let Some(failure) = failure.filter(|_| !input_ended || self.replies == Replies::One) else {
-            // The program ended well with its input: nothing will write these again.
-            for (msg, _) in &kept {
-                ctx.reject(msg, &format!("`{}` exited without answering it", self.command)).await?;
+        let Some(failure) = failure else {
+            if input_ended {
+                // The program ended well with its input: nothing will write these again.
+                for (msg, _) in &kept {
+                    ctx.reject(msg, &format!("`{}` exited without answering it", self.command)).await?;
+                }
+            } else {
+                // It stopped while its input is open: the supervisor starts it again.
+                carry::leave(ctx, kept);
             }
             return Ok(());
         };

@@ -135,3 +135,26 @@ async fn with_one_reply_per_line_a_restarted_program_gets_what_was_not_answered(
     assert!(matches!(second.result, Some(Ok(()))), "{:?}", second.result);
     assert_eq!(second.json("out"), ["1", "2", "3", "4"]);
 }
+
+#[tokio::test]
+async fn with_one_reply_per_line_a_message_that_crashes_the_program_twice_goes_to_err() {
+    let script =
+        r#"read -r cmd; read -r line; case "$line" in *'"data":0,'*) exit 1;; esac; printf '%s\n' "$line"; exec cat"#;
+    let mut h = sh(script, json!({"replies": "one"}));
+    for i in 0..3 {
+        h.push("in", value::int(i));
+    }
+    let first = h.run_to_end().await;
+    assert!(first.json("err").is_empty() && first.json("out").is_empty());
+    let second = h.run_to_end().await;
+    let errors = second.json("err");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("failed 2 times with this message in flight") && errors[0].contains("\"data\":0"),
+        "{}",
+        errors[0]
+    );
+    let third = h.run_to_end().await;
+    assert!(matches!(third.result, Some(Ok(()))), "{:?}", third.result);
+    assert_eq!(third.json("out"), ["1", "2"]);
+}
