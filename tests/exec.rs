@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
-use crate::util::{fbp, lines, root, stderr, summary, tempdir, write};
+use crate::util::{fbp, lines, root, signal, stderr, summary, tempdir, wait_until, write};
 
 /// Runs the flow `dir/flow.toml` with JSON logs; the output.
 fn run_flow(dir: &Path, flow: &str) -> std::process::Output {
@@ -31,6 +32,29 @@ fn the_example_providers_run_through_fbp() {
     let expected: Vec<String> = (1..=50).map(|n| format!("{{\"count\": {n}}}")).collect();
     assert_eq!(lines(&out), expected);
     assert!(stderr(&o).contains("counter: counting every 0.0s up to 50"), "the provider's stderr is logged");
+}
+
+#[test]
+fn an_endless_provider_is_stopped_with_sigterm_when_the_flow_is_interrupted() {
+    let dir = tempdir();
+    let out = dir.path().join("counts.txt");
+    let mut child = fbp()
+        .arg("run")
+        .arg(root().join("flows/examples/exec-providers.toml"))
+        .env("EXEC_INTERVAL", "0.01")
+        .env("EXEC_MAX_COUNT", "0")
+        .env("EXEC_OUT", &out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || lines(&out).len() >= 3), "no counts arrived");
+    signal(&child, "INT");
+    assert!(wait_until(Duration::from_secs(20), || child.try_wait().unwrap().is_some()), "fbp did not stop");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let counts = lines(&out);
+    let expected: Vec<String> = (1..=counts.len()).map(|n| format!("{{\"count\": {n}}}")).collect();
+    assert_eq!(counts, expected, "every count written, in order, none lost on the way out");
 }
 
 #[test]
