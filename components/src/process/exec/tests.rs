@@ -158,3 +158,16 @@ async fn with_one_reply_per_line_a_message_that_crashes_the_program_twice_goes_t
     assert!(matches!(third.result, Some(Ok(()))), "{:?}", third.result);
     assert_eq!(third.json("out"), ["1", "2"]);
 }
+
+#[tokio::test]
+async fn a_program_that_does_not_read_stalls_its_input() {
+    let mut h = sh("read -r cmd; exec sleep 30", json!({}));
+    for i in 0..60_000 {
+        h.push("in", value::int(i));
+    }
+    // The run cannot end: the program reads nothing, so fbp stops taking input once the pipe is full.
+    let stalled = tokio::time::timeout(Duration::from_millis(500), h.run_to_end()).await;
+    assert!(stalled.is_err());
+    let taken = h.metrics().received.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(taken < 5_000, "took {taken} of 60000 messages into a pipe nobody reads");
+}
