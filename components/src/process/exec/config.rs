@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
+use fbp_runtime::units::parse_size;
 use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
@@ -23,7 +24,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           `{\"data\": .., \"metadata\": {..}}` becomes a message (its topic and headers kept, base64 \
           data with `\"encoding\": \"base64\"` becomes bytes) and each message sent to the \
           component is written to stdin as such an envelope, one per line. A stdout line that is \
-          not JSON or not an envelope goes to `err` as text and the stream goes on. stderr lines \
+          not JSON or not an envelope goes to `err` as text and the stream goes on (so does a line \
+          longer than `max_line_size`, cut). stderr lines \
           go to fbp's log, tagged with the component name. `mode` sets the ports: `source` (out \
           only; stdin stays open after the command line), `transform` (in and out), `sink` (in \
           only). Back-pressure holds: messages are written to stdin one batch at a time and \
@@ -96,6 +98,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "How long the program has to exit once its stdin is closed, and again after SIGTERM before SIGKILL.",
         ),
         KeySpec::new(
+            "max_line_size",
+            KeyType::String,
+            "\"1MiB\"",
+            "The longest stdout line read whole, as a size (`\"64KiB\"`, `\"1MiB\"`); a longer one is cut to \
+             this size and sent to `err`, so memory stays bounded.",
+        ),
+        KeySpec::new(
             "replies",
             KeyType::Enum(&["any", "one"]),
             "\"any\"",
@@ -156,6 +165,7 @@ struct Config {
     #[serde(deserialize_with = "fbp_runtime::units::duration")]
     stop_timeout: Duration,
     replies: Replies,
+    max_line_size: String,
 }
 
 /// An `exec` instance, ready to start its program.
@@ -175,6 +185,8 @@ pub(super) struct Exec {
     pub(super) ready_timeout: Duration,
     pub(super) stop_timeout: Duration,
     pub(super) replies: Replies,
+    /// The longest stdout line read whole, in bytes.
+    pub(super) max_line: usize,
 }
 
 fn ports(config: &serde_json::Value) -> (Vec<Port>, Vec<Port>) {
@@ -195,6 +207,11 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     if config.stop_timeout.is_zero() {
         return Err("`stop_timeout` must be more than 0s".into());
     }
+    let max_line = match parse_size(&config.max_line_size) {
+        Ok(0) => return Err("`max_line_size` must be more than 0 bytes".into()),
+        Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        Err(e) => return Err(format!("`max_line_size`: {e}")),
+    };
     let cwd = config.cwd.as_deref().map_or_else(|| ctx.base_dir.clone(), |c| ctx.path(c));
     // A flow file named without a folder has an empty one: the current folder.
     let cwd = if cwd.as_os_str().is_empty() { PathBuf::from(".") } else { cwd };
@@ -210,6 +227,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         ready_timeout: config.ready_timeout,
         stop_timeout: config.stop_timeout,
         replies: config.replies,
+        max_line,
     }))
 }
 

@@ -123,7 +123,7 @@ impl Exec {
         let logger = tokio::spawn(log_stderr(stderr, ctx.name.clone(), tail.clone()));
         // A program already gone shows in its exit status.
         let _ = write_flush(&mut stdin, self.command_line.as_bytes()).await;
-        let mut lines = Lines { reader: BufReader::new(stdout), buf: Vec::new() };
+        let mut lines = Lines { reader: BufReader::new(stdout), max: self.max_line };
         let ending = match self.handshake(&mut lines).await {
             Some(refused) => refused,
             None => self.exchange(ctx, input, out, flight, stdin, &mut lines, &mut child).await,
@@ -170,12 +170,12 @@ impl Exec {
                 "did not answer {{\"status\": \"ready\"}} within {}",
                 humantime::format_duration(self.ready_timeout)
             ),
-            Ok(Ok(Some(line))) => match protocol::parse(&line) {
+            Ok(Ok(Some(line))) => match protocol::parse(&line.bytes) {
                 Line::Ready => return None,
                 Line::Error(message) => format!("reported an error: {message}"),
                 _ => format!(
                     "answered `{}` where {{\"status\": \"ready\"}} was expected",
-                    String::from_utf8_lossy(&line)
+                    String::from_utf8_lossy(&line.bytes)
                 ),
             },
             Ok(_) => "exited before answering {\"status\": \"ready\"}".into(),
@@ -255,21 +255,32 @@ impl Exec {
                 Ok(None) => return Ending::Closed,
                 Err(e) => return Ending::Failed(Failure(format!("cannot read the stdout of `{}`: {e}", self.command))),
             };
-            let sent = match protocol::parse(&line) {
+            if line.too_long {
+                let error = format!("line longer than max_line_size ({} bytes); cut", self.max_line);
+                if let Err(f) = self.reject_line(ctx, &line.bytes, flight, &error).await {
+                    return Ending::Failed(f);
+                }
+                continue;
+            }
+            let sent = match protocol::parse(&line.bytes) {
                 Line::Blank | Line::Ready => continue,
                 Line::Error(message) => return Ending::Refused(format!("reported an error: {message}")),
                 Line::Data(env) => out.send(message(ctx, env, flight.answered())).await.map_err(Failure::from),
                 Line::Garbage(e) => {
-                    let text = value::string(String::from_utf8_lossy(&line));
-                    let env = Envelope { payload: text, topic: None, headers: Default::default() };
-                    let msg = message(ctx, env, flight.answered());
-                    ctx.reject(&msg, &format!("bad line from `{}`: {e}", self.command)).await
+                    self.reject_line(ctx, &line.bytes, flight, &format!("bad line from `{}`: {e}", self.command)).await
                 }
             };
             if let Err(f) = sent {
                 return Ending::Failed(f);
             }
         }
+    }
+
+    /// Sends a stdout line to `err` as text (with the answered message's acknowledgement).
+    async fn reject_line(&self, ctx: &Context, bytes: &[u8], flight: &InFlight, error: &str) -> Result<(), Failure> {
+        let text = value::string(String::from_utf8_lossy(bytes));
+        let env = Envelope { payload: text, topic: None, headers: Default::default() };
+        ctx.reject(&message(ctx, env, flight.answered()), error).await
     }
 
     /// SIGTERM, then SIGKILL after `stop_timeout`; the exit status.
@@ -361,20 +372,42 @@ async fn write_flush(stdin: &mut ChildStdin, bytes: &[u8]) -> io::Result<()> {
     stdin.flush().await
 }
 
-/// stdout, line by line.
+/// stdout, line by line, each at most `max` bytes.
 struct Lines {
     reader: BufReader<ChildStdout>,
-    buf: Vec<u8>,
+    max: usize,
+}
+
+/// A line of stdout without its line ending, cut to `max` bytes when `too_long`.
+struct StdoutLine {
+    bytes: Vec<u8>,
+    too_long: bool,
 }
 
 impl Lines {
-    /// The next line without its line ending; `None` at the end.
-    async fn next(&mut self) -> io::Result<Option<Vec<u8>>> {
-        self.buf.clear();
-        if self.reader.read_until(b'\n', &mut self.buf).await? == 0 {
-            return Ok(None);
+    /// The next line; `None` at the end. A longer line than `max` is cut and the rest skipped.
+    async fn next(&mut self) -> io::Result<Option<StdoutLine>> {
+        let mut line = StdoutLine { bytes: Vec::new(), too_long: false };
+        loop {
+            let chunk = self.reader.fill_buf().await?;
+            if chunk.is_empty() {
+                let end = line.bytes.is_empty() && !line.too_long;
+                return Ok((!end).then_some(line));
+            }
+            let newline = chunk.iter().position(|&b| b == b'\n');
+            let part = newline.map_or(chunk, |i| &chunk[..i]);
+            let room = self.max.saturating_sub(line.bytes.len());
+            line.too_long |= part.len() > room;
+            line.bytes.extend_from_slice(&part[..part.len().min(room)]);
+            let used = newline.map_or(chunk.len(), |i| i + 1);
+            self.reader.consume(used);
+            if newline.is_some() {
+                if line.bytes.last() == Some(&b'\r') {
+                    line.bytes.pop();
+                }
+                return Ok(Some(line));
+            }
         }
-        Ok(Some(trim_newline(&self.buf).to_vec()))
     }
 }
 

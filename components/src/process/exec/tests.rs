@@ -171,3 +171,15 @@ async fn a_program_that_does_not_read_stalls_its_input() {
     let taken = h.metrics().received.load(std::sync::atomic::Ordering::Relaxed);
     assert!(taken < 5_000, "took {taken} of 60000 messages into a pipe nobody reads");
 }
+
+#[tokio::test]
+async fn a_stdout_line_longer_than_max_line_size_is_cut_and_goes_to_err() {
+    let script = r#"read -r cmd; printf '%0100d\n' 0; echo '{"data":1,"metadata":{}}'"#;
+    let out = sh(script, json!({"max_line_size": "32B"})).run_to_end().await;
+    assert!(matches!(out.result, Some(Ok(()))), "{:?}", out.result);
+    assert_eq!(out.json("out"), ["1"]);
+    let errors = out.json("err");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("longer than max_line_size (32 bytes)"), "{}", errors[0]);
+    assert!(errors[0].contains(&format!("\"data\":\"{}\"", "0".repeat(32))), "{}", errors[0]);
+}
