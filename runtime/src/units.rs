@@ -30,6 +30,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("`{s}` is not a size ({e}); write it like \"512KiB\", \"10MiB\" or \"1GB\""))
 }
 
+/// The size in config key `key`, which must be more than zero bytes.
+pub fn positive_size(key: &str, s: &str) -> Result<usize, String> {
+    match parse_size(s) {
+        Ok(0) => Err(format!("`{key}` must be more than 0 bytes")),
+        Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        Err(e) => Err(format!("`{key}`: {e}")),
+    }
+}
+
 /// `#[serde(deserialize_with = "fbp_runtime::units::size")]`
 pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let s = String::deserialize(d)?;

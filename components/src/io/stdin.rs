@@ -17,7 +17,7 @@ mod run;
 mod tests;
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
-use fbp_runtime::units::parse_size;
+use fbp_runtime::units::positive_size;
 use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
@@ -99,9 +99,5 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
 }
 
 fn max_line(size: &str) -> Result<usize, String> {
-    match parse_size(size) {
-        Ok(0) => Err("`max_line_size` must be more than 0 bytes".into()),
-        Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        Err(e) => Err(format!("`max_line_size`: {e}")),
-    }
+    positive_size("max_line_size", size)
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
-use fbp_runtime::units::parse_size;
+use fbp_runtime::units::positive_size;
 use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
@@ -182,11 +182,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     if config.poll_interval.is_zero() {
         return Err("`poll_interval` must be more than 0s".into());
     }
-    let max_line = match parse_size(&config.max_line_size) {
-        Ok(0) => return Err("`max_line_size` must be more than 0 bytes".into()),
-        Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        Err(e) => return Err(format!("`max_line_size`: {e}")),
-    };
+    let max_line = positive_size("max_line_size", &config.max_line_size)?;
     Ok(Instance::task(FileRead {
         topic: config.path.as_str().into(),
         path: ctx.path(&config.path),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
-use fbp_runtime::units::parse_size;
+use fbp_runtime::units::positive_size;
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
     BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
@@ -133,11 +133,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
 }
 
 fn rotation(max_size: &str, max_files: i64) -> Result<Rotation, String> {
-    let max_size = match parse_size(max_size) {
-        Ok(0) => return Err("`max_size` must be more than 0 bytes".into()),
-        Ok(n) => n,
-        Err(e) => return Err(format!("`max_size`: {e}")),
-    };
+    let max_size = positive_size("max_size", max_size)? as u64;
     let max_files =
         u64::try_from(max_files).map_err(|_| format!("`max_files` must be 0 or more, found {max_files}"))?;
     Ok(Rotation { max_size, max_files })

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
-use fbp_runtime::units::parse_size;
+use fbp_runtime::units::positive_size;
 use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
@@ -207,11 +207,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     if config.stop_timeout.is_zero() {
         return Err("`stop_timeout` must be more than 0s".into());
     }
-    let max_line = match parse_size(&config.max_line_size) {
-        Ok(0) => return Err("`max_line_size` must be more than 0 bytes".into()),
-        Ok(n) => usize::try_from(n).unwrap_or(usize::MAX),
-        Err(e) => return Err(format!("`max_line_size`: {e}")),
-    };
+    let max_line = positive_size("max_line_size", &config.max_line_size)?;
     let cwd = config.cwd.as_deref().map_or_else(|| ctx.base_dir.clone(), |c| ctx.path(c));
     // A flow file named without a folder has an empty one: the current folder.
     let cwd = if cwd.as_os_str().is_empty() { PathBuf::from(".") } else { cwd };
