@@ -114,6 +114,13 @@ impl Harness {
         self.metrics.clone()
     }
 
+    /// Runs `spec` with `config` over `payloads` on its `in` port; what it sent, port by port.
+    pub async fn run_payloads(spec: &'static ComponentSpec, config: serde_json::Value, payloads: Vec<Value>) -> Output {
+        let mut h = Harness::new(spec, config);
+        payloads.into_iter().for_each(|p| h.push("in", p));
+        h.run_to_end().await
+    }
+
     /// Builds the component, closes its inputs, runs it to its end and collects its output.
     pub async fn run_to_end(&mut self) -> Output {
         for (_, q) in &self.inputs {

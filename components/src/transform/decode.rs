@@ -150,9 +150,7 @@ mod tests {
     use serde_json::json;
 
     async fn decode(config: serde_json::Value, payloads: Vec<Value>) -> Output {
-        let mut h = Harness::new(&super::SPEC, config);
-        payloads.into_iter().for_each(|p| h.push("in", p));
-        h.run_to_end().await
+        Harness::run_payloads(&super::SPEC, config, payloads).await
     }
 
     fn text(s: &str) -> Value {
