@@ -9,13 +9,18 @@
 //! - [`flow`]: what the user wrote (`RawFlow`, spanned, unchecked) becomes a
 //!   [`flow::Flow`] (resolved, typed, checked), with rustc-style diagnostics.
 //! - [`queue`]: bounded queues, one per connection, owned by the network.
-//! - [`component`]: the two component shapes and the context an instance sees.
+//! - [`component`]: the two component shapes and the context an instance sees;
+//!   `drive` runs a transform in batches and contains its panics (the message in
+//!   hand is retried once by the next instance).
+//! - [`deadletter`]: where messages a component could not process go.
 //! - [`network`] and [`supervisor`]: the running network; one actix actor per
 //!   component supervises its instance, which runs as a tokio task.
 //! - [`metrics`], [`jq`], [`graph`], [`launch`]: counters, jq programs, graph
 //!   rendering and the `launch` pipeline parser.
 //! - [`uri`] and [`relay`]: the table of URI schemes, and the two-component
 //!   flow `fbp relay` builds from a source and a sink URI.
+//! - [`docs`], [`units`], [`testing`]: text for `describe` and the docs,
+//!   durations and sizes, and a harness to test one component without a flow.
 
 pub mod component;
 pub mod deadletter;
