@@ -12,13 +12,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::ErrorRoute;
-use crate::message::{Message, Meta};
+use crate::message::{Ack, Message, Meta, Outcome};
 use crate::metrics::Metrics;
 use crate::queue::{Closed, InPort, OutPort};
 
@@ -125,6 +125,8 @@ pub struct Context {
     metrics: Arc<Metrics>,
     seq: Arc<AtomicU64>,
     pub(crate) carry: Arc<Mutex<Carry>>,
+    /// Set when the network abandons a shutdown that timed out.
+    aborted: Arc<AtomicBool>,
 }
 
 /// What a failed instance of a transform leaves for the next one: the message
@@ -149,12 +151,29 @@ impl Context {
         seq: Arc<AtomicU64>,
     ) -> Self {
         let inputs = inputs.into_iter().map(|(n, p)| (n, Some(p))).collect();
-        Context { name, type_name, inputs, outputs, errors, shutdown, metrics, seq, carry: Arc::default() }
+        Context {
+            name,
+            type_name,
+            inputs,
+            outputs,
+            errors,
+            shutdown,
+            metrics,
+            seq,
+            carry: Arc::default(),
+            aborted: Arc::default(),
+        }
     }
 
     /// Shares the supervisor's carry-over between this instance and the next.
     pub(crate) fn with_carry(mut self, carry: Arc<Mutex<Carry>>) -> Self {
         self.carry = carry;
+        self
+    }
+
+    /// Shares the network's abort flag (set when a shutdown times out).
+    pub(crate) fn with_abort(mut self, aborted: Arc<AtomicBool>) -> Self {
+        self.aborted = aborted;
         self
     }
 
@@ -193,6 +212,18 @@ impl Context {
     /// Fresh metadata for a message this component ingests (next `seq`).
     pub fn meta(&self) -> Meta {
         Meta::new(self.name.clone(), self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// An acknowledgement handle for a message this source ingests: `notify`
+    /// learns the outcome once every copy is committed, dropped or
+    /// dead-lettered (see [`Ack`]). A source that acknowledges to a broker
+    /// acknowledges on [`Outcome::Delivered`] and leaves the message for
+    /// redelivery (or sends a negative acknowledgement) on
+    /// [`Outcome::Rejected`]. Copies still held when the network abandons a
+    /// shutdown that timed out are reported `Rejected`, never `Delivered`.
+    pub fn ack(&self, notify: impl Fn(Outcome) + Send + Sync + 'static) -> Ack {
+        let aborted = self.aborted.clone();
+        Ack::new(move |o| notify(if aborted.load(Ordering::Relaxed) { Outcome::Rejected } else { o }))
     }
 
     /// This component's counters.

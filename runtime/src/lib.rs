@@ -19,8 +19,11 @@
 //!   rendering and the `launch` pipeline parser.
 //! - [`uri`] and [`relay`]: the table of URI schemes, and the two-component
 //!   flow `fbp relay` builds from a source and a sink URI.
+//! - [`link`]: a network component's connection state (logged once per
+//!   change) and its reconnection backoff.
 //! - [`docs`], [`units`], [`testing`]: text for `describe` and the docs,
-//!   durations and sizes, and a harness to test one component without a flow.
+//!   durations and sizes, and a harness to test one component without a flow;
+//!   [`testbed`]: real brokers started on free ports for tests.
 
 pub mod component;
 pub mod deadletter;
@@ -30,6 +33,7 @@ pub mod flow;
 pub mod graph;
 pub mod jq;
 pub mod launch;
+pub mod link;
 pub mod message;
 pub mod metrics;
 pub mod network;
@@ -38,6 +42,7 @@ pub mod queue;
 pub mod relay;
 pub mod spec;
 pub mod supervisor;
+pub mod testbed;
 pub mod testing;
 pub mod units;
 pub mod uri;

@@ -147,6 +147,7 @@ async fn coordinate(
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let sources = opts.shutdown.child_token();
     let mut running = vec![true; flow.nodes.len()];
+    let aborted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for (i, (node, wiring)) in flow.nodes.iter().zip(wirings.iter()).enumerate() {
         let m = metrics.component(&node.name);
         Supervisor::new(
@@ -158,6 +159,7 @@ async fn coordinate(
             events_tx.clone(),
             m,
             dead_letter.clone(),
+            aborted.clone(),
         )
         .start();
     }
@@ -205,6 +207,8 @@ async fn coordinate(
             }
             _ = &mut deadline => {
                 let pending: Vec<String> = flow.nodes.iter().zip(&running).filter(|(_, r)| **r).map(|(n, _)| n.name.to_string()).collect();
+                // What is still held is abandoned: its sources learn `Rejected`, not `Delivered`.
+                aborted.store(true, std::sync::atomic::Ordering::Relaxed);
                 actix::System::current().stop();
                 return Err(failure.unwrap_or(RunError::ShutdownTimeout { timeout: opts.shutdown_timeout, pending: pending.join(", ") }));
             }

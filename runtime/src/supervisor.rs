@@ -10,7 +10,7 @@
 //! another component.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -99,6 +99,7 @@ pub(crate) struct Supervisor {
     pub(crate) dead_letter: Option<Arc<DeadLetter>>,
     pub(crate) seq: Arc<AtomicU64>,
     pub(crate) carry: Arc<Mutex<Carry>>,
+    pub(crate) aborted: Arc<AtomicBool>,
     pub(crate) budget: Budget,
     pub(crate) running: usize,
     pub(crate) finished: bool,
@@ -115,6 +116,7 @@ impl Supervisor {
         events: UnboundedSender<Event>,
         metrics: Arc<Metrics>,
         dead_letter: Option<Arc<DeadLetter>>,
+        aborted: Arc<AtomicBool>,
     ) -> Self {
         let budget = Budget::new(node.restart.backoff_min);
         Supervisor {
@@ -128,6 +130,7 @@ impl Supervisor {
             dead_letter,
             seq: Arc::default(),
             carry: Arc::default(),
+            aborted,
             budget,
             running: 0,
             finished: false,
@@ -172,6 +175,7 @@ impl Supervisor {
             self.seq.clone(),
         )
         .with_carry(self.carry.clone())
+        .with_abort(self.aborted.clone())
     }
 
     fn launch(&mut self, ctx: &mut actix::Context<Self>) {

@@ -1,0 +1,189 @@
+//! The state of a component's connection to a broker or server, and the
+//! backoff between attempts to reconnect.
+//!
+//! Every network component keeps one [`Link`] per connection and tells it
+//! what happened: [`Link::up`] when connected, [`Link::down`] when an attempt
+//! or the connection fails. The link logs once per change of state, not once
+//! per attempt or per message: "connected", then at most one warning per
+//! outage ("connection lost ..., reconnecting"), then "reconnected after
+//! 3.2s". Attempts during an outage are logged at debug level. `down`
+//! returns how long to wait before the next attempt: exponential backoff
+//! with jitter between the bounds of the component's `reconnect` key.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::spec::{KeySpec, KeyType};
+use crate::units::parse_duration;
+
+/// The `reconnect` key every network component declares.
+pub const RECONNECT_KEY: KeySpec = KeySpec::new(
+    "reconnect",
+    KeyType::String,
+    "\"100ms..10s\"",
+    "Backoff between reconnection attempts while the server is unreachable: the first delay, \
+     doubled (with jitter) after each failed attempt up to the second. The component never \
+     gives up: the flow keeps running and back-pressure holds upstream until it is back.",
+);
+
+/// Bounds of the reconnection backoff.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first delay.
+    pub min: Duration,
+    /// The longest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { min: Duration::from_millis(100), max: Duration::from_secs(10) }
+    }
+}
+
+impl Backoff {
+    /// Parses `"100ms..10s"`; `key` names the setting in the error.
+    pub fn parse(key: &str, s: &str) -> Result<Self, String> {
+        let bad = || format!("`{key} = \"{s}\"`: write a range of durations like \"100ms..10s\"");
+        let (lo, hi) = s.split_once("..").ok_or_else(bad)?;
+        let (min, max) = (parse_duration(lo).map_err(|_| bad())?, parse_duration(hi).map_err(|_| bad())?);
+        if min.is_zero() || min > max {
+            return Err(format!("`{key} = \"{s}\"`: the first delay must be more than 0 and at most the second"));
+        }
+        Ok(Backoff { min, max })
+    }
+}
+
+/// Whether a link is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not connected yet.
+    Connecting,
+    /// Connected.
+    Up,
+    /// Lost, being retried.
+    Down,
+}
+
+/// One connection's state, logged on change.
+#[derive(Debug)]
+pub struct Link {
+    component: Arc<str>,
+    target: String,
+    backoff: Backoff,
+    state: State,
+    next_delay: Duration,
+    down_since: Option<Instant>,
+    attempts: u32,
+    outages: u64,
+}
+
+impl Link {
+    /// A link of `component` to `target` (say `mqtt 127.0.0.1:1883`), not connected yet.
+    pub fn new(component: Arc<str>, target: impl Into<String>, backoff: Backoff) -> Self {
+        Link {
+            component,
+            target: target.into(),
+            backoff,
+            state: State::Connecting,
+            next_delay: backoff.min,
+            down_since: None,
+            attempts: 0,
+            outages: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// How many times the connection was lost (or failed at start).
+    pub fn outages(&self) -> u64 {
+        self.outages
+    }
+
+    /// Connected (or reconnected): logs the change and resets the backoff.
+    pub fn up(&mut self) {
+        match self.state {
+            State::Up => return,
+            State::Connecting => {
+                tracing::info!(component = %self.component, target = %self.target, state = "connected", "Connected.")
+            }
+            State::Down => {
+                let after = self.down_since.map(|t| t.elapsed()).unwrap_or_default();
+                tracing::info!(
+                    component = %self.component,
+                    target = %self.target,
+                    state = "connected",
+                    outage = ?Duration::from_millis(after.as_millis() as u64),
+                    attempts = self.attempts,
+                    "Reconnected."
+                );
+            }
+        }
+        self.state = State::Up;
+        self.next_delay = self.backoff.min;
+        self.down_since = None;
+        self.attempts = 0;
+    }
+
+    /// A connection attempt failed or the connection was lost: logs a warning
+    /// the first time in an outage (debug after), and returns how long to wait
+    /// before the next attempt.
+    pub fn down(&mut self, error: &dyn fmt::Display) -> Duration {
+        self.attempts += 1;
+        if self.state == State::Down {
+            tracing::debug!(component = %self.component, target = %self.target, attempt = self.attempts, error = %error, "Still unreachable.");
+        } else {
+            self.outages += 1;
+            self.down_since = Some(Instant::now());
+            let what = if self.state == State::Up { "Connection lost" } else { "Cannot connect" };
+            tracing::warn!(
+                component = %self.component,
+                target = %self.target,
+                state = "disconnected",
+                error = %error,
+                "{what}; reconnecting in the background (logged again when back)."
+            );
+            self.state = State::Down;
+        }
+        let delay = self.next_delay;
+        self.next_delay = (self.next_delay * 2).min(self.backoff.max);
+        // Jitter: 75% to 100% of the delay, so many clients do not retry in step.
+        let jitter = fastrand::u64(0..=delay.as_millis() as u64 / 4);
+        delay.saturating_sub(Duration::from_millis(jitter)).max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ranges_and_refuses_nonsense() {
+        let b = Backoff::parse("reconnect", "200ms..5s").unwrap();
+        assert_eq!((b.min, b.max), (Duration::from_millis(200), Duration::from_secs(5)));
+        assert!(Backoff::parse("reconnect", "5s..1s").unwrap_err().contains("at most the second"));
+        assert!(Backoff::parse("reconnect", "0s..1s").is_err());
+        assert!(Backoff::parse("reconnect", "soon").unwrap_err().contains("100ms..10s"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_limit_and_resets_when_up() {
+        let mut link =
+            Link::new("c".into(), "x", Backoff { min: Duration::from_millis(100), max: Duration::from_millis(400) });
+        let delays: Vec<_> = (0..5).map(|_| link.down(&"refused")).collect();
+        let bounds = [100, 200, 400, 400, 400];
+        for (d, hi) in delays.iter().zip(bounds) {
+            assert!(d.as_millis() as u64 <= hi && d.as_millis() as u64 >= hi * 3 / 4, "{d:?} vs {hi}");
+        }
+        assert_eq!(link.outages(), 1);
+        assert_eq!(link.state(), State::Down);
+        link.up();
+        assert_eq!(link.state(), State::Up);
+        assert!(link.down(&"lost").as_millis() <= 100);
+        assert_eq!(link.outages(), 2);
+    }
+}
