@@ -10,7 +10,8 @@
 //! - [`io`]: the process's standard input (`stdin`);
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
-//! - [`process`]: programs in any language as components (`exec`).
+//! - [`process`]: programs in any language as components (`exec`);
+//! - [`net`]: brokers, servers and sockets.
 //!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
 //! [`CATALOGUE`] lists them all, and that list is the only place a new
@@ -19,6 +20,7 @@
 mod codec;
 pub mod generate;
 pub mod io;
+pub mod net;
 pub mod output;
 pub mod process;
 pub mod storage;
