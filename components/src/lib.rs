@@ -11,7 +11,8 @@
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
 //! - [`process`]: programs in any language as components (`exec`);
-//! - [`net`]: brokers, servers and sockets.
+//! - [`net`]: brokers, servers and sockets;
+//! - [`state`]: live state served over HTTP, WebSocket and SSE (`kv-state`).
 //!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
 //! [`CATALOGUE`] lists them all, and that list is the only place a new
@@ -23,6 +24,7 @@ pub mod io;
 pub mod net;
 pub mod output;
 pub mod process;
+pub mod state;
 pub mod storage;
 pub mod transform;
 
@@ -52,4 +54,5 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &storage::file_write::SPEC,
     &storage::sqlite::SPEC,
     &process::exec::SPEC,
+    &state::kv::SPEC,
 ]);

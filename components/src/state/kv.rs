@@ -1,0 +1,173 @@
+//! `kv-state`: the latest value per key, served live over HTTP, WebSocket and
+//! Server-Sent Events, in the spirit of datastream (list keys, read the state,
+//! subscribe to changes, push an update into the flow).
+//!
+//! - this file: the declaration, the config and the build (no I/O);
+//! - `state`: the map, its version, capabilities and the change feed (no I/O);
+//! - `store`: the [`store::Store`] trait and its SQLite backend;
+//! - `server`: the axum routes;
+//! - `run`: the task, the one writer of the state.
+
+mod run;
+mod server;
+mod state;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use fbp_runtime::jq::Program;
+use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::units::positive_size;
+use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use serde::Deserialize;
+
+use self::store::StoreSpec;
+
+/// The `kv-state` declaration.
+pub static SPEC: ComponentSpec = ComponentSpec {
+    name: "kv-state",
+    summary: "Keep the latest value per key and serve it live: list, read, subscribe (WebSocket/SSE), push updates.",
+    doc: "Keeps the latest value per key of the messages on `in` (the key from the jq `key`, the \
+          value the payload or the jq `value`) and serves it on `bind`: `GET /keys` lists the keys \
+          with their capabilities (the value's type, and each field's type for an object); \
+          `GET /state` gives every key and value as one object; `GET /state/{key}` one value (404 \
+          for an unknown key); `GET /subscribe` (WebSocket, text frames) and `GET /events` \
+          (Server-Sent Events) start with a full sync, `{\"type\":\"sync\",\"version\":N,\"state\":{..}}`, \
+          then send one event per change, in order, `{\"type\":\"change\",\"version\":N,\"key\":K,\"value\":V}` \
+          (SSE event names `sync` and `change`, SSE id the version). An update that leaves a key's \
+          value as it was is not a change. A subscriber is never waited for: one that falls more \
+          than `subscriber_buffer` changes behind is sent a fresh full sync (any sync replaces what \
+          the subscriber held). `PUT /state/{key}` with a JSON body applies the update and sends it \
+          into the flow on `out` (topic: the key, header `origin = \"api\"`), answered 202 with \
+          `{\"key\",\"version\"}` once it is queued on `out`; 400 when the body is not JSON, 404 for a \
+          key the state does not hold (unless `put_creates`), 422 when the value's type is not the \
+          key's, 413 past `max_body_size`, 507 past `max_keys`, 503 while shutting down. With \
+          `emit_changes` every change from `in` is sent on `out` too, carrying its input's \
+          acknowledgement. A message whose key is not a string or a number, or a new key past \
+          `max_keys`, goes to `err`. With `store = \"sqlite:PATH\"` every change is committed to \
+          SQLite (a batch at a time, before its messages are acknowledged) and the state is loaded \
+          from it at start, so it survives a restart; with `memory` it starts empty. The component \
+          keeps serving after its input ends, until the flow shuts down, when the server stops, its \
+          subscribers are disconnected and the input is drained.",
+    kind: Kind::Transform,
+    inputs: &[PortSpec {
+        name: "in",
+        ty: "json",
+        doc: "updates: a key (from `key`) and a value (the payload or `value`)",
+    }],
+    outputs: &[PortSpec {
+        name: "out",
+        ty: "json",
+        doc: "updates pushed through `PUT /state/{key}` (topic: the key); with `emit_changes`, every change from `in` too",
+    }],
+    config: &[
+        KeySpec::required(
+            "key",
+            KeyType::Expr,
+            "The key of a message, a jq expression giving a string (or a number), e.g. `.sensor`.",
+        ),
+        KeySpec::optional(
+            "value",
+            KeyType::Expr,
+            "The value to keep, a jq expression, e.g. `.value`. Unset: the whole payload.",
+        ),
+        KeySpec::new("bind", KeyType::String, "\"127.0.0.1:8091\"", "The address the API listens on, `HOST:PORT`."),
+        KeySpec::new(
+            "store",
+            KeyType::String,
+            "\"memory\"",
+            "Where the state survives a restart: `\"memory\"` (nowhere) or `\"sqlite:PATH\"` (a relative \
+             path is taken from the flow file's folder; table `kv_state`, one row per component and key).",
+        ),
+        KeySpec::new(
+            "max_keys",
+            KeyType::Integer,
+            "10000",
+            "Most keys held; an update that would add one more goes to `err` (a PUT gets 507).",
+        ),
+        KeySpec::new(
+            "subscriber_buffer",
+            KeyType::Integer,
+            "1024",
+            "How many changes a subscriber may fall behind before it is sent a fresh full sync instead.",
+        ),
+        KeySpec::new(
+            "max_body_size",
+            KeyType::String,
+            "\"64KiB\"",
+            "The largest `PUT` body, as a size; a larger one gets 413.",
+        ),
+        KeySpec::new(
+            "emit_changes",
+            KeyType::Bool,
+            "false",
+            "Send every change from `in` on `out` as well, not only the updates pushed through the API.",
+        ),
+        KeySpec::new(
+            "put_creates",
+            KeyType::Bool,
+            "false",
+            "Let `PUT` add keys the state does not hold yet (else 404).",
+        ),
+    ],
+    delivery: Delivery::AtLeastOnce,
+    stateless: false,
+    example: "[components.state]\ntype = \"kv-state\"\nconfig = { key = \".sensor\", bind = \"127.0.0.1:8091\", store = \"sqlite:state.db\" }\n",
+    build,
+    ports: None,
+};
+
+#[derive(Deserialize)]
+struct Config {
+    key: String,
+    value: Option<String>,
+    bind: String,
+    store: String,
+    max_keys: usize,
+    subscriber_buffer: usize,
+    max_body_size: String,
+    emit_changes: bool,
+    put_creates: bool,
+}
+
+/// A built `kv-state`.
+struct KvState {
+    key: Program,
+    value: Option<Program>,
+    bind: String,
+    store: StoreSpec,
+    max_keys: usize,
+    subscriber_buffer: usize,
+    max_body: usize,
+    emit_changes: bool,
+    put_creates: bool,
+}
+
+fn build(ctx: &BuildContext) -> Result<Instance, String> {
+    let config: Config = ctx.parse()?;
+    check_bind(&config.bind)?;
+    if config.max_keys == 0 {
+        return Err("`max_keys` must be at least 1".into());
+    }
+    if config.subscriber_buffer == 0 {
+        return Err("`subscriber_buffer` must be at least 1".into());
+    }
+    Ok(Instance::task(KvState {
+        key: Program::compile(&config.key)?,
+        value: config.value.as_deref().map(Program::compile).transpose()?,
+        store: StoreSpec::parse(&config.store, |p| ctx.path(p))?,
+        bind: config.bind,
+        max_keys: config.max_keys,
+        subscriber_buffer: config.subscriber_buffer,
+        max_body: positive_size("max_body_size", &config.max_body_size)?,
+        emit_changes: config.emit_changes,
+        put_creates: config.put_creates,
+    }))
+}
+
+fn check_bind(bind: &str) -> Result<(), String> {
+    match bind.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("`bind = \"{bind}\"`: write `HOST:PORT`, e.g. \"127.0.0.1:8091\"")),
+    }
+}

@@ -1,0 +1,209 @@
+//! The task: the one writer of the state. It loads the store, starts the
+//! server, then applies what comes from `in` and from `PUT`s, in arrival
+//! order, until the flow shuts down and its input has ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fbp_runtime::queue::OutPort;
+use fbp_runtime::value::{self, Value};
+use fbp_runtime::{Context, Failure, Message, Task, TaskFuture};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::KvState;
+use super::server::{self, Api, Put};
+use super::state::Shared;
+use super::store::Store;
+use crate::storage::reject_all;
+
+/// Most messages taken from `in` at once (one store transaction).
+const BATCH: usize = 256;
+/// How long the server may take to close its connections at the end.
+const SERVER_GRACE: Duration = Duration::from_secs(2);
+
+type BoxStore = Option<Box<dyn Store>>;
+
+impl Task for KvState {
+    fn run(self: Box<Self>, ctx: Context) -> TaskFuture {
+        Box::pin(self.serve(ctx))
+    }
+}
+
+impl KvState {
+    async fn serve(self: Box<Self>, mut ctx: Context) -> Result<(), Failure> {
+        let mut input = ctx.input("in");
+        let out = ctx.output("out");
+        let shared = Shared::new(self.max_keys, self.subscriber_buffer);
+        let mut store = self.load(&ctx.name, &shared).await?;
+        let listener = TcpListener::bind(&self.bind)
+            .await
+            .map_err(|e| Failure(format!("kv-state cannot listen on `{}`: {e}", self.bind)))?;
+        let (puts_tx, mut puts) = mpsc::channel(64);
+        let stop = CancellationToken::new();
+        // However this instance ends (a failure too), its server stops and frees the port.
+        let _stop_server = stop.clone().drop_guard();
+        let api = Api { shared: shared.clone(), puts: puts_tx, stop: stop.clone() };
+        let mut server = tokio::spawn(server::serve(listener, api, self.max_body));
+        tracing::info!(component = %ctx.name, bind = %self.bind, keys = shared.read().len(), "State API listening.");
+
+        let (mut batch, mut input_open) = (Vec::with_capacity(BATCH), true);
+        while input_open || !stop.is_cancelled() {
+            tokio::select! {
+                biased;
+                _ = ctx.shutdown().cancelled(), if !stop.is_cancelled() => {
+                    stop.cancel();
+                    puts.close();
+                }
+                more = input.recv_many(&mut batch, BATCH), if input_open => {
+                    if more {
+                        store = self.apply_batch(&batch, &shared, store, &ctx, &out).await?;
+                        batch.clear();
+                    } else {
+                        input_open = false;
+                    }
+                }
+                Some(put) = puts.recv() => store = self.apply_put(put, &shared, store, &ctx, &out).await?,
+            }
+        }
+        stop.cancel();
+        match tokio::time::timeout(SERVER_GRACE, &mut server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(component = %ctx.name, error = %e, "State API server error."),
+            Err(_) => {
+                // A client that stopped reading keeps its connection open: cut it.
+                tracing::warn!(component = %ctx.name, "State API connections did not close in time; closing them.");
+                server.abort();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Opens the store and loads what it holds into the state.
+    async fn load(&self, name: &str, shared: &Shared) -> Result<BoxStore, Failure> {
+        let (spec, name) = (self.store.clone(), name.to_string());
+        let opened = tokio::task::spawn_blocking(move || {
+            let mut store = spec.open(&name)?;
+            let rows = match &mut store {
+                Some(s) => s.load()?,
+                None => Vec::new(),
+            };
+            Ok::<_, String>((store, rows))
+        })
+        .await
+        .map_err(|e| Failure(format!("kv-state store crashed: {e}")))?;
+        let (store, rows) = opened.map_err(Failure)?;
+        for (key, json) in rows {
+            let loaded = value::parse_json(json.as_bytes()).map_err(|e| e.to_string());
+            if let Err(e) = loaded.and_then(|v| shared.update(&key, v).map_err(|e| e.to_string())) {
+                tracing::warn!(key = %key, error = %e, "Stored key not loaded.");
+            }
+        }
+        Ok(store)
+    }
+
+    /// The key and value of a message, or why it has none.
+    fn key_value(&self, msg: &Message) -> Result<(String, Value), String> {
+        let key = match self.key.first(msg)? {
+            Some(v @ Value::Num(_)) => value::to_json_string(&v),
+            Some(ref v) if matches!(v, Value::TStr(_)) => value::as_str(v).unwrap_or_default().into_owned(),
+            Some(v) => return Err(format!("the key must be a string or a number, not {}", value::type_name(&v))),
+            None => return Err("`key` gave no output".into()),
+        };
+        let value = match &self.value {
+            Some(p) => p.first(msg)?.ok_or("`value` gave no output")?,
+            None => msg.payload.clone(),
+        };
+        Ok((key, value))
+    }
+
+    /// Applies a batch from `in`, commits its changes, then lets its messages go.
+    async fn apply_batch(
+        &self,
+        batch: &[Message],
+        shared: &Shared,
+        store: BoxStore,
+        ctx: &Context,
+        out: &OutPort,
+    ) -> Result<BoxStore, Failure> {
+        let (mut changes, mut emits) = (Vec::new(), Vec::new());
+        for msg in batch {
+            let (key, value) = match self.key_value(msg) {
+                Ok(kv) => kv,
+                Err(e) => {
+                    ctx.reject(msg, &e).await?;
+                    continue;
+                }
+            };
+            match shared.update(&key, value.clone()) {
+                Err(refused) => ctx.reject(msg, &format!("key `{key}`: {refused}")).await?,
+                Ok(None) => {}
+                Ok(Some(json)) => {
+                    if self.emit_changes {
+                        emits.push(keyed(msg.with_payload(value), &key, None));
+                    }
+                    if store.is_some() {
+                        changes.push((key, json.to_string()));
+                    }
+                }
+            }
+        }
+        let store = persist(store, changes).await.inspect_err(|_| reject_all(batch))?;
+        out.send_all(emits).await?;
+        Ok(store)
+    }
+
+    /// Applies an update pushed through the API, commits it, sends it on `out`, answers.
+    async fn apply_put(
+        &self,
+        put: Put,
+        shared: &Shared,
+        store: BoxStore,
+        ctx: &Context,
+        out: &OutPort,
+    ) -> Result<BoxStore, Failure> {
+        let Put { key, value, reply } = put;
+        let checked = shared.read().check_put(&key, &value, self.put_creates);
+        let changed = match checked.and_then(|()| shared.update(&key, value.clone())) {
+            Ok(changed) => changed,
+            Err(refused) => {
+                let _ = reply.send(Err(refused));
+                return Ok(store);
+            }
+        };
+        let store = match changed {
+            Some(json) => persist(store, vec![(key.clone(), json.to_string())]).await?,
+            None => store,
+        };
+        let version = shared.read().version();
+        out.send(keyed(Message::new(value, ctx.meta()), &key, Some("api"))).await?;
+        // The client may have gone; the update stands.
+        let _ = reply.send(Ok(version));
+        Ok(store)
+    }
+}
+
+/// The message with the key as its topic (and an `origin` header for API updates).
+fn keyed(msg: Message, key: &str, origin: Option<&str>) -> Message {
+    let mut meta = (*msg.meta).clone();
+    meta.topic = Some(key.into());
+    if let Some(origin) = origin {
+        meta.headers.insert("origin".into(), origin.into());
+    }
+    Message { payload: msg.payload, meta: Arc::new(meta), ack: msg.ack }
+}
+
+/// Commits changes to the store (on the blocking pool); a failure breaks the component.
+async fn persist(store: BoxStore, changes: Vec<(String, String)>) -> Result<BoxStore, Failure> {
+    let mut store = match store {
+        Some(s) if !changes.is_empty() => s,
+        other => return Ok(other),
+    };
+    let saved = tokio::task::spawn_blocking(move || store.save(&changes).map(|()| store)).await;
+    match saved {
+        Ok(Ok(store)) => Ok(Some(store)),
+        Ok(Err(e)) => Err(Failure(e)),
+        Err(e) => Err(Failure(format!("kv-state store crashed: {e}"))),
+    }
+}
