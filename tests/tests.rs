@@ -5,6 +5,7 @@ mod catalogue;
 mod cli;
 mod exec;
 mod flow_errors;
+mod kv_state;
 mod relay;
 mod run;
 mod subflows;
