@@ -42,10 +42,8 @@ impl KvState {
             .map_err(|e| Failure(format!("kv-state cannot listen on `{}`: {e}", self.bind)))?;
         let (puts_tx, mut puts) = mpsc::channel(64);
         let stop = CancellationToken::new();
-        // However this instance ends (a failure too), its server stops and frees the port.
-        let _stop_server = stop.clone().drop_guard();
         let api = Api { shared: shared.clone(), puts: puts_tx, stop: stop.clone() };
-        let mut server = tokio::spawn(server::serve(listener, api, self.max_body));
+        let mut server = Server { stop: stop.clone(), task: tokio::spawn(server::serve(listener, api, self.max_body)) };
         tracing::info!(component = %ctx.name, bind = %self.bind, keys = shared.read().len(), "State API listening.");
 
         let (mut batch, mut input_open) = (Vec::with_capacity(BATCH), true);
@@ -67,16 +65,7 @@ impl KvState {
                 Some(put) = puts.recv() => store = self.apply_put(put, &shared, store, &ctx, &out).await?,
             }
         }
-        stop.cancel();
-        match tokio::time::timeout(SERVER_GRACE, &mut server).await {
-            Ok(Ok(Err(e))) => tracing::warn!(component = %ctx.name, error = %e, "State API server error."),
-            Err(_) => {
-                // A client that stopped reading keeps its connection open: cut it.
-                tracing::warn!(component = %ctx.name, "State API connections did not close in time; closing them.");
-                server.abort();
-            }
-            _ => {}
-        }
+        server.shut_down(&ctx.name).await;
         Ok(())
     }
 
@@ -181,6 +170,33 @@ impl KvState {
         // The client may have gone; the update stands.
         let _ = reply.send(Ok(version));
         Ok(store)
+    }
+}
+
+/// The running server. However the instance ends (a failure or a panic too),
+/// dropping this stops the server and frees its port for the next instance.
+struct Server {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Stops taking requests, ends the subscriptions, and waits a little for the connections to close.
+    async fn shut_down(&mut self, name: &str) {
+        self.stop.cancel();
+        match tokio::time::timeout(SERVER_GRACE, &mut self.task).await {
+            Ok(Ok(Err(e))) => tracing::warn!(component = %name, error = %e, "State API server error."),
+            // A client that stopped reading keeps its connection open: it is cut on drop.
+            Err(_) => tracing::warn!(component = %name, "State API connections did not close in time; closing them."),
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        self.task.abort();
     }
 }
 
