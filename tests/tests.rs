@@ -5,6 +5,7 @@ mod catalogue;
 mod cli;
 mod exec;
 mod flow_errors;
+mod mqtt;
 mod relay;
 mod run;
 mod subflows;

@@ -5,8 +5,8 @@
 //!   its outcome may come back in any order; [`ArrivalOrder::release`] gives
 //!   the acknowledgements that may go now, holding a finished message behind
 //!   an earlier unfinished one.
-//! - [`Window`] (`mqtt-publish`): which messages of a window of publishes
-//!   the broker has confirmed, matching rumqttc's events (a publish written
+//! - [`Window`] (`mqtt-publish`): which published messages the broker has
+//!   confirmed, matching rumqttc's events (a publish written
 //!   with a packet id, then its PUBACK / PUBCOMP) to messages, across
 //!   reconnections.
 
@@ -76,82 +76,57 @@ impl ArrivalOrder {
     }
 }
 
-/// The publishes of one window, until the broker has confirmed each.
+/// The publishes in flight, until the broker has confirmed each.
 ///
-/// rumqttc tells what it wrote (`Outgoing::Publish(pkid)`, in the order the
-/// requests were made, 0 for QoS 0) and what the broker confirmed (PUBACK or
-/// PUBCOMP with the packet id). Requests not written yet wait in `unwritten`
-/// in request order; a write takes the first of them, unless it is a packet
-/// id already known (rumqttc writing again, after a reconnection, what it had
-/// written). When a reconnection starts a new session, rumqttc drops what it
-/// held: [`Window::new_session`] says which messages must be published again.
+/// Each message to publish has an id (increasing). rumqttc tells what it
+/// wrote (`Outgoing::Publish(pkid)`, in the order the requests were made, 0
+/// for QoS 0) and what the broker confirmed (PUBACK or PUBCOMP with the
+/// packet id). Requests not written yet wait in `unwritten` in request order;
+/// a write takes the first of them, unless it is a packet id already known
+/// (rumqttc writing again, after a reconnection, what it had written). When a
+/// reconnection starts a new session, rumqttc drops what it held:
+/// [`Window::new_session`] says which messages must be published again.
 #[derive(Debug, Default)]
 pub(super) struct Window {
-    confirmed: Vec<bool>,
-    remaining: usize,
-    unwritten: VecDeque<usize>,
-    written: HashMap<u16, usize>,
+    unwritten: VecDeque<u64>,
+    written: HashMap<u16, u64>,
 }
 
 impl Window {
-    /// A window of `len` messages, none confirmed.
-    pub(super) fn new(len: usize) -> Self {
-        Window { confirmed: vec![false; len], remaining: len, ..Window::default() }
+    /// Message `id` was requested to be published.
+    pub(super) fn requested(&mut self, id: u64) {
+        self.unwritten.push_back(id);
     }
 
-    /// Message `i` was requested to be published.
-    pub(super) fn requested(&mut self, i: usize) {
-        self.unwritten.push_back(i);
-    }
-
-    /// Message `i` needs no confirmation (it went to `err`).
-    pub(super) fn skip(&mut self, i: usize) {
-        self.confirm(i);
-    }
-
-    /// rumqttc wrote a publish with packet id `pkid` (0: QoS 0, done once written).
-    pub(super) fn written(&mut self, pkid: u16) {
+    /// rumqttc wrote a publish with packet id `pkid`; for QoS 0 (`pkid` 0)
+    /// that is its confirmation: the message it was.
+    pub(super) fn written(&mut self, pkid: u16) -> Option<u64> {
         if pkid != 0 && self.written.contains_key(&pkid) {
-            return;
+            return None;
         }
-        let Some(i) = self.unwritten.pop_front() else { return };
+        let id = self.unwritten.pop_front()?;
         if pkid == 0 {
-            self.confirm(i);
-        } else {
-            self.written.insert(pkid, i);
+            return Some(id);
         }
+        self.written.insert(pkid, id);
+        None
     }
 
-    /// The broker confirmed packet id `pkid`.
-    pub(super) fn confirmed(&mut self, pkid: u16) {
-        if let Some(i) = self.written.remove(&pkid) {
-            self.confirm(i);
-        }
+    /// The broker confirmed packet id `pkid`: the message it was, if ours.
+    pub(super) fn confirmed(&mut self, pkid: u16) -> Option<u64> {
+        self.written.remove(&pkid)
     }
 
     /// A new session began: rumqttc dropped what it had written and the first
     /// `dropped_unwritten` requests it had not. Returns the messages to publish
-    /// again (they must be requested again, in this order).
-    pub(super) fn new_session(&mut self, dropped_unwritten: usize) -> Vec<usize> {
+    /// again, oldest first (the caller skips those confirmed meanwhile).
+    pub(super) fn new_session(&mut self, dropped_unwritten: usize) -> Vec<u64> {
         let dropped = dropped_unwritten.min(self.unwritten.len());
-        let mut again: Vec<usize> = self.unwritten.drain(..dropped).collect();
-        again.extend(self.written.drain().map(|(_, i)| i));
-        again.retain(|i| !self.confirmed[*i]);
+        let mut again: Vec<u64> = self.unwritten.drain(..dropped).collect();
+        again.extend(self.written.drain().map(|(_, id)| id));
         again.sort_unstable();
         again.dedup();
         again
-    }
-
-    /// Every message confirmed, and no request of this window still pending
-    /// (so no event of it can be taken for the next window's).
-    pub(super) fn done(&self) -> bool {
-        self.remaining == 0 && self.unwritten.is_empty() && self.written.is_empty()
-    }
-
-    fn confirm(&mut self, i: usize) {
-        if !std::mem::replace(&mut self.confirmed[i], true) {
-            self.remaining -= 1;
-        }
     }
 }
 
@@ -194,66 +169,67 @@ mod tests {
         assert_eq!(order.len(), 0, "a late second outcome changes nothing");
     }
 
-    #[test]
-    fn a_window_is_done_when_every_publish_is_confirmed() {
-        let mut w = Window::new(3);
-        (0..3).for_each(|i| w.requested(i));
-        w.written(5);
-        w.written(6);
-        w.written(7);
-        w.confirmed(6);
-        w.confirmed(5);
-        assert!(!w.done());
-        w.confirmed(9); // not ours
-        w.confirmed(7);
-        assert!(w.done());
+    /// Feeds `events` to a window that requested messages `0..n`; the confirmed ids.
+    fn confirmations(w: &mut Window, events: &[(&str, u16)]) -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|(what, pkid)| match *what {
+                "written" => w.written(*pkid),
+                _ => w.confirmed(*pkid),
+            })
+            .collect()
     }
 
     #[test]
-    fn qos0_is_done_once_written_and_errors_are_skipped() {
-        let mut w = Window::new(2);
-        w.skip(0);
-        w.requested(1);
-        assert!(!w.done());
-        w.written(0);
-        assert!(w.done());
+    fn confirmations_map_back_to_messages_by_packet_id() {
+        let mut w = Window::default();
+        (0..3).for_each(|i| w.requested(i));
+        let got = confirmations(
+            &mut w,
+            &[("written", 5), ("written", 6), ("written", 7), ("acked", 6), ("acked", 9), ("acked", 5), ("acked", 7)],
+        );
+        assert_eq!(got, [1, 0, 2], "packet 9 is not ours");
+    }
+
+    #[test]
+    fn qos0_is_confirmed_once_written() {
+        let mut w = Window::default();
+        w.requested(4);
+        w.requested(5);
+        assert_eq!(confirmations(&mut w, &[("written", 0), ("written", 0), ("written", 0)]), [4, 5]);
     }
 
     #[test]
     fn a_resumed_session_rewrites_known_packet_ids_without_taking_new_messages() {
-        let mut w = Window::new(3);
+        let mut w = Window::default();
         (0..3).for_each(|i| w.requested(i));
-        w.written(1); // message 0
-        // Connection lost, session resumed (so no `new_session`): rumqttc
-        // writes packet 1 again, then the requests it had not written.
-        w.written(1);
-        w.written(2);
-        w.written(3);
-        [1, 2, 3].into_iter().for_each(|p| w.confirmed(p));
-        assert!(w.done());
+        // Packet 1 (message 0) written, connection lost, session resumed (so
+        // no `new_session`): rumqttc writes 1 again, then what it had not written.
+        let events =
+            [("written", 1), ("written", 1), ("written", 2), ("written", 3), ("acked", 1), ("acked", 2), ("acked", 3)];
+        assert_eq!(confirmations(&mut w, &events), [0, 1, 2]);
     }
 
     #[test]
     fn a_new_session_publishes_again_what_was_lost_and_keeps_later_requests() {
-        let mut w = Window::new(5);
+        let mut w = Window::default();
         (0..5).for_each(|i| w.requested(i));
-        w.written(1); // message 0
-        w.written(2); // message 1
-        w.confirmed(1); // message 0 confirmed
+        assert_eq!(confirmations(&mut w, &[("written", 1), ("written", 2), ("acked", 1)]), [0]);
         // Lost: message 1 was written, 2 and 3 were queued in rumqttc and
         // dropped with the session; 4 was requested after and still goes out.
         let again = w.new_session(2);
         assert_eq!(again, [1, 2, 3]);
         again.iter().for_each(|i| w.requested(*i));
-        w.written(3); // message 4 (requested before the republish)
-        w.written(4); // 1
-        w.written(5); // 2
-        w.written(6); // 3
-        for p in [4, 5, 6] {
-            w.confirmed(p);
-        }
-        assert!(!w.done(), "message 4 is not confirmed yet");
-        w.confirmed(3);
-        assert!(w.done());
+        let events = [
+            ("written", 3),
+            ("written", 4),
+            ("written", 5),
+            ("written", 6),
+            ("acked", 4),
+            ("acked", 5),
+            ("acked", 6),
+            ("acked", 3),
+        ];
+        assert_eq!(confirmations(&mut w, &events), [1, 2, 3, 4]);
     }
 }

@@ -63,7 +63,7 @@ pub(super) const COMMON_KEYS: [KeySpec; 19] = [
         KeyType::Integer,
         "100",
         "QoS 1/2 publishes this client has on the wire unacknowledged at once (1 to 65535); \
-         `mqtt-publish` confirms messages in windows of this size.",
+         also how many messages `mqtt-publish` has published and not yet seen confirmed.",
     ),
     KeySpec::new("protocol", KeyType::Enum(&["3.1.1"]), "\"3.1.1\"", "The MQTT protocol version. Only 3.1.1 today."),
     KeySpec::new(

@@ -29,8 +29,9 @@
 //! acknowledged. Not polling at all would stop the keep-alive pings too and
 //! the broker would drop the connection after 1.5 keep-alives; so while it
 //! is held up the task polls again once half the keep-alive has passed since
-//! its last ping, until the next ping goes out, holding what those polls
-//! bring (at most 256 events; past that it stops polling, the connection may
+//! its last ping, until the next ping goes out, and when the component has
+//! queued acknowledgements (so they reach the broker, which then sends more),
+//! holding what those polls bring (at most 256 events; past that it stops polling, the connection may
 //! drop, and unacknowledged messages are delivered again after the
 //! reconnection). Memory is thus bounded by the channel, the held events and
 //! rumqttc's read batch, whatever the broker holds.
@@ -52,9 +53,9 @@
 //! # Confirmations (publish)
 //!
 //! `AsyncClient::publish` returns when the request is queued, not when the
-//! broker has it. The sink publishes a window of up to `inflight` messages
-//! and drops them (acknowledging them upstream) only once the broker has
-//! confirmed each: PUBACK for QoS 1, PUBCOMP for QoS 2, written to the socket
+//! broker has it. The sink publishes up to `inflight` messages ahead and
+//! drops each (acknowledging it upstream) only once the broker has
+//! confirmed it: PUBACK for QoS 1, PUBCOMP for QoS 2, written to the socket
 //! for QoS 0. rumqttc reports each publish it writes with its packet id, in
 //! request order, then each confirmation by packet id; `acks::Window` matches
 //! them to messages. After a reconnection that resumes the session rumqttc

@@ -1,8 +1,11 @@
 //! `mqtt-publish`: messages to an MQTT broker, acknowledged upstream once the broker has them.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use fbp_runtime::TaskFuture;
 use fbp_runtime::link::Link;
+use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task};
@@ -32,9 +35,9 @@ static KEYS: [KeySpec; 21] = super::keys(
 pub static SPEC: ComponentSpec = ComponentSpec {
     name: "mqtt-publish",
     summary: "Publish messages to an MQTT broker (3.1.1; topic templates, QoS 0/1/2, TLS, last will).",
-    doc: "Publishes each message to the topic its `topic` template gives. Messages are published in \
-          windows of up to `inflight`, and a message is acknowledged upstream (dropped) only once the \
-          broker has confirmed it: PUBACK for QoS 1, PUBCOMP for QoS 2, written to the connection for \
+    doc: "Publishes each message to the topic its `topic` template gives. Up to `inflight` messages \
+          are published ahead of their confirmations, and a message is acknowledged upstream (dropped) \
+          only once the broker has confirmed it: PUBACK for QoS 1, PUBCOMP for QoS 2, written to the connection for \
           QoS 0. While the broker is down or lost the component takes no input (back-pressure) and \
           retries with `reconnect` backoff, logged once per outage; what was not confirmed is sent \
           again after the reconnection (duplicates are possible, losses are not). A message it cannot \
@@ -90,25 +93,20 @@ impl Task for Publish {
     fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
         Box::pin(async move {
             let options = self.connection.options().map_err(Failure)?;
-            let window = self.window();
             let link = Link::new(ctx.name.clone(), self.connection.target(), self.connection.backoff);
-            let mut session = Session::start(ctx.name.clone(), options, link, 2 * window + 16, 4 * window + 16, vec![]);
-            let mut input = ctx.input("in");
-            let mut batch = Vec::with_capacity(window);
-            while input.recv_many(&mut batch, window).await {
-                self.publish(&ctx, &mut session, &batch).await?;
-                // Confirmed (or sent to `err`): dropping them acknowledges them.
-                batch.clear();
-            }
-            session.close().await;
-            Ok(())
+            let room = self.room();
+            let session = Session::start(ctx.name.clone(), options, link, 4 * room + 64, 8 * room + 64, vec![]);
+            let input = ctx.input("in");
+            Running { publish: *self, session, window: Window::default(), pending: BTreeMap::new(), next: 0 }
+                .run(&ctx, input)
+                .await
         })
     }
 }
 
 impl Publish {
-    /// Messages published before waiting for their confirmations.
-    fn window(&self) -> usize {
+    /// Messages published and not yet confirmed, at most.
+    fn room(&self) -> usize {
         match self.connection.qos {
             QoS::AtMostOnce => 256,
             _ => self.connection.inflight as usize,
@@ -128,53 +126,92 @@ impl Publish {
         }
         Ok((topic, payload))
     }
+}
 
-    /// Publishes `batch` and returns once the broker has confirmed every message of it.
-    async fn publish(&self, ctx: &Context, session: &mut Session, batch: &[Message]) -> Result<(), Failure> {
-        let mut window = Window::new(batch.len());
-        let mut ready = Vec::with_capacity(batch.len());
-        for (i, msg) in batch.iter().enumerate() {
-            match self.render(msg) {
-                Ok(r) => ready.push(Some(r)),
-                Err(e) => {
-                    ctx.reject(msg, &e).await?;
-                    window.skip(i);
-                    ready.push(None);
-                }
+/// A message published and not yet confirmed: dropping it acknowledges it upstream.
+struct Pending {
+    _msg: Message,
+    topic: String,
+    payload: Bytes,
+}
+
+struct Running {
+    publish: Publish,
+    session: Session,
+    window: Window,
+    pending: BTreeMap<u64, Pending>,
+    next: u64,
+}
+
+impl Running {
+    /// Takes input while fewer than `room` messages are unconfirmed, and
+    /// drops each message once the broker confirmed it.
+    async fn run(mut self, ctx: &Context, mut input: InPort) -> Result<(), Failure> {
+        let room = self.publish.room();
+        let mut taken = Vec::with_capacity(room);
+        let mut open = true;
+        loop {
+            // What a cancelled `recv_many` had already taken is in `taken`.
+            for msg in std::mem::take(&mut taken) {
+                self.take(ctx, msg).await?;
+            }
+            if !open && self.pending.is_empty() {
+                break;
+            }
+            let free = room.saturating_sub(self.pending.len());
+            tokio::select! {
+                biased;
+                event = self.session.events.recv() => match event {
+                    Some(event) => self.event(event).await?,
+                    None => return Err(Failure("the MQTT connection task ended".into())),
+                },
+                more = input.recv_many(&mut taken, free), if open && free > 0 => open = more,
             }
         }
-        let order: Vec<usize> = (0..batch.len()).filter(|i| ready[*i].is_some()).collect();
-        self.request(session, &mut window, &ready, &order).await?;
-        while !window.done() {
-            match session.events.recv().await {
-                Some(Event::Written(pkid)) => window.written(pkid),
-                Some(Event::Confirmed(pkid)) => window.confirmed(pkid),
-                Some(Event::Connected { session_present: false, dropped_unwritten, .. }) => {
-                    let again = window.new_session(dropped_unwritten);
-                    self.request(session, &mut window, &ready, &again).await?;
-                }
-                Some(_) => {}
-                None => return Err(Failure("the MQTT connection task ended".into())),
-            }
-        }
+        self.session.close().await;
         Ok(())
     }
 
-    async fn request(
-        &self,
-        session: &Session,
-        window: &mut Window,
-        ready: &[Option<(String, Bytes)>],
-        which: &[usize],
-    ) -> Result<(), Failure> {
-        for &i in which {
-            let Some((topic, payload)) = &ready[i] else { continue };
-            session
-                .client
-                .publish_bytes(topic.clone(), self.connection.qos, self.retain, payload.clone())
-                .await
-                .map_err(|e| Failure(format!("MQTT client: {e}")))?;
-            window.requested(i);
+    /// Publishes `msg`, or sends it to `err` when it cannot be published.
+    async fn take(&mut self, ctx: &Context, msg: Message) -> Result<(), Failure> {
+        match self.publish.render(&msg) {
+            Ok((topic, payload)) => {
+                let id = self.next;
+                self.next += 1;
+                self.pending.insert(id, Pending { _msg: msg, topic, payload });
+                self.request(id).await
+            }
+            Err(e) => ctx.reject(&msg, &e).await,
+        }
+    }
+
+    async fn request(&mut self, id: u64) -> Result<(), Failure> {
+        let Some(p) = self.pending.get(&id) else { return Ok(()) };
+        let (qos, retain) = (self.publish.connection.qos, self.publish.retain);
+        self.session
+            .client
+            .publish_bytes(p.topic.clone(), qos, retain, p.payload.clone())
+            .await
+            .map_err(|e| Failure(format!("MQTT client: {e}")))?;
+        self.window.requested(id);
+        Ok(())
+    }
+
+    async fn event(&mut self, event: Event) -> Result<(), Failure> {
+        let done = match event {
+            Event::Written(pkid) => self.window.written(pkid),
+            Event::Confirmed(pkid) => self.window.confirmed(pkid),
+            Event::Connected { session_present: false, dropped_unwritten, .. } => {
+                for id in self.window.new_session(dropped_unwritten) {
+                    self.request(id).await?;
+                }
+                None
+            }
+            _ => None,
+        };
+        // Confirmed: dropping the message acknowledges it.
+        if let Some(id) = done {
+            self.pending.remove(&id);
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use rumqttc::{
     AsyncClient, ConnectionError, Event as RawEvent, EventLoop, Incoming, MqttOptions, Outgoing, Publish, Request,
     SubscribeFilter, SubscribeReasonCode,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 /// Events held by the polling task beyond the channel, at most.
@@ -50,6 +50,7 @@ pub(super) enum Event {
 pub(super) struct Session {
     pub(super) client: AsyncClient,
     pub(super) events: mpsc::Receiver<Event>,
+    wake: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -73,8 +74,24 @@ impl Session {
     ) -> Session {
         let (client, eventloop) = AsyncClient::new(options, requests);
         let (tx, rx) = mpsc::channel(events);
-        let poller = Poller { name, eventloop, client: client.clone(), tx, link, subscriptions, held: VecDeque::new() };
-        Session { client, events: rx, task: tokio::spawn(poller.run()) }
+        let wake = Arc::new(Notify::new());
+        let poller = Poller {
+            name,
+            eventloop,
+            client: client.clone(),
+            tx,
+            link,
+            subscriptions,
+            held: VecDeque::new(),
+            wake: wake.clone(),
+        };
+        Session { client, events: rx, wake, task: tokio::spawn(poller.run()) }
+    }
+
+    /// Tells the polling task that requests (acknowledgements) were queued:
+    /// if it is held up by a full channel, it polls once more to write them.
+    pub(super) fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// Disconnects cleanly (no last will; a persistent session is kept) and
@@ -94,6 +111,7 @@ struct Poller {
     link: Link,
     subscriptions: Vec<SubscribeFilter>,
     held: VecDeque<Event>,
+    wake: Arc<Notify>,
 }
 
 impl Poller {
@@ -160,8 +178,9 @@ impl Poller {
 
     /// Hands what is held to the component. Returns `false` once the
     /// component has gone. While the channel is full it waits, but no later
-    /// than `poll_by` (then the caller polls once more, for the keep-alive),
-    /// unless it already holds [`HELD_MAX`] events.
+    /// than `poll_by` (then the caller polls once more, for the keep-alive)
+    /// or a wake-up (requests to write), unless it already holds
+    /// [`HELD_MAX`] events.
     async fn forward(&mut self, poll_by: Instant) -> bool {
         while let Some(event) = self.held.pop_front() {
             let event = match self.tx.try_send(event) {
@@ -175,6 +194,10 @@ impl Poller {
                 tokio::select! {
                     permit = self.tx.reserve() => permit,
                     _ = tokio::time::sleep_until(poll_by) => {
+                        self.held.push_front(event);
+                        return true;
+                    }
+                    _ = self.wake.notified() => {
                         self.held.push_front(event);
                         return true;
                     }

@@ -197,6 +197,7 @@ impl Running {
 
     /// Queues released acknowledgements in rumqttc, as many as fit.
     fn send_acks(&mut self) {
+        let before = self.unsent.len();
         while let Some(ack) = self.unsent.front() {
             let mut p = rumqttc::Publish::new("", ack.qos, Vec::new());
             p.pkid = ack.pkid;
@@ -204,6 +205,9 @@ impl Running {
                 break;
             }
             self.unsent.pop_front();
+        }
+        if self.unsent.len() < before {
+            self.session.wake();
         }
     }
 
