@@ -76,7 +76,18 @@ struct Collector {
 impl Collector {
     /// Subscribes and returns once the broker has acknowledged the subscription.
     fn start(port: u16, filter: &str) -> Collector {
-        let (client, mut conn) = Client::new(options(port, "sub"), 100);
+        Collector::with(options(port, "sub"), filter)
+    }
+
+    /// The same with a persistent session, which outlives a broker restart.
+    fn persistent(port: u16, filter: &str) -> Collector {
+        let mut o = options(port, "sub");
+        o.set_clean_session(false);
+        Collector::with(o, filter)
+    }
+
+    fn with(options: MqttOptions, filter: &str) -> Collector {
+        let (client, mut conn) = Client::new(options, 100);
         client.subscribe(filter, QoS::AtLeastOnce).unwrap();
         let got: Received = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -439,6 +450,75 @@ fn the_bridge_flow_rewrites_topics_from_one_broker_to_another() {
         ]
     );
     bridge.stop();
+}
+
+#[test]
+fn publish_holds_while_its_broker_is_down_and_loses_nothing() {
+    let dir = tempdir();
+    let mut broker = Server::mosquitto(&dir.path().join("broker")).unwrap();
+    let far = Collector::persistent(broker.port(), "out/#");
+    let input: String = (0..5000).map(|i| format!("{{\"id\": {i}}}\n")).collect();
+    write(dir.path(), "in.jsonl", &input);
+    let sink = format!("mqtt://{}/out/x?qos=1&reconnect=50ms..500ms", broker.addr());
+    let mut relay = Fbp::start(dir.path(), &["relay", "file:in.jsonl", &sink], &[]);
+    assert!(wait_until(Duration::from_secs(15), || far.ids().len() >= 500), "{}", relay.log());
+    broker.stop();
+    let at_stop = far.ids().len();
+    assert!(!wait_until(Duration::from_millis(1500), || !relay.running()), "fbp exited while its broker was down");
+    broker.restart().unwrap();
+    let all = wait_until(Duration::from_secs(20), || far.ids().len() == 5000);
+    let received = far.got.lock().unwrap().len();
+    println!("publisher: broker stopped with {at_stop} of 5000 received; {received} received in all");
+    assert!(all, "{} of 5000 arrived", far.ids().len());
+    // The source has finished: the relay exits once everything is confirmed.
+    assert!(wait_until(Duration::from_secs(10), || !relay.running()), "{}", relay.log());
+    assert!(relay.child.wait().unwrap().success(), "{}", relay.log());
+    let log = relay.log();
+    assert_eq!(count(&log, "Connection lost; reconnecting in the background (logged again when back)."), 1, "{log}");
+    assert_eq!(count(&log, "Reconnected."), 1, "{log}");
+}
+
+#[test]
+fn a_slow_flow_keeps_the_subscription_alive_past_the_keep_alive() {
+    // QoS 0: no acknowledgements go to the broker, so only the pings the
+    // polling task still sends while the out-port is full keep the
+    // connection (Mosquitto drops a client silent for 1.5 keep-alives).
+    let dir = tempdir();
+    let broker = Server::mosquitto(&dir.path().join("broker")).unwrap();
+    let flow = write(
+        dir.path(),
+        "slow.toml",
+        &format!(
+            r#"[flow]
+name = "slow"
+connections = [{{ from = "sub.out", to = "pace.in", capacity = 1 }}, "pace -> out"]
+
+[components.sub]
+type = "mqtt-subscribe"
+config = {{ port = {}, topics = ["slow/#"], qos = 0, keep_alive = "1s" }}
+
+[components.pace]
+type = "throttle"
+config = {{ rate = 40, per = "1s" }}
+
+[components.out]
+type = "file-write"
+config = {{ path = "out.jsonl", format = "lines" }}
+"#,
+            broker.port()
+        ),
+    );
+    let run = Fbp::start(dir.path(), &["run", flow.to_str().unwrap()], &[]);
+    let out = dir.path().join("out.jsonl");
+    run.wait_connected(1);
+    wait_flowing(broker.port(), "slow/probe", || !lines(&out).is_empty());
+    let started = Instant::now();
+    publish(broker.port(), numbered(|_| "slow/a".into(), 0..300), QoS::AtLeastOnce);
+    let all = wait_until(Duration::from_secs(20), || file_ids(&out).0.len() == 300);
+    println!("300 messages through a 40/s throttle in {:?} with a 1 s keep-alive", started.elapsed());
+    assert!(all, "{} of 300 arrived:\n{}", file_ids(&out).0.len(), run.log());
+    let log = run.stop();
+    assert_eq!(count(&log, "Connection lost; reconnecting in the background (logged again when back)."), 0, "{log}");
 }
 
 #[test]
