@@ -521,6 +521,105 @@ config = {{ path = "out.jsonl", format = "lines" }}
     assert_eq!(count(&log, "Connection lost; reconnecting in the background (logged again when back)."), 0, "{log}");
 }
 
+/// Runs `program` with `args` in `dir`; panics with its stderr when it fails.
+fn run_ok(dir: &Path, program: &str, args: &[&str]) {
+    let o = std::process::Command::new(program).current_dir(dir).args(args).output().expect("runs");
+    assert!(o.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A Mosquitto with a TLS listener this test started; killed by PID when dropped.
+struct TlsBroker(Child);
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn mqtts_subscribes_over_tls_trusting_the_given_ca() {
+    let dir = tempdir();
+    let d = dir.path();
+    // A CA, and a server certificate it signs for 127.0.0.1.
+    run_ok(
+        d,
+        "openssl",
+        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem"]
+            .into_iter()
+            .chain(["-days", "1", "-subj", "/CN=fbp test CA"])
+            .collect::<Vec<_>>(),
+    );
+    run_ok(
+        d,
+        "openssl",
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    write(d, "ext.cnf", "subjectAltName=IP:127.0.0.1\n");
+    run_ok(
+        d,
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let port = fbp_runtime::testbed::free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+        d.display()
+    );
+    write(d, "mosquitto.conf", &conf);
+    let exe = fbp_runtime::testbed::program("mosquitto").expect("mosquitto is installed");
+    let child = std::process::Command::new(exe)
+        .arg("-c")
+        .arg(d.join("mosquitto.conf"))
+        .stderr(File::create(d.join("mosquitto.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _broker = TlsBroker(child);
+    assert!(fbp_runtime::testbed::wait_for_port(port, Duration::from_secs(10)), "mosquitto (TLS) did not start");
+
+    let source = format!("mqtts://127.0.0.1:{port}/secure/%23?ca_file=ca.pem");
+    let relay = Fbp::start(d, &["relay", &source, "file:out.jsonl?format=lines"], &[]);
+    relay.wait_connected(1);
+    let out = d.join("out.jsonl");
+    let arrived = wait_until(Duration::from_secs(15), || {
+        let port = port.to_string();
+        let args =
+            ["-h", "127.0.0.1", "-p", &port, "--cafile", "ca.pem", "-q", "1", "-t", "secure/a", "-m", r#"{"id": 7}"#];
+        run_ok(d, "mosquitto_pub", &args);
+        wait_until(Duration::from_millis(300), || file_ids(&out).0.contains(&7))
+    });
+    assert!(arrived, "nothing arrived over TLS:\n{}", relay.log());
+    let log = relay.stop();
+    assert!(!log.contains("Cannot connect"), "{log}");
+}
+
 #[test]
 fn mqtt_flows_check() {
     for flow in ["flows/mqtt-to-sqlite.toml", "flows/mqtt-bridge.toml"] {
