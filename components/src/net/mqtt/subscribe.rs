@@ -40,7 +40,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           arrived; a message a sink rejected is left unacknowledged, for the broker to deliver again \
           after a reconnection. With `clean_session = false` and a fixed `client_id` the broker keeps \
           the subscription and the unacknowledged messages while fbp is stopped, crashed or \
-          disconnected: nothing is lost, duplicates are possible. QoS 0 is at-most-once. A payload not \
+          disconnected: nothing is lost, duplicates are possible (QoS 1; QoS 2 only with a clean \
+          session, a limit of rumqttc). QoS 0 is at-most-once. A payload not \
           in `format` goes to `err` with its topic, as text or bytes. While the out-port is full the \
           component stops reading (keeping the connection alive with pings), so the broker holds the \
           backlog. A broker that is down or lost is retried with `reconnect` backoff, logged once per \
@@ -95,6 +96,12 @@ fn ports(config: &serde_json::Value) -> (Vec<Port>, Vec<Port>) {
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
     let connection = check(&config.common, &ctx.name, |p| ctx.path(p))?;
+    if connection.qos == QoS::ExactlyOnce && !connection.clean_session {
+        return Err("`qos = 2` with `clean_session = false` is not supported: rumqttc 0.25 forgets the QoS 2 \
+                    exchanges in progress when the connection drops, then refuses the broker's PUBREL for them \
+                    and reconnects without end; use `qos = 1` (at least once, as QoS 2 is end to end here)"
+            .into());
+    }
     if config.topics.is_empty() {
         return Err("`topics` is empty: name at least one topic filter, e.g. `[\"sensors/#\"]`".into());
     }
@@ -283,9 +290,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_topic_filters_are_refused_when_built() {
-        for (topics, want) in [(json!([]), "empty"), (json!(["a/#/b"]), "`#` must be a whole level")] {
-            let mut h = Harness::new(&SPEC, json!({ "topics": topics }));
+    async fn bad_filters_and_qos2_sessions_are_refused_when_built() {
+        let qos2 = json!({"topics": ["a"], "qos": 2, "clean_session": false, "client_id": "x"});
+        let cases = [
+            (json!({"topics": []}), "empty"),
+            (json!({"topics": ["a/#/b"]}), "`#` must be a whole level"),
+            (qos2, "use `qos = 1`"),
+        ];
+        for (config, want) in cases {
+            let mut h = Harness::new(&SPEC, config);
             let out = h.run().await;
             let err = out.result.unwrap().unwrap_err().0;
             assert!(err.contains(want), "{err}");
