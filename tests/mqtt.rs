@@ -527,14 +527,58 @@ fn run_ok(dir: &Path, program: &str, args: &[&str]) {
     assert!(o.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// A Mosquitto with a TLS listener this test started; killed by PID when dropped.
-struct TlsBroker(Child);
+/// A Mosquitto with a config of the test's own (`conf` in `dir`) on `port`;
+/// killed by PID when dropped.
+struct OwnBroker(Child);
 
-impl Drop for TlsBroker {
+impl OwnBroker {
+    fn start(dir: &Path, port: u16, conf: &str) -> OwnBroker {
+        let conf = format!("listener {port} 127.0.0.1\nuser root\nallow_anonymous true\n{conf}");
+        let path = write(dir, "mosquitto.conf", &conf);
+        let exe = fbp_runtime::testbed::program("mosquitto").expect("mosquitto is installed");
+        let log = File::create(dir.join("mosquitto.log")).unwrap();
+        let broker = OwnBroker(std::process::Command::new(exe).arg("-c").arg(path).stderr(log).spawn().unwrap());
+        assert!(fbp_runtime::testbed::wait_for_port(port, Duration::from_secs(10)), "mosquitto did not start");
+        broker
+    }
+}
+
+impl Drop for OwnBroker {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn relay_to_sqlite_starts_before_its_broker_and_stores_every_reading() {
+    let dir = tempdir();
+    let port = fbp_runtime::testbed::free_port();
+    let source = format!("mqtt://127.0.0.1:{port}/sensors/%23?qos=1&reconnect=50ms..300ms");
+    let columns = r#"sink.columns={ sensor = "TEXT", value = "REAL", id = "INTEGER" }"#;
+    let args = ["relay", &source, "sqlite://readings.db?table=readings", "--set", columns];
+    let mut relay = Fbp::start(dir.path(), &args, &[]);
+    let refused = wait_until(Duration::from_secs(10), || {
+        count(&relay.log(), "Cannot connect; reconnecting in the background (logged again when back).") == 1
+    });
+    assert!(refused, "{}", relay.log());
+    assert!(!wait_until(Duration::from_millis(1500), || !relay.running()), "fbp exited while the broker was down");
+    let _broker = OwnBroker::start(dir.path(), port, "");
+    assert!(wait_until(Duration::from_secs(10), || count(&relay.log(), "Reconnected.") == 1), "{}", relay.log());
+    let db = dir.path().join("readings.db");
+    wait_flowing(port, "sensors/probe", || any_rows(&db));
+    let readings = (0..300u64)
+        .map(|i| {
+            (
+                format!("sensors/s{}", i % 5),
+                format!(r#"{{"sensor": "s{}", "value": {i}.25, "id": {i}}}"#, i % 5).into_bytes(),
+            )
+        })
+        .collect();
+    publish(port, readings, QoS::AtLeastOnce);
+    assert!(wait_until(Duration::from_secs(15), || rows(&db) == 300), "{} of 300 rows", rows(&db));
+    let log = relay.stop();
+    assert_eq!(count(&log, "Cannot connect; reconnecting in the background (logged again when back)."), 1, "{log}");
 }
 
 #[test]
@@ -589,20 +633,8 @@ fn mqtts_subscribes_over_tls_trusting_the_given_ca() {
         ],
     );
     let port = fbp_runtime::testbed::free_port();
-    let conf = format!(
-        "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
-        d.display()
-    );
-    write(d, "mosquitto.conf", &conf);
-    let exe = fbp_runtime::testbed::program("mosquitto").expect("mosquitto is installed");
-    let child = std::process::Command::new(exe)
-        .arg("-c")
-        .arg(d.join("mosquitto.conf"))
-        .stderr(File::create(d.join("mosquitto.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let _broker = TlsBroker(child);
-    assert!(fbp_runtime::testbed::wait_for_port(port, Duration::from_secs(10)), "mosquitto (TLS) did not start");
+    let tls = format!("cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n", d.display());
+    let _broker = OwnBroker::start(d, port, &tls);
 
     let source = format!("mqtts://127.0.0.1:{port}/secure/%23?ca_file=ca.pem");
     let relay = Fbp::start(d, &["relay", &source, "file:out.jsonl?format=lines"], &[]);
