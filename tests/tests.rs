@@ -6,6 +6,7 @@ mod cli;
 mod exec;
 mod flow_errors;
 mod kv_state;
+mod mqtt;
 mod relay;
 mod run;
 mod subflows;

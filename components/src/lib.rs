@@ -11,7 +11,7 @@
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
 //! - [`process`]: programs in any language as components (`exec`);
-//! - [`net`]: brokers, servers and sockets;
+//! - [`net`]: brokers, servers and sockets (`mqtt-subscribe`, `mqtt-publish`, ...);
 //! - [`state`]: live state served over HTTP, WebSocket and SSE (`kv-state`).
 //!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
@@ -55,4 +55,6 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &storage::sqlite::SPEC,
     &process::exec::SPEC,
     &state::kv::SPEC,
+    &net::mqtt::subscribe::SPEC,
+    &net::mqtt::publish::SPEC,
 ]);

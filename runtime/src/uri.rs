@@ -136,10 +136,26 @@ pub static SCHEMES: &[Scheme] = &[
         sink: Some("exec"),
         config: exec_sink,
     },
+    Scheme {
+        names: &["mqtt", "mqtts"],
+        form: "mqtt://HOST:PORT/TOPIC",
+        doc: "subscribe to the filter TOPIC (`%23` is `#`); mqtts: TLS; ?qos=1&client_id=ID&clean_session=false",
+        source: Some("mqtt-subscribe"),
+        sink: None,
+        config: mqtt_source,
+    },
+    Scheme {
+        names: &["mqtt", "mqtts"],
+        form: "mqtt://HOST:PORT/TOPIC",
+        doc: "publish to TOPIC, a template (`{{ .field }}`); no topic: each message's own",
+        source: None,
+        sink: Some("mqtt-publish"),
+        config: mqtt_sink,
+    },
 ];
 
 /// Schemes planned but not built yet: reported as "not available yet".
-pub const PLANNED: &[&str] = &["mqtt", "mqtts", "nats", "http", "https", "ws", "tcp", "udp", "amqp", "postgresql"];
+pub const PLANNED: &[&str] = &["nats", "http", "https", "ws", "tcp", "udp", "amqp", "postgresql"];
 
 /// A URI resolved for one role: the component type and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -335,6 +351,33 @@ fn exec(uri: &Uri, mode: &str) -> Result<Settings, String> {
     Ok(with_query(base, &Uri { query: rest, ..uri.clone() }))
 }
 
+/// The broker URL and the topic: `mqtt://HOST:PORT/TOPIC`.
+fn mqtt(uri: &Uri) -> Result<(Settings, String), String> {
+    let (authority, topic) = uri.path.split_once('/').unwrap_or((&uri.path, ""));
+    if authority.is_empty() {
+        return Err(format!("no broker; write `{}://HOST:PORT/TOPIC` (`%23` for `#`)", uri.scheme));
+    }
+    Ok((vec![("url".into(), format!("{}://{authority}", uri.scheme))], topic.to_string()))
+}
+
+/// `mqtt-subscribe` to the filter in the path.
+fn mqtt_source(uri: &Uri) -> Result<Settings, String> {
+    let (mut base, topic) = mqtt(uri)?;
+    if topic.is_empty() {
+        return Err(format!("no topic; write `{}://HOST:PORT/TOPIC` (`%23` for `#`)", uri.scheme));
+    }
+    base.push(("topics".into(), format!("[{}]", quote(&topic))));
+    Ok(with_query(base, uri))
+}
+
+/// `mqtt-publish` to the topic in the path, or to each message's own topic.
+fn mqtt_sink(uri: &Uri) -> Result<Settings, String> {
+    let (mut base, topic) = mqtt(uri)?;
+    let topic = if topic.is_empty() { "{{ $meta.topic }}".to_string() } else { topic };
+    base.push(("topic".into(), topic));
+    Ok(with_query(base, uri))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,8 +488,37 @@ mod tests {
             resolve("foo://x", Role::Source),
             Err(UriError::Unknown { uri: "foo://x".into(), scheme: "foo".into() })
         );
-        let err = resolve("mqtt://127.0.0.1/a/%23", Role::Source).unwrap_err();
-        assert_eq!(err.to_string(), "the URI scheme `mqtt:` is not available yet (in `mqtt://127.0.0.1/a/%23`)");
+        let err = resolve("nats://127.0.0.1/a", Role::Source).unwrap_err();
+        assert_eq!(err.to_string(), "the URI scheme `nats:` is not available yet (in `nats://127.0.0.1/a`)");
+    }
+
+    #[test]
+    fn mqtt_uris_give_the_broker_the_topic_and_the_query() {
+        assert_eq!(
+            endpoint("mqtt://127.0.0.1:1883/sensors/%23?qos=1&client_id=x&clean_session=false", Role::Source),
+            (
+                "mqtt-subscribe",
+                settings(&[
+                    ("url", "mqtt://127.0.0.1:1883"),
+                    ("topics", r#"["sensors/#"]"#),
+                    ("qos", "1"),
+                    ("client_id", "x"),
+                    ("clean_session", "false")
+                ])
+            )
+        );
+        assert_eq!(
+            endpoint("mqtts://broker/site/+/t", Role::Source).1[..2],
+            settings(&[("url", "mqtts://broker"), ("topics", r#"["site/+/t"]"#)])[..]
+        );
+        assert_eq!(
+            endpoint("mqtt://h:1884/out/a", Role::Sink),
+            ("mqtt-publish", settings(&[("url", "mqtt://h:1884"), ("topic", "out/a")]))
+        );
+        assert_eq!(endpoint("mqtt://h:1884", Role::Sink).1[1], ("topic".into(), "{{ $meta.topic }}".into()));
+        let err = resolve("mqtt://h:1883", Role::Source).unwrap_err().to_string();
+        assert!(err.contains("no topic"), "{err}");
+        assert!(resolve("mqtt:///x", Role::Sink).unwrap_err().to_string().contains("no broker"));
     }
 
     #[test]
@@ -468,7 +540,8 @@ mod tests {
         assert!(help.contains("file:PATH") && help.contains("source (file-read), sink (file-write)"), "{help}");
         assert!(help.contains("sqlite://PATH?table=T") && help.contains("sink (sqlite)"), "{help}");
         assert!(help.contains("- or stdin:") && help.contains("source (stdin)"), "{help}");
-        assert!(help.contains("not available yet: mqtt, mqtts, nats"), "{help}");
+        assert!(help.contains("not available yet: nats"), "{help}");
+        assert!(help.contains("mqtt://HOST:PORT/TOPIC") && help.contains("source (mqtt-subscribe)"), "{help}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Brokers, servers and sockets: the components that talk to the network.
+//! Brokers, servers and sockets: the components that talk to the network
+//! ([`mqtt`]: `mqtt-subscribe`, `mqtt-publish`).
 //!
 //! Each keeps a [`fbp_runtime::link::Link`] per connection (state logged once
 //! per change, reconnection with backoff, never giving up) and shares the TLS
 //! set-up in [`tls`].
 
+pub mod mqtt;
 pub mod tls;

@@ -1,0 +1,313 @@
+//! `mqtt-subscribe`: messages from an MQTT broker, acknowledged once delivered.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use fbp_runtime::link::Link;
+use fbp_runtime::queue::OutPort;
+use fbp_runtime::spec::{KeySpec, KeyType, Port};
+use fbp_runtime::value::{self, Value};
+use fbp_runtime::{
+    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
+    TaskFuture,
+};
+use rumqttc::{QoS, SubscribeFilter};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::acks::{ArrivalOrder, ToAck};
+use super::config::{COMMON_KEYS, Common, Connection, Format, check};
+use super::session::{Event, Session};
+use super::template::check_filter;
+
+static KEYS: [KeySpec; 20] = super::keys(
+    &COMMON_KEYS,
+    &[KeySpec::required(
+        "topics",
+        KeyType::StringList,
+        "Topic filters to subscribe to, with MQTT wildcards: `+` for one level, `#` for the rest \
+         (`[\"sensors/#\", \"site/+/status\"]`).",
+    )],
+);
+
+/// The `mqtt-subscribe` declaration.
+pub static SPEC: ComponentSpec = ComponentSpec {
+    name: "mqtt-subscribe",
+    summary: "Receive messages from an MQTT broker (3.1.1; wildcards, QoS 0/1/2, persistent sessions, TLS).",
+    doc: "Subscribes to `topics` and sends each message it receives, its topic in the metadata \
+          (`$meta.topic`). With QoS 1/2 a message is acknowledged to the broker (PUBACK / PUBREC) only \
+          once every sink it reached has committed it, or it was dead-lettered, in the order messages \
+          arrived; a message a sink rejected is left unacknowledged, for the broker to deliver again \
+          after a reconnection. With `clean_session = false` and a fixed `client_id` the broker keeps \
+          the subscription and the unacknowledged messages while fbp is stopped, crashed or \
+          disconnected: nothing is lost, duplicates are possible (QoS 1; QoS 2 only with a clean \
+          session, a limit of rumqttc). QoS 0 is at-most-once. A payload not \
+          in `format` goes to `err` with its topic, as text or bytes. While the out-port is full the \
+          component stops reading (keeping the connection alive with pings), so the broker holds the \
+          backlog. A broker that is down or lost is retried with `reconnect` backoff, logged once per \
+          outage; the flow never fails because of it. On shutdown it waits up to 5 s for the messages \
+          in flight to be acknowledged, then disconnects.",
+    kind: Kind::Source,
+    inputs: &[],
+    outputs: &[PortSpec {
+        name: "out",
+        ty: "json",
+        doc: "one message per MQTT message; text or bytes with `format = \"text\"` / `\"bytes\"`",
+    }],
+    config: &KEYS,
+    delivery: Delivery::AtLeastOnce,
+    stateless: false,
+    example: "[components.sensors]\ntype = \"mqtt-subscribe\"\n\
+              config = { url = \"mqtt://127.0.0.1:1883\", topics = [\"sensors/#\"], qos = 1, \
+              client_id = \"gateway-1\", clean_session = false }\n",
+    build,
+    ports: Some(ports),
+};
+
+/// Messages from the connection task waiting for the component, at most.
+const EVENTS: usize = 64;
+/// Room in rumqttc's request channel (acknowledgements).
+const REQUESTS: usize = 1024;
+/// How long a shutdown waits for messages in flight to be acknowledged.
+const DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Deserialize)]
+struct Config {
+    #[serde(flatten)]
+    common: Common,
+    topics: Vec<String>,
+}
+
+struct Subscribe {
+    connection: Connection,
+    topics: Vec<String>,
+    format: Format,
+}
+
+fn ports(config: &serde_json::Value) -> (Vec<Port>, Vec<Port>) {
+    let ty = match config.get("format").and_then(serde_json::Value::as_str) {
+        Some("text") => "text",
+        Some("bytes") => "bytes",
+        _ => "json",
+    };
+    (Vec::new(), vec![Port { name: "out".into(), ty: ty.into() }])
+}
+
+fn build(ctx: &BuildContext) -> Result<Instance, String> {
+    let config: Config = ctx.parse()?;
+    let connection = check(&config.common, &ctx.name, |p| ctx.path(p))?;
+    if connection.qos == QoS::ExactlyOnce && !connection.clean_session {
+        return Err("`qos = 2` with `clean_session = false` is not supported: rumqttc 0.25 forgets the QoS 2 \
+                    exchanges in progress when the connection drops, then refuses the broker's PUBREL for them \
+                    and reconnects without end; use `qos = 1` (at least once, as QoS 2 is end to end here)"
+            .into());
+    }
+    if config.topics.is_empty() {
+        return Err("`topics` is empty: name at least one topic filter, e.g. `[\"sensors/#\"]`".into());
+    }
+    for t in &config.topics {
+        check_filter(t).map_err(|e| format!("`topics`: {e}"))?;
+    }
+    Ok(Instance::task(Subscribe { connection, topics: config.topics, format: config.common.format }))
+}
+
+/// The payload in the configured format, or the raw payload (text where it
+/// is UTF-8, else bytes) and why it is not.
+fn decode(format: Format, raw: &bytes::Bytes) -> Result<Value, (Value, String)> {
+    let as_is = || crate::codec::utf8_text(raw).unwrap_or_else(|_| Value::byte_str(raw.clone()));
+    match format {
+        Format::Bytes => Ok(Value::byte_str(raw.clone())),
+        Format::Text => crate::codec::utf8_text(raw).map_err(|e| (Value::byte_str(raw.clone()), e)),
+        Format::Json => value::parse_json(raw).map_err(|e| (as_is(), format!("payload is not JSON: {e}"))),
+    }
+}
+
+impl Task for Subscribe {
+    fn run(self: Box<Self>, ctx: Context) -> TaskFuture {
+        Box::pin(async move { Running::start(*self, ctx)?.run().await })
+    }
+}
+
+/// A running subscription.
+struct Running {
+    format: Format,
+    ctx: Context,
+    out: OutPort,
+    session: Session,
+    order: ArrivalOrder,
+    generation: u64,
+    /// Where each message's outcome is told (cloned into its `Ack`) and read.
+    outcome_tx: mpsc::UnboundedSender<(u64, Outcome)>,
+    outcome_rx: mpsc::UnboundedReceiver<(u64, Outcome)>,
+    /// Acknowledgements released but not yet queued in rumqttc.
+    unsent: VecDeque<ToAck>,
+}
+
+impl Running {
+    fn start(s: Subscribe, ctx: Context) -> Result<Running, Failure> {
+        let mut options = s.connection.options().map_err(Failure)?;
+        options.set_manual_acks(s.connection.qos != QoS::AtMostOnce);
+        let link = Link::new(ctx.name.clone(), s.connection.target(), s.connection.backoff);
+        let filters = s.topics.iter().map(|t| SubscribeFilter::new(t.clone(), s.connection.qos)).collect();
+        let (outcome_tx, outcome_rx) = mpsc::unbounded_channel();
+        let session = Session::start(ctx.name.clone(), options, link, REQUESTS, EVENTS, filters);
+        Ok(Running {
+            format: s.format,
+            out: ctx.output("out"),
+            ctx,
+            session,
+            order: ArrivalOrder::default(),
+            generation: 0,
+            outcome_tx,
+            outcome_rx,
+            unsent: VecDeque::new(),
+        })
+    }
+
+    async fn run(mut self) -> Result<(), Failure> {
+        let shutdown = self.ctx.shutdown().clone();
+        loop {
+            self.send_acks();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some((id, outcome)) = self.outcome_rx.recv() => self.settle(id, outcome),
+                event = self.session.events.recv() => match event {
+                    Some(Event::Message { generation, publish }) => {
+                        if !self.ingest(generation, publish).await? {
+                            break;
+                        }
+                    }
+                    Some(event) => self.connection_event(event),
+                    None => return Err(Failure("the MQTT connection task ended".into())),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(10)), if !self.unsent.is_empty() => {}
+            }
+        }
+        self.drain().await;
+        self.session.close().await;
+        Ok(())
+    }
+
+    fn connection_event(&mut self, event: Event) {
+        if let Event::Connected { generation, .. } = event {
+            self.generation = generation;
+            // Acknowledgements for the old connection's packet ids mean nothing now.
+            self.unsent.clear();
+        }
+    }
+
+    fn settle(&mut self, id: u64, outcome: Outcome) {
+        self.order.settle(id, outcome);
+        self.unsent.extend(self.order.release(self.generation));
+    }
+
+    /// Queues released acknowledgements in rumqttc, as many as fit.
+    fn send_acks(&mut self) {
+        let before = self.unsent.len();
+        while let Some(ack) = self.unsent.front() {
+            let mut p = rumqttc::Publish::new("", ack.qos, Vec::new());
+            p.pkid = ack.pkid;
+            if self.session.client.try_ack(&p).is_err() {
+                break;
+            }
+            self.unsent.pop_front();
+        }
+        if self.unsent.len() < before {
+            self.session.wake();
+        }
+    }
+
+    /// Sends one received message on; `false` when the flow shut down meanwhile.
+    async fn ingest(&mut self, generation: u64, publish: rumqttc::Publish) -> Result<bool, Failure> {
+        let mut meta = self.ctx.meta();
+        meta.topic = Some(publish.topic.as_str().into());
+        let decoded = decode(self.format, &publish.payload);
+        let payload = match &decoded {
+            Ok(v) | Err((v, _)) => v.clone(),
+        };
+        let mut msg = Message::new(payload, meta);
+        if publish.qos != QoS::AtMostOnce {
+            let id = self.order.arrive(generation, publish.qos, publish.pkid);
+            let tx = self.outcome_tx.clone();
+            msg.ack = Some(self.ctx.ack(move |outcome| {
+                let _ = tx.send((id, outcome));
+            }));
+        }
+        if let Err((_, error)) = decoded {
+            self.ctx.reject(&msg, &error).await?;
+            return Ok(true);
+        }
+        tokio::select! {
+            sent = self.out.send(msg.clone()) => sent.map(|()| true).map_err(Failure::from),
+            _ = self.ctx.shutdown().cancelled() => {
+                // Not sent: not delivered (left to the broker to deliver again).
+                if let Some(ack) = &msg.ack {
+                    ack.reject();
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// After a shutdown: acknowledges what the flow still delivers, for a while.
+    async fn drain(&mut self) {
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        while self.order.len() > 0 {
+            self.send_acks();
+            tokio::select! {
+                Some((id, outcome)) = self.outcome_rx.recv() => self.settle(id, outcome),
+                // Messages arriving now are not taken: the broker keeps them.
+                Some(event) = self.session.events.recv() => self.connection_event(event),
+                _ = tokio::time::sleep(Duration::from_millis(10)), if !self.unsent.is_empty() => {}
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        self.send_acks();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use fbp_runtime::testing::Harness;
+    use serde_json::json;
+
+    #[test]
+    fn formats_decode_or_say_why_not() {
+        let ok = decode(Format::Json, &Bytes::from_static(br#"{"a":1}"#)).unwrap();
+        assert_eq!(value::to_json_string(&ok), r#"{"a":1}"#);
+        let (raw, e) = decode(Format::Json, &Bytes::from_static(b"{bad")).unwrap_err();
+        assert!(e.contains("not JSON") && matches!(raw, Value::TStr(_)), "{e}");
+        let (raw, _) = decode(Format::Json, &Bytes::from_static(&[0xff, 0xfe])).unwrap_err();
+        assert!(matches!(raw, Value::BStr(_)));
+        let (raw, e) = decode(Format::Text, &Bytes::from_static(&[b'a', 0xff])).unwrap_err();
+        assert!(e.contains("not UTF-8") && matches!(raw, Value::BStr(_)), "{e}");
+        assert!(decode(Format::Json, &Bytes::new()).is_err(), "an empty payload is not JSON");
+        assert!(matches!(decode(Format::Text, &Bytes::new()).unwrap(), Value::TStr(_)));
+        assert!(matches!(decode(Format::Bytes, &Bytes::from_static(&[0xff])).unwrap(), Value::BStr(_)));
+    }
+
+    #[tokio::test]
+    async fn bad_filters_and_qos2_sessions_are_refused_when_built() {
+        let qos2 = json!({"topics": ["a"], "qos": 2, "clean_session": false, "client_id": "x"});
+        let cases = [
+            (json!({"topics": []}), "empty"),
+            (json!({"topics": ["a/#/b"]}), "`#` must be a whole level"),
+            (qos2, "use `qos = 1`"),
+        ];
+        for (config, want) in cases {
+            let mut h = Harness::new(&SPEC, config);
+            let out = h.run().await;
+            let err = out.result.unwrap().unwrap_err().0;
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_out_port_follows_the_format() {
+        assert_eq!(ports(&json!({"format": "text"})).1[0].ty, "text");
+        assert_eq!(ports(&json!({})).1[0].ty, "json");
+    }
+}
