@@ -16,6 +16,7 @@ use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
     BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
+use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use serde::Deserialize;
@@ -219,38 +220,33 @@ impl Publish {
 
     /// Publishes every message of `batch` and waits for the confirms: a fate
     /// per message, in order (`None`: still in hand, as the channel failed
-    /// before its confirm), and the channel's error if it failed.
+    /// before its confirm), and the channel's error if it failed. The
+    /// publishes of a batch are pipelined; lapin numbers and queues them in
+    /// the order they are first polled, which is the batch's order.
     async fn publish_batch(&self, channel: &Channel, batch: &[Message]) -> (Vec<Option<Fate>>, Option<lapin::Error>) {
-        let mut pending = Vec::with_capacity(batch.len());
-        for msg in batch {
-            let routing_key = match self.routing_key.render(msg) {
-                Ok(key) => key,
-                Err(why) => {
-                    pending.push(Err(why));
-                    continue;
-                }
-            };
-            match self.publish(channel, msg, routing_key).await {
-                Ok(confirm) => pending.push(Ok(confirm)),
-                Err(e) => {
-                    let fates = pending.into_iter().map(|p| p.err().map(Fate::Refused)).collect();
-                    return (fates, Some(e));
-                }
-            }
-        }
-        let mut fates = Vec::with_capacity(pending.len());
+        let keys: Vec<Result<String, String>> = batch.iter().map(|m| self.routing_key.render(m)).collect();
+        let publishes = batch
+            .iter()
+            .zip(&keys)
+            .filter_map(|(msg, key)| key.as_ref().ok().map(|key| self.publish(channel, msg, key)));
+        let mut published = join_all(publishes).await.into_iter();
+        let mut fates = Vec::with_capacity(batch.len());
         let mut failed = None;
-        for p in pending {
-            fates.push(match p {
-                Err(why) => Some(Fate::Refused(why)),
-                Ok(_) if failed.is_some() => None,
-                Ok(confirm) => match confirm.await {
+        for key in keys {
+            fates.push(match (key, published.next()) {
+                (Err(why), _) => Some(Fate::Refused(why)),
+                (Ok(_), Some(Ok(confirm))) if failed.is_none() => match confirm.await {
                     Ok(c) => Some(fate(c)),
                     Err(e) => {
                         failed = Some(e);
                         None
                     }
                 },
+                (Ok(_), Some(Err(e))) => {
+                    failed.get_or_insert(e);
+                    None
+                }
+                (Ok(_), _) => None,
             });
         }
         (fates, failed)
@@ -261,7 +257,7 @@ impl Publish {
         &self,
         channel: &Channel,
         msg: &Message,
-        routing_key: String,
+        routing_key: &str,
     ) -> Result<PublisherConfirm, lapin::Error> {
         let options = BasicPublishOptions { mandatory: self.mandatory, ..BasicPublishOptions::default() };
         let (body, content_type) = body(&msg.payload);

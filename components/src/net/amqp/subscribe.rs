@@ -19,6 +19,7 @@ use fbp_runtime::{
     TaskFuture,
 };
 use futures_util::StreamExt;
+use futures_util::future::join_all;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
@@ -280,16 +281,21 @@ impl Subscribe {
                 biased;
                 _ = ctx.shutdown().cancelled() => {
                     // Acknowledge what is already settled before leaving.
+                    let mut ready = Vec::new();
                     while let Ok(s) = settle_rx.try_recv() {
-                        let _ = settle(&s).await;
+                        ready.push(s);
                     }
+                    join_all(ready.iter().map(settle)).await;
                     return End::Shutdown;
                 }
-                Some(s) = settle_rx.recv() => {
-                    if let Err(e) = settle(&s).await {
-                        if session.channel.status().connected() {
-                            continue;
-                        }
+                Some(first) = settle_rx.recv() => {
+                    // Settle everything already reported at once: the acks are pipelined.
+                    let mut ready = vec![first];
+                    while let Ok(s) = settle_rx.try_recv() {
+                        ready.push(s);
+                    }
+                    let failed = join_all(ready.iter().map(settle)).await.into_iter().find_map(Result::err);
+                    if let Some(e) = failed.filter(|_| !session.channel.status().connected()) {
                         return End::Lost(e);
                     }
                 }
