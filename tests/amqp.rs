@@ -18,7 +18,7 @@ use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
     QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 use crate::util::{fbp, lines, signal, summary, tempdir, wait_until, write};
@@ -84,8 +84,13 @@ impl Rabbit {
 
     /// Publishes `bodies` to `exchange` with `key`, persistent, and waits for the confirms.
     fn publish(&self, exchange: &str, key: &str, bodies: impl IntoIterator<Item = Vec<u8>>) {
+        self.publish_with(exchange, key, bodies, FieldTable::default());
+    }
+
+    /// Publishes as [`Rabbit::publish`] does, with AMQP `headers`.
+    fn publish_with(&self, exchange: &str, key: &str, bodies: impl IntoIterator<Item = Vec<u8>>, headers: FieldTable) {
         self.rt.block_on(async {
-            let props = BasicProperties::default().with_delivery_mode(2);
+            let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
             for body in bodies {
                 // Confirms are awaited all together below.
                 drop(
@@ -380,10 +385,40 @@ fn relay_the_lorrystream_uri_to_a_file() {
     assert!(wait_until(Duration::from_secs(10), || log(dir.path()).contains("Connected.")), "{}", log(dir.path()));
     // fbp declared `testdrive` as a durable topic exchange: declaring it so again succeeds.
     rabbit.exchange("testdrive");
-    rabbit.publish("testdrive", "demo", numbered(0..100));
+    let mut headers = FieldTable::default();
+    headers.insert("sensor".into(), AMQPValue::LongString("s-1".into()));
+    headers.insert("n".into(), AMQPValue::LongLongInt(7));
+    rabbit.publish_with("testdrive", "demo", numbered(0..100), headers);
     assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 100), "{}", log(dir.path()));
     stop(child, dir.path());
     assert_eq!(complete(&out).len(), 100);
+    let first: serde_json::Value = serde_json::from_str(&lines(&out)[0]).unwrap();
+    assert_eq!(first["metadata"]["topic"], "demo");
+    assert_eq!(first["metadata"]["headers"], serde_json::json!({"sensor": "s-1", "n": "7"}), "AMQP headers");
+}
+
+#[test]
+fn unroutable_and_untemplatable_messages_go_to_the_dead_letter() {
+    let mut rabbit = Rabbit::new();
+    let queue = rabbit.queue(None);
+    let nowhere = Rabbit::name("nowhere");
+    let dir = tempdir();
+    let flow = format!(
+        "[flow]\nname = \"pub\"\nconnections = [\"in -> amqp\"]\ndead_letter = \"file:dead.jsonl\"\n\
+         [components.in]\ntype = \"inject\"\n\
+         config = {{ messages = [{{ q = \"{queue}\" }}, {{ q = \"{nowhere}\" }}, {{ other = 1 }}, {{ q = \"{queue}\" }}] }}\n\
+         [components.amqp]\ntype = \"amqp-publish\"\nconfig = {{ routing_key = \"{{{{ .q }}}}\", mandatory = true }}\n"
+    );
+    write(dir.path(), "flow.toml", &flow);
+    let out = fbp().current_dir(dir.path()).args(["run", "flow.toml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rabbit.drain(&queue).len(), 2, "the routable messages arrive");
+    let dead: Vec<serde_json::Value> =
+        lines(&dir.path().join("dead.jsonl")).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let errors: Vec<&str> = dead.iter().map(|d| d["data"]["error"].as_str().unwrap()).collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("gave null")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("unroutable")), "{errors:?}");
 }
 
 #[test]

@@ -233,20 +233,23 @@ impl Publish {
         let mut fates = Vec::with_capacity(batch.len());
         let mut failed = None;
         for key in keys {
-            fates.push(match (key, published.next()) {
-                (Err(why), _) => Some(Fate::Refused(why)),
-                (Ok(_), Some(Ok(confirm))) if failed.is_none() => match confirm.await {
+            let Ok(_) = key else {
+                fates.push(key.err().map(Fate::Refused));
+                continue;
+            };
+            fates.push(match published.next() {
+                Some(Ok(confirm)) if failed.is_none() => match confirm.await {
                     Ok(c) => Some(fate(c)),
                     Err(e) => {
                         failed = Some(e);
                         None
                     }
                 },
-                (Ok(_), Some(Err(e))) => {
+                Some(Err(e)) => {
                     failed.get_or_insert(e);
                     None
                 }
-                (Ok(_), _) => None,
+                _ => None,
             });
         }
         (fates, failed)
