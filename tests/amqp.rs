@@ -149,16 +149,30 @@ fn numbered(range: std::ops::Range<u32>) -> impl Iterator<Item = Vec<u8>> {
     range.map(|i| format!(r#"{{"i": {i}}}"#).into_bytes())
 }
 
-/// Starts `fbp` with `args` in `dir`, its log (JSON) in `dir/fbp.log`.
-fn start(dir: &Path, args: &[&str]) -> Child {
-    let log = File::create(dir.join("fbp.log")).unwrap();
-    fbp().current_dir(dir).args(["--log-format", "json"]).args(args).stdout(Stdio::null()).stderr(log).spawn().unwrap()
+/// An `fbp` this test started: killed (by its PID) if the test ends without stopping it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
-/// Stops `child` with SIGTERM and returns its log.
-fn stop(mut child: Child, dir: &Path) -> String {
-    signal(&child, "TERM");
-    let status = child.wait().unwrap();
+/// Starts `fbp` with `args` in `dir`, its log (JSON) in `dir/fbp.log`.
+fn start(dir: &Path, args: &[&str]) -> Running {
+    let log = File::create(dir.join("fbp.log")).unwrap();
+    let cmd =
+        fbp().current_dir(dir).args(["--log-format", "json"]).args(args).stdout(Stdio::null()).stderr(log).spawn();
+    Running(cmd.unwrap())
+}
+
+/// Stops `fbp` with SIGTERM and returns its log.
+fn stop(mut running: Running, dir: &Path) -> String {
+    signal(&running.0, "TERM");
+    let status = running.0.wait().unwrap();
     assert!(status.success(), "fbp exited with {status}");
     log(dir)
 }
@@ -190,12 +204,12 @@ fn complete(path: &Path) -> HashMap<u64, u32> {
 /// Cuts the connections through `proxy` until fbp has lost its connection and
 /// failed to reconnect three times (its link logs attempts at debug level),
 /// checks it is still running, and restores them.
-fn outage(proxy: &Proxy, child: &mut Child, dir: &Path) {
+fn outage(proxy: &Proxy, running: &mut Running, dir: &Path) {
     proxy.cut();
     assert!(wait_until(Duration::from_secs(10), || log(dir).contains("Connection lost")), "{}", log(dir));
     let attempts = || log(dir).matches("Still unreachable").count();
     assert!(wait_until(Duration::from_secs(10), || attempts() >= 3), "{}", log(dir));
-    assert!(child.try_wait().unwrap().is_none(), "fbp keeps running while the broker is away");
+    assert!(running.0.try_wait().unwrap().is_none(), "fbp keeps running while the broker is away");
     proxy.restore();
 }
 
@@ -268,8 +282,8 @@ fn a_subscriber_killed_mid_stream_loses_nothing_after_a_restart() {
     let out = dir.path().join("out.jsonl");
     let mut child = start(dir.path(), &["run", "flow.toml"]);
     assert!(wait_until(Duration::from_secs(20), || lines(&out).len() >= 600), "{}", log(dir.path()));
-    signal(&child, "KILL");
-    child.wait().unwrap();
+    signal(&child.0, "KILL");
+    child.0.wait().unwrap();
     let before = lines(&out).len();
     assert!(before < 3000, "killed mid-stream ({before} of 3000)");
     let child = start(dir.path(), &["run", "flow.toml"]);
@@ -441,8 +455,8 @@ fn a_publisher_cut_off_republishes_what_was_not_confirmed() {
     let mut child = start(dir.path(), &["--log-level", LINK_DEBUG, "run", "flow.toml"]);
     assert!(wait_until(Duration::from_secs(20), || rabbit.count(&queue) >= 500), "{}", log(dir.path()));
     outage(&proxy, &mut child, dir.path());
-    assert!(wait_until(Duration::from_secs(25), || child.try_wait().unwrap().is_some()), "{}", log(dir.path()));
-    assert!(child.wait().unwrap().success(), "{}", log(dir.path()));
+    assert!(wait_until(Duration::from_secs(25), || child.0.try_wait().unwrap().is_some()), "{}", log(dir.path()));
+    assert!(child.0.wait().unwrap().success(), "{}", log(dir.path()));
     let log = log(dir.path());
     assert_eq!(log.matches("Connection lost").count(), 1, "one warning per outage\n{log}");
     let mut seen: HashMap<u64, u32> = HashMap::new();
