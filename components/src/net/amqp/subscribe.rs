@@ -9,6 +9,7 @@
 //! broker has requeued it already and delivers it again (at-least-once).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use fbp_runtime::link::{Link, RECONNECT_KEY};
 use fbp_runtime::queue::OutPort;
@@ -22,7 +23,8 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, QueueBindOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Connection, Consumer};
@@ -47,7 +49,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           becomes the metadata `topic`, AMQP headers the metadata `headers`. A body that does not \
           decode as `format` goes to `err` (and is then acknowledged). When the connection drops, \
           the component reconnects with backoff and declares its queue and bindings again; what \
-          was not acknowledged is delivered again by the broker.",
+          was not acknowledged is delivered again by the broker. On shutdown it stops \
+          consuming and acknowledges what drains to the sinks (waiting up to 5 s for it); the \
+          rest goes back to the queue.",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec {
@@ -132,6 +136,8 @@ struct Subscribe {
     durable: bool,
     prefetch: u16,
     format: Format,
+    /// Messages sent on whose outcome is not known yet.
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// What a delivery's outcome asks the task to do.
@@ -185,6 +191,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         durable: c.durable,
         prefetch,
         format: c.format,
+        in_flight: Arc::default(),
     }))
 }
 
@@ -212,7 +219,10 @@ impl Subscribe {
                     sessions += 1;
                     match self.consume(&ctx, &out, &mut session, &settle_tx, &mut settle_rx).await {
                         End::Shutdown | End::OutputClosed => {
-                            let _ = session.conn.close(200, "fbp shutting down".into()).await;
+                            // The messages still in the flow are acknowledged as they
+                            // drain, after this task has ended (so its out-port closes).
+                            drop(settle_tx);
+                            tokio::spawn(finish(session, settle_rx));
                             return Ok(());
                         }
                         End::Lost(e) => e,
@@ -280,12 +290,7 @@ impl Subscribe {
             tokio::select! {
                 biased;
                 _ = ctx.shutdown().cancelled() => {
-                    // Acknowledge what is already settled before leaving.
-                    let mut ready = Vec::new();
-                    while let Ok(s) = settle_rx.try_recv() {
-                        ready.push(s);
-                    }
-                    join_all(ready.iter().map(settle)).await;
+                    self.settle_in_flight(settle_rx).await;
                     return End::Shutdown;
                 }
                 Some(first) = settle_rx.recv() => {
@@ -319,6 +324,30 @@ impl Subscribe {
         }
     }
 
+    /// At shutdown, before the out-port closes: settles the messages still in
+    /// the flow as the sinks commit them, until none is left or `SETTLE_WAIT`
+    /// passes (a component that holds messages until its input ends, like
+    /// `window`, keeps some past it: [`finish`] takes those over).
+    async fn settle_in_flight(&self, settle_rx: &mut mpsc::UnboundedReceiver<Settle>) {
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        loop {
+            // Read before draining: a notification is sent before it is counted off.
+            let done = self.in_flight.load(Ordering::Acquire) == 0;
+            let mut ready = Vec::new();
+            while let Ok(s) = settle_rx.try_recv() {
+                ready.push(s);
+            }
+            join_all(ready.iter().map(settle)).await;
+            if done {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, settle_rx.recv()).await {
+                Ok(Some(s)) => drop(settle(&s).await),
+                _ => return,
+            }
+        }
+    }
+
     /// A delivery as a message with its acknowledgement; `Err` when the body
     /// does not decode (the message then carries the body as text or bytes).
     fn message(
@@ -332,8 +361,11 @@ impl Subscribe {
         meta.headers = headers_to_meta(delivery.properties.headers().as_ref());
         let tx = settle_tx.clone();
         let acker = delivery.acker.clone();
+        let in_flight = self.in_flight.clone();
+        in_flight.fetch_add(1, Ordering::AcqRel);
         let ack = ctx.ack(move |outcome| {
             let _ = tx.send(Settle { acker: acker.clone(), outcome });
+            in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         let (payload, error) = decode(self.format, delivery.data);
         let msg = Message { payload, meta: Arc::new(meta), ack: Some(ack) };
@@ -343,6 +375,27 @@ impl Subscribe {
         }
     }
 }
+
+/// After shutdown: settles the messages still in the flow as the sinks
+/// commit them, until every one is (its `Ack` gone) or `DRAIN_LIMIT` passes,
+/// then closes the connection. What is left unacknowledged (the process may
+/// exit first) the broker delivers again to the next consumer.
+async fn finish(session: Session, mut settle_rx: mpsc::UnboundedReceiver<Settle>) {
+    let _ = session.channel.basic_cancel(session.consumer.tag(), BasicCancelOptions::default()).await;
+    let drain = async {
+        while let Some(s) = settle_rx.recv().await {
+            let _ = settle(&s).await;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+    let _ = session.conn.close(200, "fbp shutting down".into()).await;
+}
+
+/// How long the task waits at shutdown for the outcomes of what is in flight.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long [`finish`] waits for the last outcomes.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Acknowledges a delivered message, or returns a rejected one to its queue.
 /// A delivery of a channel that has dropped is left alone: the broker has
