@@ -6,10 +6,24 @@ use tracing_subscriber::EnvFilter;
 
 use crate::args::LogFormat;
 
+/// Client libraries that log every failed attempt or I/O error themselves:
+/// below debug level they are silent, since the component's link already
+/// logs each outage once (`RUST_LOG` is taken as it is).
+const CHATTY: &[&str] = &["lapin"];
+
 pub(crate) fn init(level: Option<&str>, format: LogFormat) {
+    let quiet = |l: &str| {
+        let mut f = EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info"));
+        if !matches!(l, "debug" | "trace") {
+            for lib in CHATTY {
+                f = f.add_directive(format!("{lib}=off").parse().expect("a valid directive"));
+            }
+        }
+        f
+    };
     let filter = match level {
-        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        Some(l) => quiet(l),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| quiet("info")),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

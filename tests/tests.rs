@@ -1,6 +1,7 @@
 //! Integration tests: one binary, driving the real `fbp` executable and the
 //! runtime against real files and processes.
 
+mod amqp;
 mod catalogue;
 mod cli;
 mod exec;

@@ -11,7 +11,7 @@
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
 //! - [`process`]: programs in any language as components (`exec`);
-//! - [`net`]: brokers, servers and sockets (`mqtt-subscribe`, `mqtt-publish`, ...);
+//! - [`net`]: brokers, servers and sockets (`mqtt-*`, `amqp-*`, ...);
 //! - [`state`]: live state served over HTTP, WebSocket and SSE (`kv-state`).
 //!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
@@ -57,4 +57,6 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &state::kv::SPEC,
     &net::mqtt::subscribe::SPEC,
     &net::mqtt::publish::SPEC,
+    &net::amqp::subscribe::SPEC,
+    &net::amqp::publish::SPEC,
 ]);

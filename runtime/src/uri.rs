@@ -121,6 +121,14 @@ pub static SCHEMES: &[Scheme] = &[
         config: sqlite,
     },
     Scheme {
+        names: &["amqp"],
+        form: "amqp://[USER:PASS@]HOST[:PORT]/EXCHANGE/ROUTING_KEY",
+        doc: "RabbitMQ: a queue bound to a topic exchange (?queue=NAME: durable, named); vhost /, guest/guest",
+        source: Some("amqp-subscribe"),
+        sink: Some("amqp-publish"),
+        config: amqp,
+    },
+    Scheme {
         names: &["exec"],
         form: "exec:PROGRAM?arg=A&arg=B",
         doc: "a program speaking JSON lines (DStream provider): its stdout",
@@ -155,7 +163,7 @@ pub static SCHEMES: &[Scheme] = &[
 ];
 
 /// Schemes planned but not built yet: reported as "not available yet".
-pub const PLANNED: &[&str] = &["nats", "http", "https", "ws", "tcp", "udp", "amqp", "postgresql"];
+pub const PLANNED: &[&str] = &["nats", "http", "https", "ws", "tcp", "udp", "postgresql"];
 
 /// A URI resolved for one role: the component type and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -325,6 +333,46 @@ fn sqlite(uri: &Uri) -> Result<Settings, String> {
     path_and_query(uri).map_err(|_| "no database path; write `sqlite://PATH?table=T`".into())
 }
 
+/// `amqp://[USER:PASS@]HOST[:PORT]/EXCHANGE/ROUTING_KEY`: the broker URL
+/// (vhost `/`, user and password `guest` unless given), the exchange and the
+/// routing key (the rest of the path, `/` included); then the query
+/// (`?queue=NAME`, `?format=text`, ...). A source may leave out the exchange
+/// and routing key when it names a queue (`amqp://HOST/?queue=jobs`); a sink
+/// may leave out the exchange (`amqp://HOST//QUEUE`: the default exchange,
+/// which routes to the queue named by the routing key).
+fn amqp(uri: &Uri) -> Result<Settings, String> {
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+    let (authority, rest) = uri.path.split_once('/').unwrap_or((&uri.path, ""));
+    let (userinfo, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+    if host.is_empty() {
+        return Err("no host; write `amqp://HOST/EXCHANGE/ROUTING_KEY`".into());
+    }
+    let (user, password) = match userinfo.split_once(':') {
+        Some((u, p)) => (u, p),
+        None if userinfo.is_empty() => ("guest", "guest"),
+        None => (userinfo, ""),
+    };
+    let host = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        host.to_string()
+    } else {
+        format!("{host}:5672")
+    };
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let url = format!("amqp://{}:{}@{host}/%2f", enc(user), enc(password));
+    let (exchange, routing_key) = rest.split_once('/').unwrap_or((rest, ""));
+    let has_queue = uri.query.iter().any(|(k, v)| k == "queue" && !v.is_empty());
+    let mut settings = vec![("url".to_string(), url)];
+    if !exchange.is_empty() {
+        settings.push(("exchange".into(), exchange.into()));
+    }
+    match (exchange.is_empty(), routing_key.is_empty()) {
+        (_, false) => settings.push(("routing_key".into(), routing_key.into())),
+        (true, true) if has_queue => {}
+        _ => return Err("no routing key; write `amqp://HOST/EXCHANGE/ROUTING_KEY` (`%23` for `#`)".into()),
+    }
+    Ok(with_query(settings, uri))
+}
+
 /// `exec` as a source: the program writes the messages.
 fn exec_source(uri: &Uri) -> Result<Settings, String> {
     exec(uri, "source")
@@ -480,6 +528,39 @@ mod tests {
             ("exec", settings(&[("command", "cat"), ("args", "[]"), ("mode", "sink")]))
         );
         assert!(matches!(resolve("exec:?arg=1", Role::Source), Err(UriError::Bad { .. })));
+    }
+
+    #[test]
+    fn amqp_takes_the_exchange_and_routing_key_from_the_path() {
+        let url = ("url", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(
+            endpoint("amqp://127.0.0.1/testdrive/demo", Role::Source),
+            ("amqp-subscribe", settings(&[url, ("exchange", "testdrive"), ("routing_key", "demo")]))
+        );
+        assert_eq!(
+            endpoint("amqp://127.0.0.1/testdrive/demo", Role::Sink),
+            ("amqp-publish", settings(&[url, ("exchange", "testdrive"), ("routing_key", "demo")]))
+        );
+        assert_eq!(
+            endpoint("amqp://fbp:p%40ss@broker:5673/shop/orders.%23?queue=fbp-orders", Role::Source),
+            (
+                "amqp-subscribe",
+                settings(&[
+                    ("url", "amqp://fbp:p%40ss@broker:5673/%2f"),
+                    ("exchange", "shop"),
+                    ("routing_key", "orders.#"),
+                    ("queue", "fbp-orders")
+                ])
+            )
+        );
+        assert_eq!(endpoint("amqp://h/?queue=jobs", Role::Source).1[0].1, "amqp://guest:guest@h:5672/%2f");
+        assert_eq!(
+            endpoint("amqp://h//jobs", Role::Sink),
+            ("amqp-publish", settings(&[("url", "amqp://guest:guest@h:5672/%2f"), ("routing_key", "jobs")]))
+        );
+        for bad in ["amqp://h/ex", "amqp:///ex/key", "amqp://h/"] {
+            assert!(matches!(resolve(bad, Role::Source), Err(UriError::Bad { .. })), "{bad}");
+        }
     }
 
     #[test]

@@ -5,5 +5,7 @@
 //! per change, reconnection with backoff, never giving up) and shares the TLS
 //! set-up in [`tls`].
 
+pub mod amqp;
 pub mod mqtt;
+mod template;
 pub mod tls;
