@@ -13,10 +13,10 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use fbp_runtime::testbed::Proxy;
+use fbp_runtime::testbed::{Proxy, Server};
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
-    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -34,7 +34,6 @@ struct Rabbit {
     _conn: Connection,
     channel: Channel,
     queues: Vec<String>,
-    exchanges: Vec<String>,
 }
 
 impl Rabbit {
@@ -46,7 +45,7 @@ impl Rabbit {
             channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
             (conn, channel)
         });
-        Rabbit { rt, _conn: conn, channel, queues: Vec::new(), exchanges: Vec::new() }
+        Rabbit { rt, _conn: conn, channel, queues: Vec::new() }
     }
 
     /// A name unique to this test run.
@@ -70,7 +69,7 @@ impl Rabbit {
         name
     }
 
-    /// Declares `name` as fbp does: a durable topic exchange.
+    /// Declares `name` as fbp does: a durable topic exchange, left in place.
     fn exchange(&mut self, name: &str) {
         self.rt.block_on(async {
             let options = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
@@ -79,7 +78,7 @@ impl Rabbit {
                 .await
                 .unwrap();
         });
-        self.exchanges.push(name.to_string());
+        // Not deleted afterwards: `testdrive` is shared by tests running at the same time.
     }
 
     /// Publishes `bodies` to `exchange` with `key`, persistent, and waits for the confirms.
@@ -136,9 +135,6 @@ impl Drop for Rabbit {
         self.rt.block_on(async {
             for q in &self.queues {
                 let _ = self.channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-            }
-            for e in &self.exchanges {
-                let _ = self.channel.exchange_delete(e.as_str().into(), ExchangeDeleteOptions::default()).await;
             }
         });
     }
@@ -409,6 +405,29 @@ fn relay_the_lorrystream_uri_to_a_file() {
     let first: serde_json::Value = serde_json::from_str(&lines(&out)[0]).unwrap();
     assert_eq!(first["metadata"]["topic"], "demo");
     assert_eq!(first["metadata"]["headers"], serde_json::json!({"sensor": "s-1", "n": "7"}), "AMQP headers");
+}
+
+/// LorryStream's example, `fbp relay "amqp://127.0.0.1/testdrive/demo"
+/// "mqtt://127.0.0.1/testdrive/demo"`, against this test's own Mosquitto (its
+/// port in the URI) and a routing key of its own (the exchange is shared).
+#[test]
+fn relay_the_lorrystream_example_from_amqp_to_mqtt() {
+    let mut rabbit = Rabbit::new();
+    let dir = tempdir();
+    let broker = Server::mosquitto(&dir.path().join("mosquitto")).expect("mosquitto starts");
+    let key = format!("demo-{}", std::process::id());
+    let sub = crate::mqtt::Collector::start(broker.port(), &format!("testdrive/{key}"));
+    let source = format!("amqp://127.0.0.1/testdrive/{key}");
+    let sink = format!("mqtt://127.0.0.1:{}/testdrive/{key}", broker.port());
+    let child = start(dir.path(), &["relay", &source, &sink]);
+    let connected = || log(dir.path()).matches("Connected.").count() >= 2;
+    assert!(wait_until(Duration::from_secs(10), connected), "{}", log(dir.path()));
+    rabbit.exchange("testdrive");
+    let bodies = (0..500u64).map(|i| format!(r#"{{"id": {i}}}"#).into_bytes());
+    rabbit.publish_with("testdrive", &key, bodies, FieldTable::default());
+    assert!(wait_until(Duration::from_secs(15), || sub.ids().len() == 500), "{} of 500 arrived", sub.ids().len());
+    stop(child, dir.path());
+    assert!(sub.topics().iter().all(|t| *t == format!("testdrive/{key}")));
 }
 
 #[test]

@@ -67,7 +67,7 @@ fn numbered(topic: impl Fn(u64) -> String, ids: std::ops::Range<u64>) -> Vec<(St
 type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A test subscriber collecting what arrives on a filter (QoS 1).
-struct Collector {
+pub(crate) struct Collector {
     client: Client,
     got: Received,
     stop: Arc<AtomicBool>,
@@ -75,7 +75,7 @@ struct Collector {
 
 impl Collector {
     /// Subscribes and returns once the broker has acknowledged the subscription.
-    fn start(port: u16, filter: &str) -> Collector {
+    pub(crate) fn start(port: u16, filter: &str) -> Collector {
         Collector::with(options(port, "sub"), filter)
     }
 
@@ -110,11 +110,11 @@ impl Collector {
         Collector { client, got, stop }
     }
 
-    fn ids(&self) -> HashSet<u64> {
+    pub(crate) fn ids(&self) -> HashSet<u64> {
         self.got.lock().unwrap().iter().filter_map(|(_, p)| id(p)).collect()
     }
 
-    fn topics(&self) -> Vec<String> {
+    pub(crate) fn topics(&self) -> Vec<String> {
         self.got.lock().unwrap().iter().map(|(t, _)| t.clone()).collect()
     }
 }
