@@ -52,4 +52,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &storage::file_write::SPEC,
     &storage::sqlite::SPEC,
     &process::exec::SPEC,
+    &net::tcp::SPEC,
+    &net::udp::SPEC,
+    &net::websocket::SPEC,
 ]);
