@@ -11,7 +11,7 @@ use fbp_runtime::network::{RunOptions, run};
 use fbp_runtime::spec::{BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec};
 use fbp_runtime::{Ack, Context, Failure, Instance, Message, Outcome, Task, TaskFuture, value};
 
-use crate::util::{fbp, root, signal, stderr, stdout, summary, tempdir, wait_until, write};
+use crate::util::{fbp, root, rss_kib, signal, stderr, stdout, summary, tempdir, wait_until, write};
 
 #[test]
 fn sensor_flow_finite_variant_stores_averages_and_prints_alerts() {
@@ -155,11 +155,6 @@ fn sigterm_mid_run_drains_every_emitted_message_into_the_file() {
         .collect();
     assert!(counts.iter().enumerate().all(|(i, c)| *c == i as u64 + 1), "a gap or a reorder in the file");
     assert_eq!(summary(&err, "c", "sent"), Some(counts.len() as u64), "every emitted message is in the file");
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[test]

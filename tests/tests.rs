@@ -7,6 +7,7 @@ mod exec;
 mod flow_errors;
 mod relay;
 mod run;
+mod sockets;
 mod subflows;
 mod supervision;
 mod util;

@@ -38,6 +38,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           connection is lost or refused the component logs one warning per outage, reconnects \
           with backoff (`reconnect`) and never fails the flow; meanwhile it reads nothing from \
           `in`, so back-pressure holds upstream, and a full `out` stops it reading the socket. \
+          At shutdown it stops receiving and sends what `in` still brings as upstream drains; \
+          if the connection is down then, those messages go to `err`. \
           Delivery is at-most-once both ways: a message from `in` is acknowledged once written to \
           the socket (one whose write failed is sent again after reconnecting), and what the \
           server sent while the connection was down is not recovered.",

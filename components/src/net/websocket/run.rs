@@ -64,7 +64,7 @@ impl Task for WebSocket {
             loop {
                 let connected = tokio::select! {
                     biased;
-                    _ = ctx.shutdown().cancelled() => return Ok(()),
+                    _ = ctx.shutdown().cancelled() => return session.unsent().await,
                     c = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(tls.as_ref())) => {
                         c.unwrap_or_else(|_| Err("timed out".into()))
                     }
@@ -82,7 +82,7 @@ impl Task for WebSocket {
                 let delay = link.down(&error);
                 tokio::select! {
                     biased;
-                    _ = ctx.shutdown().cancelled() => return Ok(()),
+                    _ = ctx.shutdown().cancelled() => return session.unsent().await,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -114,7 +114,8 @@ impl WebSocket {
         Ok(socket)
     }
 
-    /// Receives and sends on one connection until it ends.
+    /// Receives and sends on one connection until it ends. At shutdown it
+    /// stops receiving but goes on sending until `in` ends, as upstream drains.
     async fn session(&self, s: &mut Session<'_>, socket: Socket) -> Result<End, Failure> {
         let ctx = s.ctx;
         let (mut tx, mut rx) = socket.split();
@@ -127,28 +128,28 @@ impl WebSocket {
         let mut ping = tokio::time::interval(self.ping_interval);
         ping.tick().await;
         let mut heard = Instant::now();
+        let mut stopping = false;
         loop {
+            if stopping && !s.input_open {
+                let _ = tx.send(Frame::Close(None)).await;
+                return Ok(End::Done);
+            }
             tokio::select! {
                 biased;
-                _ = ctx.shutdown().cancelled() => {
-                    let _ = tx.send(Frame::Close(None)).await;
-                    return Ok(End::Done);
-                }
-                frame = rx.next() => {
+                _ = ctx.shutdown().cancelled(), if !stopping => stopping = true,
+                frame = rx.next(), if !stopping => {
                     let frame = match frame {
                         None => return Ok(End::Lost("the connection closed".into())),
                         Some(Err(e)) => return Ok(End::Lost(e.to_string())),
                         Some(Ok(frame)) => frame,
                     };
                     match frames::received(self.format, frame) {
-                        Received::Payload(v) => {
-                            let sent = tokio::select! {
-                                biased;
-                                _ = ctx.shutdown().cancelled() => return Ok(End::Done),
-                                sent = s.out.send(Message::new(v, ctx.meta())) => sent,
-                            };
-                            sent?;
-                        }
+                        Received::Payload(v) => tokio::select! {
+                            biased;
+                            // A message received as the flow stops is lost (at-most-once).
+                            _ = ctx.shutdown().cancelled() => stopping = true,
+                            sent = s.out.send(Message::new(v, ctx.meta())) => sent?,
+                        },
                         Received::Bad(text, e) => ctx.reject(&payload::bad_frame(ctx, &text, self.url.as_str()), &e).await?,
                         Received::Control => {}
                         Received::Close(why) => return Ok(End::Lost(why)),
@@ -158,10 +159,7 @@ impl WebSocket {
                 msg = s.input.recv(), if s.input_open => match msg {
                     None => {
                         s.input_open = false;
-                        if !s.receive {
-                            let _ = tx.send(Frame::Close(None)).await;
-                            return Ok(End::Done);
-                        }
+                        stopping |= !s.receive;
                     }
                     Some(msg) => {
                         if let Err(e) = tx.send(frames::to_send(self.format, &msg.payload)).await {
@@ -171,7 +169,7 @@ impl WebSocket {
                         // Written and flushed: dropping it acknowledges it.
                     }
                 },
-                _ = ping.tick() => {
+                _ = ping.tick(), if !stopping => {
                     if heard.elapsed() > self.ping_interval * 2 {
                         return Ok(End::Lost(format!("nothing heard for {}", humantime::format_duration(heard.elapsed()))));
                     }
@@ -181,5 +179,24 @@ impl WebSocket {
                 }
             }
         }
+    }
+}
+
+impl Session<'_> {
+    /// The flow stops while the connection is down: what is still to send
+    /// goes to `err`, as upstream drains, so the shutdown does not wait for
+    /// the server.
+    async fn unsent(&mut self) -> Result<(), Failure> {
+        let error = "not sent: the WebSocket connection was down when the flow stopped";
+        if let Some(msg) = self.pending.take() {
+            self.ctx.reject(&msg, error).await?;
+        }
+        while self.input_open {
+            match self.input.recv().await {
+                Some(msg) => self.ctx.reject(&msg, error).await?,
+                None => self.input_open = false,
+            }
+        }
+        Ok(())
     }
 }
