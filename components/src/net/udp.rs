@@ -39,7 +39,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           cannot push back: the socket is read at once into a buffer of `buffer` datagrams, and \
           while the flow is saturated and that buffer is full, new datagrams are DROPPED and \
           counted (the `dropped` figure of the run summary), with a warning at most every 10 s \
-          giving the count, never one per datagram. Delivery is at-most-once: dropped datagrams \
+          giving the count, never one per datagram. Datagrams the kernel drops because the \
+          socket's receive buffer overflowed (a flood faster than the component reads) are \
+          counted too, on Linux (from `/proc/net/udp`). Delivery is at-most-once: dropped datagrams \
           and those buffered at shutdown are lost. For lossless input from devices that can use \
           it, prefer `tcp-listen`.",
     kind: Kind::Source,
@@ -134,15 +136,17 @@ impl Task for UdpListen {
                 .map_err(|e| Failure(format!("cannot bind UDP {}: {e}", self.bind)))?;
             let local = socket.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| self.bind.clone());
             tracing::info!(component = %ctx.name, addr = %local, "Listening.");
-            let (tx, rx) = mpsc::channel(self.buffer);
-            let drops = Drops::default();
+            let (tx, mut rx) = mpsc::channel(self.buffer);
+            let drops = Drops::new(&socket);
             let result = tokio::select! {
                 biased;
                 _ = ctx.shutdown().cancelled() => Ok(()),
                 failed = self.receive(&socket, &tx, &ctx, &drops) => failed,
-                ended = self.forward(&ctx, rx) => ended,
+                ended = self.forward(&ctx, &mut rx) => ended,
                 () = drops.report_every(&ctx) => Ok(()),
             };
+            // What is still buffered is lost: counted with the rest.
+            (0..rx.len()).for_each(|_| drops.count(&ctx));
             drops.report(&ctx);
             result
         })
@@ -176,7 +180,7 @@ impl UdpListen {
     }
 
     /// Sends what was received, as fast as the out-port takes it.
-    async fn forward(&self, ctx: &Context, mut rx: mpsc::Receiver<Datagram>) -> Result<(), Failure> {
+    async fn forward(&self, ctx: &Context, rx: &mut mpsc::Receiver<Datagram>) -> Result<(), Failure> {
         let out = ctx.output("out");
         while let Some((datagram, from)) = rx.recv().await {
             let peer = payload::peer(&from);
@@ -218,18 +222,37 @@ fn frames(framing: Framing, datagram: &Bytes) -> Vec<Bytes> {
     }
 }
 
-/// Datagrams dropped because the buffer was full: all of them, and those
-/// already reported.
+/// Datagrams lost before the out-port: dropped because the buffer was full,
+/// or by the kernel because the socket's receive buffer was (Linux counts
+/// those per socket; read from `/proc/net/udp{,6}`). Counted in the
+/// component's `dropped` metric and reported together.
 #[derive(Default)]
 struct Drops {
-    total: AtomicU64,
+    /// Dropped by this component: the buffer was full (or still held at shutdown).
+    buffer: AtomicU64,
+    /// The kernel's count for the socket, as last read.
+    kernel: AtomicU64,
+    /// The total at the last report.
     reported: AtomicU64,
+    /// The socket's inode, to find it in `/proc/net/udp`; `None` where unknown.
+    inode: Option<u64>,
 }
 
 impl Drops {
+    fn new(socket: &UdpSocket) -> Self {
+        Drops { inode: socket_inode(socket), ..Drops::default() }
+    }
+
     fn count(&self, ctx: &Context) {
-        self.total.fetch_add(1, Ordering::Relaxed);
+        self.buffer.fetch_add(1, Ordering::Relaxed);
         ctx.metrics().dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adds what the kernel dropped since the last look to the metric.
+    fn poll_kernel(&self, ctx: &Context) {
+        let Some(now) = self.inode.and_then(kernel_drops) else { return };
+        let before = self.kernel.swap(now, Ordering::Relaxed);
+        ctx.metrics().dropped.fetch_add(now.saturating_sub(before), Ordering::Relaxed);
     }
 
     /// Reports new drops every [`REPORT_EVERY`]; never returns.
@@ -244,17 +267,43 @@ impl Drops {
 
     /// One warning with the drops since the last one, if any.
     fn report(&self, ctx: &Context) {
-        let total = self.total.load(Ordering::Relaxed);
-        let new = total - self.reported.swap(total, Ordering::Relaxed);
+        self.poll_kernel(ctx);
+        let (buffer, kernel) = (self.buffer.load(Ordering::Relaxed), self.kernel.load(Ordering::Relaxed));
+        let total = buffer + kernel;
+        let new = total.saturating_sub(self.reported.swap(total, Ordering::Relaxed));
         if new > 0 {
             tracing::warn!(
                 component = %ctx.name,
                 dropped = new,
                 dropped_total = total,
+                buffer = buffer,
+                kernel = kernel,
                 "Datagrams dropped: the flow is not keeping up and UDP cannot push back."
             );
         }
     }
+}
+
+/// The inode of a socket, from `/proc/self/fd` (Linux).
+fn socket_inode(socket: &UdpSocket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
+    link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The kernel's drop count of the UDP socket with this inode: the last
+/// column of its row in `/proc/net/udp` or `/proc/net/udp6`.
+fn kernel_drops(inode: u64) -> Option<u64> {
+    ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|table| {
+        let text = std::fs::read_to_string(table).ok()?;
+        text.lines().skip(1).find_map(|row| drops_in_row(row, inode))
+    })
+}
+
+/// `drops` of a `/proc/net/udp` row whose inode (the tenth column) is `inode`.
+fn drops_in_row(row: &str, inode: u64) -> Option<u64> {
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    (cols.get(9)?.parse::<u64>().ok()? == inode).then(|| cols.last()?.parse().ok())?
 }
 
 #[cfg(test)]
@@ -273,6 +322,21 @@ mod tests {
         assert_eq!(lines(b"one\n"), [Bytes::from_static(b"one")]);
         assert_eq!(lines(b"x\n\ny\n"), ["x", "", "y"].map(|s| Bytes::from_static(s.as_bytes())));
         assert_eq!(frames(Framing::Datagram, &Bytes::from_static(b"a\nb")), [Bytes::from_static(b"a\nb")]);
+    }
+
+    #[test]
+    fn kernel_drops_are_read_from_the_row_of_the_socket() {
+        let row = "  12: 0100007F:15BA 00000000:0000 07 00000000:00034000 00:00000000 00000000  1000        0 918273 2 0000000000000000 4711";
+        assert_eq!(drops_in_row(row, 918273), Some(4711));
+        assert_eq!(drops_in_row(row, 1), None);
+        assert_eq!(drops_in_row("sl local_address", 1), None);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_socket_is_found_with_no_drops() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let inode = socket_inode(&socket).expect("Linux /proc");
+        assert_eq!(kernel_drops(inode), Some(0));
     }
 
     #[tokio::test]
