@@ -389,7 +389,11 @@ fn a_udp_flood_into_a_slow_flow_drops_and_counts_with_bounded_memory() {
 
 // ---- websocket ----
 
-/// A WebSocket server on `port` in the test: sends `{"i": K}` for K in
+/// A plain or TLS stream, for the test server.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
+/// A WebSocket server on `port` in the test (over TLS with `tls`): sends `{"i": K}` for K in
 /// `feed`, then records what the client sends, until told to stop.
 struct WsServer {
     stop: tokio::sync::watch::Sender<bool>,
@@ -399,6 +403,7 @@ struct WsServer {
 fn ws_server(
     rt: &tokio::runtime::Runtime,
     port: u16,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     feed: std::ops::Range<u64>,
     got: Arc<Mutex<Vec<String>>>,
 ) -> WsServer {
@@ -408,7 +413,11 @@ fn ws_server(
     let listener = rt.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))).expect("the port is free again");
     let task = rt.spawn(async move {
         let Ok((tcp, _)) = listener.accept().await else { return };
-        let mut ws = tokio_tungstenite::accept_async(tcp).await.expect("handshake");
+        let stream: Box<dyn Stream> = match tls {
+            Some(tls) => Box::new(tls.accept(tcp).await.expect("TLS handshake")),
+            None => Box::new(tcp),
+        };
+        let mut ws = tokio_tungstenite::accept_async(stream).await.expect("handshake");
         for k in feed {
             ws.send(Message::text(format!("{{\"i\":{k}}}"))).await.unwrap();
         }
@@ -441,7 +450,7 @@ fn websocket_receives_sends_and_reconnects_when_the_server_comes_back() {
     let dir = tempdir();
     let port = free_port();
     let got = Arc::new(Mutex::new(Vec::new()));
-    let server = ws_server(&rt, port, 0..50, got.clone());
+    let server = ws_server(&rt, port, None, 0..50, got.clone());
     let flow = format!(
         "[flow]\nname = \"ws\"\nconnections = [\"ticks -> ws.in\", \"ws.out -> out\"]\n\
          [components.ticks]\ntype = \"counter\"\nconfig = {{ interval = \"20ms\", max_count = 0 }}\n\
@@ -456,7 +465,7 @@ fn websocket_receives_sends_and_reconnects_when_the_server_comes_back() {
     assert!(fbp.wait_log("Connection lost", 1), "{}", fbp.log());
     // Down for a while: several attempts fail, one warning.
     std::thread::sleep(Duration::from_millis(800));
-    let server = ws_server(&rt, port, 100..150, got.clone());
+    let server = ws_server(&rt, port, None, 100..150, got.clone());
     assert!(fbp.wait_log("Reconnected.", 1), "{}", fbp.log());
     assert!(wait_until(Duration::from_secs(20), || lines(&out).len() >= 102), "received {}", lines(&out).len());
     let sent_before = got.lock().unwrap().len();
@@ -533,7 +542,7 @@ fn relay_file_to_a_websocket_sends_every_line_then_closes_and_exits() {
     let dir = tempdir();
     let port = free_port();
     let got = Arc::new(Mutex::new(Vec::new()));
-    let server = ws_server(&rt, port, 0..0, got.clone());
+    let server = ws_server(&rt, port, None, 0..0, got.clone());
     let input: String = (0..200).map(|n| format!("{{\"n\":{n}}}\n")).collect();
     write(dir.path(), "in.jsonl", &input);
     let o = fbp()
@@ -545,4 +554,78 @@ fn relay_file_to_a_websocket_sends_every_line_then_closes_and_exits() {
     rt.block_on(server.task).unwrap(); // ends when the client closes
     let want: Vec<String> = (0..200).map(|n| format!("{{\"n\":{n}}}")).collect();
     assert_eq!(*got.lock().unwrap(), want, "every line, in order, once");
+}
+
+/// Runs `openssl` in `dir` (the test fails with its stderr if it does).
+fn openssl(dir: &Path, args: &[&str]) {
+    let o =
+        Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs (apt-get install openssl)");
+    assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A test CA (`ca.pem`) in `dir` and a TLS acceptor for `localhost` signed by it.
+fn tls_acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        dir,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=fbp test CA"],
+        ]
+        .concat(),
+    );
+    openssl(
+        dir,
+        &[&["req"][..], &ec, &["-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=localhost"]].concat(),
+    );
+    write(dir, "ext.cnf", "subjectAltName = DNS:localhost\nbasicConstraints = CA:FALSE\n");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let certs = rustls_pemfile::certs(&mut read("server.pem").as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pemfile::private_key(&mut read("key.pem").as_slice()).unwrap().expect("a key");
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[test]
+fn wss_connects_with_the_ca_file_and_receives() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let dir = tempdir();
+    let port = free_port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let server = ws_server(&rt, port, Some(tls_acceptor(dir.path())), 0..20, got);
+    let flow = format!(
+        "[flow]\nname = \"wss\"\nconnections = [\"ws.out -> out\"]\n\
+         [components.ws]\ntype = \"websocket\"\nconfig = {{ url = \"wss://localhost:{port}/feed\", ca_file = \"ca.pem\" }}\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n"
+    );
+    let fbp = Running::start(dir.path(), &flow);
+    let out = dir.path().join("out.jsonl");
+    assert!(wait_until(Duration::from_secs(20), || lines(&out).len() >= 21), "{}", fbp.log());
+    let log = fbp.stop();
+    server.shut(&rt);
+    let is: Vec<u64> = envelopes(&out).iter().filter_map(|e| e["data"]["i"].as_u64()).collect();
+    assert_eq!(is, (0..20).collect::<Vec<_>>());
+    assert!(!log.contains("Cannot connect"), "{log}");
 }
