@@ -132,6 +132,7 @@ fn fifty_tcp_clients_at_once_each_line_arrives_exactly_once_with_its_peer() {
     let (fbp, port) = tcp_listen(dir.path(), "");
     let (clients, per_client) = (50usize, 200usize);
     let barrier = Arc::new(std::sync::Barrier::new(clients));
+    let started = Instant::now();
     let senders: Vec<_> = (0..clients)
         .map(|c| {
             let barrier = barrier.clone();
@@ -152,6 +153,7 @@ fn fifty_tcp_clients_at_once_each_line_arrives_exactly_once_with_its_peer() {
     let out = dir.path().join("out.jsonl");
     let total = clients * per_client;
     assert!(wait_until(Duration::from_secs(25), || lines(&out).len() >= total), "{} of {total}", lines(&out).len());
+    eprintln!("tcp: {total} lines from {clients} clients written to the file in {:?}", started.elapsed());
     let log = fbp.stop();
     let mut seen = BTreeMap::new();
     for e in envelopes(&out) {
@@ -628,4 +630,44 @@ fn wss_connects_with_the_ca_file_and_receives() {
     let is: Vec<u64> = envelopes(&out).iter().filter_map(|e| e["data"]["i"].as_u64()).collect();
     assert_eq!(is, (0..20).collect::<Vec<_>>());
     assert!(!log.contains("Cannot connect"), "{log}");
+}
+
+#[test]
+fn a_websocket_whose_server_never_comes_dead_letters_its_input_at_shutdown() {
+    let dir = tempdir();
+    let port = free_port(); // nothing listens there
+    let flow = format!(
+        "[flow]\nname = \"down\"\ndead_letter = \"file:dead.jsonl\"\nconnections = [\"src -> ws\"]\n\
+         [components.src]\ntype = \"inject\"\nconfig = {{ messages = [1, 2, 3, 4, 5] }}\n\
+         [components.ws]\ntype = \"websocket\"\nconfig = {{ url = \"ws://127.0.0.1:{port}/x\", reconnect = \"20ms..100ms\" }}\n"
+    );
+    let fbp = Running::start(dir.path(), &flow);
+    assert!(fbp.wait_log("Cannot connect", 1), "{}", fbp.log());
+    let log = fbp.stop();
+    assert_eq!(log.matches("Cannot connect").count(), 1, "one warning for the whole outage");
+    let dead = lines(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 5, "{dead:?}");
+    assert!(dead.iter().all(|l| l.contains("connection was down when the flow stopped")), "{dead:?}");
+}
+
+#[test]
+fn relay_tcp_to_stdout_prints_what_clients_send() {
+    let dir = tempdir();
+    let port = free_port();
+    let mut child = fbp()
+        .current_dir(dir.path())
+        .args(["--log-level", "warn", "relay", &format!("tcp://127.0.0.1:{port}?format=text"), "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_for_port(port, Duration::from_secs(20)), "not listening");
+    connect(port).write_all(b"hello\r\nworld\n").unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let data: Vec<serde_json::Value> =
+        (0..2).map(|_| serde_json::from_str::<serde_json::Value>(&out.next().unwrap().unwrap()).unwrap()).collect();
+    assert!(wait_until(Duration::from_secs(10), || catches_sigterm(child.id())));
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    assert_eq!(data.iter().map(|e| e["data"].as_str().unwrap()).collect::<Vec<_>>(), ["hello", "world"]);
+    assert!(data[0]["metadata"]["headers"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
 }
