@@ -17,6 +17,9 @@
 //! like any setting. `-` is standard input as a source, standard output as a
 //! sink. `exec:PROGRAM?arg=A&arg=B` runs a program as `exec` does: each `arg`
 //! pair is one argument, in order, and the mode follows the role.
+//! `tcp://HOST:PORT` and `udp://HOST:PORT` listen there (sources only);
+//! `ws://HOST:PORT/PATH` (or `wss://`) is a WebSocket client either way, its
+//! URL the URI without the query (whose pairs are settings, as everywhere).
 
 use std::fmt;
 
