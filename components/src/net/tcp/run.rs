@@ -48,8 +48,9 @@ impl TcpListen {
                 biased;
                 _ = ctx.shutdown().cancelled() => break Ok(()),
                 Some(done) = conns.join_next(), if !conns.is_empty() => match done {
+                    Ok(Ok(())) => continue,
                     Ok(Err(failure)) => break Err(failure),
-                    _ => continue,
+                    Err(e) => break Err(Failure(format!("a connection task failed: {e}"))),
                 },
                 accepted = accept(&listener, &slots) => accepted,
             };
@@ -65,6 +66,9 @@ impl TcpListen {
             }
         };
         drop(listener);
+        if result.is_err() {
+            conns.abort_all();
+        }
         // Every connection stops reading at shutdown; wait for them to finish what they hold.
         while let Some(done) = conns.join_next().await {
             if let Ok(Err(failure)) = done {
