@@ -10,6 +10,7 @@ mod kv_state;
 mod mqtt;
 mod relay;
 mod run;
+mod sockets;
 mod subflows;
 mod supervision;
 mod util;

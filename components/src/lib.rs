@@ -11,7 +11,8 @@
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
 //! - [`process`]: programs in any language as components (`exec`);
-//! - [`net`]: brokers, servers and sockets (`mqtt-*`, `amqp-*`, ...);
+//! - [`net`]: brokers, servers and sockets (`mqtt-*`, `amqp-*`,
+//!   `tcp-listen`, `udp-listen`, `websocket`, ...);
 //! - [`state`]: live state served over HTTP, WebSocket and SSE (`kv-state`).
 //!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
@@ -59,4 +60,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &net::mqtt::publish::SPEC,
     &net::amqp::subscribe::SPEC,
     &net::amqp::publish::SPEC,
+    &net::tcp::SPEC,
+    &net::udp::SPEC,
+    &net::websocket::SPEC,
 ]);

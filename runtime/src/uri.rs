@@ -17,6 +17,9 @@
 //! like any setting. `-` is standard input as a source, standard output as a
 //! sink. `exec:PROGRAM?arg=A&arg=B` runs a program as `exec` does: each `arg`
 //! pair is one argument, in order, and the mode follows the role.
+//! `tcp://HOST:PORT` and `udp://HOST:PORT` listen there (sources only);
+//! `ws://HOST:PORT/PATH` (or `wss://`) is a WebSocket client either way, its
+//! URL the URI without the query (whose pairs are settings, as everywhere).
 
 use std::fmt;
 
@@ -160,10 +163,34 @@ pub static SCHEMES: &[Scheme] = &[
         sink: Some("mqtt-publish"),
         config: mqtt_sink,
     },
+    Scheme {
+        names: &["tcp"],
+        form: "tcp://HOST:PORT",
+        doc: "listen for TCP clients: JSON lines; ?framing=length|lines&format=json|text|bytes",
+        source: Some("tcp-listen"),
+        sink: None,
+        config: bind,
+    },
+    Scheme {
+        names: &["udp"],
+        form: "udp://HOST:PORT",
+        doc: "listen for UDP datagrams (dropped and counted when the sink lags); ?framing=lines",
+        source: Some("udp-listen"),
+        sink: None,
+        config: bind,
+    },
+    Scheme {
+        names: &["ws", "wss"],
+        form: "ws://HOST:PORT/PATH",
+        doc: "a WebSocket client (wss: TLS): received messages as a source, sent ones as a sink",
+        source: Some("websocket"),
+        sink: Some("websocket"),
+        config: websocket,
+    },
 ];
 
 /// Schemes planned but not built yet: reported as "not available yet".
-pub const PLANNED: &[&str] = &["nats", "http", "https", "ws", "tcp", "udp", "postgresql"];
+pub const PLANNED: &[&str] = &["nats", "http", "https", "postgresql"];
 
 /// A URI resolved for one role: the component type and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -426,6 +453,24 @@ fn mqtt_sink(uri: &Uri) -> Result<Settings, String> {
     Ok(with_query(base, uri))
 }
 
+/// A listener: `bind` from `HOST:PORT`, then the query.
+fn bind(uri: &Uri) -> Result<Settings, String> {
+    let well_formed =
+        uri.path.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !well_formed || uri.path.contains('/') {
+        return Err(format!("write `{}://HOST:PORT`, e.g. `{}://0.0.0.0:5514`", uri.scheme, uri.scheme));
+    }
+    Ok(with_query(vec![("bind".into(), uri.path.clone())], uri))
+}
+
+/// A WebSocket client: `url` is the URI without its query, which gives settings.
+fn websocket(uri: &Uri) -> Result<Settings, String> {
+    if uri.path.is_empty() || uri.path.starts_with('/') {
+        return Err(format!("no host; write e.g. `{}://127.0.0.1:8080/feed`", uri.scheme));
+    }
+    Ok(with_query(vec![("url".into(), format!("{}://{}", uri.scheme, uri.path))], uri))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,6 +606,35 @@ mod tests {
         for bad in ["amqp://h/ex", "amqp:///ex/key", "amqp://h/"] {
             assert!(matches!(resolve(bad, Role::Source), Err(UriError::Bad { .. })), "{bad}");
         }
+    }
+
+    #[test]
+    fn tcp_and_udp_listen_where_the_uri_says() {
+        assert_eq!(
+            endpoint("tcp://0.0.0.0:5515?framing=length", Role::Source),
+            ("tcp-listen", settings(&[("bind", "0.0.0.0:5515"), ("framing", "length")]))
+        );
+        assert_eq!(
+            endpoint("udp://127.0.0.1:5514", Role::Source),
+            ("udp-listen", settings(&[("bind", "127.0.0.1:5514")]))
+        );
+        assert!(matches!(resolve("tcp://0.0.0.0:1", Role::Sink), Err(UriError::Role { role: Role::Sink, .. })));
+        for bad in ["tcp://5515", "udp://host:", "tcp://h:1/path", "udp://"] {
+            let err = resolve(bad, Role::Source).unwrap_err().to_string();
+            assert!(err.contains("HOST:PORT"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ws_is_a_websocket_client_both_ways() {
+        let want = ("websocket", settings(&[("url", "ws://127.0.0.1:8080/feed"), ("format", "text")]));
+        assert_eq!(endpoint("ws://127.0.0.1:8080/feed?format=text", Role::Source), want);
+        assert_eq!(endpoint("ws://127.0.0.1:8080/feed?format=text", Role::Sink), want);
+        assert_eq!(
+            endpoint("wss://example.org/x", Role::Sink),
+            ("websocket", settings(&[("url", "wss://example.org/x")]))
+        );
+        assert!(matches!(resolve("ws:///feed", Role::Source), Err(UriError::Bad { .. })));
     }
 
     #[test]

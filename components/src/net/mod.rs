@@ -4,8 +4,40 @@
 //! Each keeps a [`fbp_runtime::link::Link`] per connection (state logged once
 //! per change, reconnection with backoff, never giving up) and shares the TLS
 //! set-up in [`tls`].
+//!
+//! - `tcp`: `tcp-listen`, a TCP server taking many clients' framed messages;
+//! - `udp`: `udp-listen`, datagrams, dropped and counted when the flow is full;
+//! - `websocket`: a WebSocket client, receiving and sending;
+//! - `payload`: what a frame's bytes become (`format`), the peer header.
 
 pub mod amqp;
 pub mod mqtt;
+mod payload;
+pub mod tcp;
 mod template;
 pub mod tls;
+pub mod udp;
+pub mod websocket;
+
+/// Checks a `bind` address of the form `HOST:PORT` (no I/O: the name is
+/// resolved when the socket is opened).
+fn check_bind(bind: &str) -> Result<(), String> {
+    let port = bind.rsplit_once(':').map(|(host, port)| (host, port.parse::<u16>()));
+    match port {
+        Some((host, Ok(_))) if !host.is_empty() => Ok(()),
+        _ => Err(format!("`bind = \"{bind}\"`: write HOST:PORT, e.g. \"0.0.0.0:5514\" or \"[::]:5514\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bind_needs_a_host_and_a_port() {
+        for good in ["127.0.0.1:5514", "0.0.0.0:0", "[::1]:80", "localhost:9000"] {
+            assert!(super::check_bind(good).is_ok(), "{good}");
+        }
+        for bad in ["5514", ":5514", "host:", "host:99999", "host:port"] {
+            assert!(super::check_bind(bad).unwrap_err().contains("HOST:PORT"), "{bad}");
+        }
+    }
+}
