@@ -52,4 +52,6 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &storage::file_write::SPEC,
     &storage::sqlite::SPEC,
     &process::exec::SPEC,
+    &net::nats::subscribe::SPEC,
+    &net::nats::publish::SPEC,
 ]);

@@ -4,4 +4,6 @@
 //! per change, reconnection with backoff, never giving up) and shares the TLS
 //! set-up in [`tls`].
 
+pub mod nats;
+pub mod template;
 pub mod tls;
