@@ -182,3 +182,24 @@ async fn config_errors_are_caught_at_build() {
     assert!(build_error(publish, templated).await.contains("beforehand"));
     assert!(build_error(publish, json!({"subject": "a", "msg_id": "x"})).await.contains("set `stream`"));
 }
+
+#[tokio::test]
+async fn a_payload_over_the_server_max_payload_goes_to_err() {
+    let (_dir, server) = server("nats-big");
+    let c = client(&server).await;
+    let mut sub = c.subscribe("big").await.unwrap();
+    c.flush().await.unwrap();
+    let big = value::string("x".repeat(2 * 1024 * 1024));
+    let out = Harness::run_payloads(
+        &super::publish::SPEC,
+        json!({"url": url(&server), "subject": "big"}),
+        vec![big, value::string("small")],
+    )
+    .await;
+    assert!(out.result.as_ref().unwrap().is_ok(), "{:?}", out.result);
+    let errs = out.json("err");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].contains("max payload"), "{}", &errs[0][..200]);
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"small");
+}
