@@ -203,3 +203,92 @@ async fn a_payload_over_the_server_max_payload_goes_to_err() {
     let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
     assert_eq!(&m.payload[..], b"small");
 }
+
+/// A nats-server started with extra arguments, killed by its PID when dropped.
+struct Custom(std::process::Child);
+
+impl Drop for Custom {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
+fn certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl runs")
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=fbp test CA"],
+        ]
+        .concat(),
+    );
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"]].concat());
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
+#[tokio::test]
+async fn publishes_over_tls_with_a_user_and_password() {
+    let dir = TempDir::new("nats-tls");
+    certificates(dir.path());
+    let port = fbp_runtime::testbed::free_port();
+    let child = std::process::Command::new(fbp_runtime::testbed::program("nats-server").expect("nats-server"))
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tls", "--user", "fbp", "--pass", "s3cret"])
+        .arg("--tlscert")
+        .arg(dir.path().join("server.pem"))
+        .arg("--tlskey")
+        .arg(dir.path().join("server.key"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server starts");
+    let _server = Custom(child);
+    assert!(fbp_runtime::testbed::wait_for_port(port, Duration::from_secs(10)));
+    let ca = dir.join("ca.pem");
+    let files = crate::net::tls::TlsFiles { ca_file: Some(ca.clone().into()), ..Default::default() };
+    let tls = crate::net::tls::client_config(&files).unwrap();
+    let c = async_nats::ConnectOptions::with_user_and_password("fbp".into(), "s3cret".into())
+        .require_tls(true)
+        .tls_client_config((*tls).clone())
+        .connect(format!("tls://127.0.0.1:{port}"))
+        .await
+        .expect("test client connects over TLS");
+    let mut sub = c.subscribe("secure").await.unwrap();
+    c.flush().await.unwrap();
+    let config = json!({"url": format!("tls://127.0.0.1:{port}"), "subject": "secure", "ca_file": ca,
+                        "username": "fbp", "password": "s3cret"});
+    let run = Harness::run_payloads(&super::publish::SPEC, config, vec![value::string("over TLS")]);
+    let out = tokio::time::timeout(Duration::from_secs(15), run).await.expect("connects over TLS and publishes");
+    assert!(out.result.as_ref().unwrap().is_ok(), "{:?}", out.result);
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"over TLS");
+}
