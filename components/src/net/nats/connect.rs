@@ -67,6 +67,10 @@ macro_rules! config_keys {
 }
 pub(super) use config_keys;
 
+/// Messages the client buffers per subscription before it drops (core
+/// NATS "slow consumer"); with the flow's own queues this bounds memory.
+const SUBSCRIPTION_CAPACITY: usize = 4096;
+
 /// The connection settings as the flow gives them.
 #[derive(Debug, Deserialize)]
 pub(super) struct ConnConfig {
@@ -171,6 +175,7 @@ impl Conn {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .reconnect_delay_callback(move |attempts| delay(backoff, attempts))
             .event_callback(move |event| {
                 events.on(event);
