@@ -6,17 +6,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::args::LogFormat;
 
-/// Client libraries that log every failed attempt or I/O error themselves:
-/// below debug level they are silent, since the component's link already
-/// logs each outage once (`RUST_LOG` is taken as it is).
-const CHATTY: &[&str] = &["lapin"];
+/// Client libraries that log every failed attempt, I/O error or connection
+/// event themselves, and how much of it to keep below debug level: the
+/// component's link already logs each outage once (`RUST_LOG` is taken as it is).
+const CHATTY: &[(&str, &str)] = &[("lapin", "off"), ("async_nats", "warn")];
 
 pub(crate) fn init(level: Option<&str>, format: LogFormat) {
     let quiet = |l: &str| {
         let mut f = EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info"));
         if !matches!(l, "debug" | "trace") {
-            for lib in CHATTY {
-                f = f.add_directive(format!("{lib}=off").parse().expect("a valid directive"));
+            for (lib, level) in CHATTY {
+                f = f.add_directive(format!("{lib}={level}").parse().expect("a valid directive"));
             }
         }
         f

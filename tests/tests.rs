@@ -8,6 +8,7 @@ mod exec;
 mod flow_errors;
 mod kv_state;
 mod mqtt;
+mod nats;
 mod relay;
 mod run;
 mod sockets;

@@ -11,7 +11,7 @@
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
 //! - [`process`]: programs in any language as components (`exec`);
-//! - [`net`]: brokers, servers and sockets (`mqtt-*`, `amqp-*`,
+//! - [`net`]: brokers, servers and sockets (`mqtt-*`, `nats-*`, `amqp-*`,
 //!   `tcp-listen`, `udp-listen`, `websocket`, ...);
 //! - [`state`]: live state served over HTTP, WebSocket and SSE (`kv-state`).
 //!
@@ -63,4 +63,6 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &net::tcp::SPEC,
     &net::udp::SPEC,
     &net::websocket::SPEC,
+    &net::nats::subscribe::SPEC,
+    &net::nats::publish::SPEC,
 ]);

@@ -1,10 +1,12 @@
-//! Brokers, servers and sockets: the components that talk to the network
-//! ([`mqtt`]: `mqtt-subscribe`, `mqtt-publish`).
+//! Brokers, servers and sockets: the components that talk to the network.
 //!
 //! Each keeps a [`fbp_runtime::link::Link`] per connection (state logged once
 //! per change, reconnection with backoff, never giving up) and shares the TLS
 //! set-up in [`tls`].
 //!
+//! - [`mqtt`], [`nats`], [`amqp`]: a subscribe (source) and a publish (sink)
+//!   component per broker;
+//! - [`template`]: the `{{ jq }}` templates of topics, subjects and keys;
 //! - `tcp`: `tcp-listen`, a TCP server taking many clients' framed messages;
 //! - `udp`: `udp-listen`, datagrams, dropped and counted when the flow is full;
 //! - `websocket`: a WebSocket client, receiving and sending;
@@ -12,9 +14,10 @@
 
 pub mod amqp;
 pub mod mqtt;
+pub mod nats;
 mod payload;
 pub mod tcp;
-mod template;
+pub mod template;
 pub mod tls;
 pub mod udp;
 pub mod websocket;

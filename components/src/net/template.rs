@@ -1,10 +1,11 @@
-//! Text templates with jq holes, for topics and routing keys:
-//! `sensors.{{ .sensor }}` or `{{ $meta.topic }}`.
+//! Templates for topics, subjects and ids: text with `{{ jq }}` parts.
 //!
-//! Each `{{ ... }}` is a jq program (`.` the payload, `$meta` the metadata),
-//! compiled once when the component is built. A hole must give a string, a
-//! number or a bool; anything else (no output, `null`, an object, a jq error)
-//! is a message error for that message, which the component sends to `err`.
+//! `sensors.{{ .sensor }}` takes the payload's `sensor` field;
+//! `{{ $meta.topic }}` the message's topic. Each part is a jq program (the
+//! same as `map`'s), compiled once; its first output is inserted: a string as
+//! is, a number or a bool as JSON. A part that gives nothing, `null`, an
+//! array or an object, or fails, makes the whole rendering fail: the caller
+//! sends that message to `err`.
 
 use fbp_runtime::Message;
 use fbp_runtime::jq::Program;
@@ -12,69 +13,76 @@ use fbp_runtime::value::{self, Value};
 
 /// A parsed template.
 #[derive(Debug)]
-pub(crate) struct Template {
+pub struct Template {
     parts: Vec<Part>,
 }
 
 #[derive(Debug)]
 enum Part {
     Text(String),
-    Hole { code: String, program: Program },
+    Expr(String, Program),
 }
 
 impl Template {
     /// Parses `text`; `key` names the setting in errors.
-    pub(crate) fn parse(key: &str, text: &str) -> Result<Template, String> {
+    pub fn parse(key: &str, text: &str) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut rest = text;
-        while let Some(open) = rest.find("{{") {
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Text(text_part(key, &rest[..start])?));
             }
-            let after = &rest[open + 2..];
-            let close = after.find("}}").ok_or_else(|| format!("`{key}`: a `{{{{` is not closed by `}}}}`"))?;
-            let code = after[..close].trim().to_string();
+            let after = &rest[start + 2..];
+            let end = after.find("}}").ok_or_else(|| format!("`{key}`: a `{{{{` is not closed by `}}}}`"))?;
+            let code = after[..end].trim();
             if code.is_empty() {
-                return Err(format!("`{key}`: an empty `{{{{ }}}}`; write e.g. `{{{{ .sensor }}}}`"));
+                return Err(format!("`{key}`: empty `{{{{ }}}}`; write e.g. `{{{{ .sensor }}}}`"));
             }
-            let program = Program::compile(&code).map_err(|e| format!("`{key}`: {e}"))?;
-            parts.push(Part::Hole { code, program });
-            rest = &after[close + 2..];
-        }
-        if rest.contains("}}") {
-            return Err(format!("`{key}`: a `}}}}` without its `{{{{`"));
+            let program = Program::compile(code).map_err(|e| format!("`{key}`: in `{{{{ {code} }}}}`: {e}"))?;
+            parts.push(Part::Expr(code.to_string(), program));
+            rest = &after[end + 2..];
         }
         if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
+            parts.push(Part::Text(text_part(key, rest)?));
         }
         Ok(Template { parts })
     }
 
-    /// The text for `msg`, or why the template does not apply to it.
-    pub(crate) fn render(&self, msg: &Message) -> Result<String, String> {
+    /// The text, when the template has no `{{ }}` part.
+    pub fn as_static(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Text(t)] => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Renders the template for `msg`.
+    pub fn render(&self, msg: &Message) -> Result<String, String> {
         let mut out = String::new();
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Hole { code, program } => {
-                    let v = program.first(msg).map_err(|e| format!("template `{{{{ {code} }}}}`: {e}"))?;
-                    match v {
-                        Some(v @ (Value::TStr(_) | Value::BStr(_))) => {
-                            out.push_str(&value::as_str(&v).unwrap_or_default())
-                        }
-                        Some(v @ (Value::Num(_) | Value::Bool(_))) => out.push_str(&value::to_json_string(&v)),
-                        other => {
-                            let found = other.as_ref().map_or("no output", value::type_name);
-                            return Err(format!(
-                                "template `{{{{ {code} }}}}` gave {found}; it must give a string, number or bool"
-                            ));
-                        }
+                Part::Expr(code, program) => match program.first(msg)? {
+                    Some(v @ (Value::TStr(_) | Value::BStr(_))) => out.push_str(&value::as_str(&v).unwrap_or_default()),
+                    Some(v @ (Value::Num(_) | Value::Bool(_))) => out.push_str(&value::to_json_string(&v)),
+                    Some(v) => {
+                        return Err(format!("`{{{{ {code} }}}}` gave {}, not a string", value::type_name(&v)));
                     }
-                }
+                    None => return Err(format!("`{{{{ {code} }}}}` gave no value")),
+                },
             }
         }
         Ok(out)
     }
+}
+
+/// Literal text between holes: a `}}` there has lost its `{{`.
+fn text_part(key: &str, text: &str) -> Result<String, String> {
+    if text.contains("}}") {
+        return Err(format!("`{key}`: a `}}}}` without its `{{{{`"));
+    }
+    Ok(text.to_string())
 }
 
 #[cfg(test)]
@@ -82,37 +90,29 @@ mod tests {
     use super::*;
     use fbp_runtime::Meta;
 
-    fn msg(json: &str, topic: Option<&str>) -> Message {
-        let mut meta = Meta::new("src".into(), 0);
-        meta.topic = topic.map(Into::into);
+    fn msg(json: &str) -> Message {
+        let mut meta = Meta::new("src".into(), 7);
+        meta.topic = Some("in.a".into());
         Message::new(value::parse_json(json.as_bytes()).unwrap(), meta)
     }
 
     #[test]
-    fn fills_holes_from_the_payload_and_the_metadata() {
-        let t = Template::parse("routing_key", "sensors.{{ .sensor }}.{{.n}}").unwrap();
-        assert_eq!(t.render(&msg(r#"{"sensor": "s-1", "n": 3}"#, None)).unwrap(), "sensors.s-1.3");
-        let t = Template::parse("routing_key", "{{ $meta.topic }}").unwrap();
-        assert_eq!(t.render(&msg("1", Some("a.b"))).unwrap(), "a.b");
-        assert_eq!(Template::parse("k", "plain").unwrap().render(&msg("1", None)).unwrap(), "plain");
+    fn renders_payload_fields_and_metadata() {
+        let t = Template::parse("subject", "sensors.{{ .sensor }}.{{.n}}").unwrap();
+        assert_eq!(t.render(&msg(r#"{"sensor": "s1", "n": 3}"#)).unwrap(), "sensors.s1.3");
+        let t = Template::parse("subject", "out.{{ $meta.topic }}-{{ $meta.seq }}").unwrap();
+        assert_eq!(t.render(&msg("{}")).unwrap(), "out.in.a-7");
+        assert_eq!(Template::parse("subject", "plain").unwrap().as_static(), Some("plain"));
+        assert_eq!(Template::parse("subject", "a.{{ .x }}").unwrap().as_static(), None);
     }
 
     #[test]
-    fn a_hole_without_a_usable_value_is_a_message_error() {
-        let t = Template::parse("routing_key", "x.{{ .sensor }}").unwrap();
-        let err = t.render(&msg(r#"{"other": 1}"#, None)).unwrap_err();
-        assert!(err.contains("gave null"), "{err}");
-        let err = Template::parse("k", "{{ $meta.topic }}").unwrap().render(&msg("1", None)).unwrap_err();
-        assert!(err.contains("gave null"), "{err}");
-        let err = Template::parse("k", "{{ .a + 1 }}").unwrap().render(&msg(r#"{"a": "x"}"#, None)).unwrap_err();
-        assert!(err.contains("jq error"), "{err}");
-    }
-
-    #[test]
-    fn malformed_templates_are_refused_at_build() {
-        assert!(Template::parse("routing_key", "a.{{ .x").unwrap_err().contains("not closed"));
-        assert!(Template::parse("routing_key", "a.{{ }}").unwrap_err().contains("empty"));
-        assert!(Template::parse("routing_key", "a.}}").unwrap_err().contains("without"));
-        assert!(Template::parse("routing_key", "{{ .x > }}").unwrap_err().contains("invalid jq program"));
+    fn a_missing_field_or_a_bad_template_is_an_error() {
+        let t = Template::parse("subject", "sensors.{{ .sensor }}").unwrap();
+        assert!(t.render(&msg(r#"{"value": 1}"#)).unwrap_err().contains("gave null"));
+        assert!(t.render(&msg("[1]")).unwrap_err().contains("jq error"));
+        assert!(Template::parse("subject", "a.{{ .x").unwrap_err().contains("not closed"));
+        assert!(Template::parse("subject", "a.{{ }}").unwrap_err().contains("empty"));
+        assert!(Template::parse("subject", "a.{{ .x > }}").unwrap_err().contains("invalid jq"));
     }
 }

@@ -73,7 +73,7 @@ struct Publish {
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
     let connection = check(&config.common, &ctx.name, |p| ctx.path(p))?;
-    let topic = Template::parse(&config.topic).map_err(|e| format!("`topic`: {e}"))?;
+    let topic = Template::parse(&config.topic)?;
     Ok(Instance::task(Publish { connection, topic, retain: config.retain, format: config.common.format }))
 }
 

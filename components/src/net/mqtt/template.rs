@@ -1,78 +1,27 @@
-//! Topic templates for `mqtt-publish`: literal text with `{{ EXPR }}` holes,
-//! each a jq expression on the message (`.sensor`, `$meta.topic`), and the
-//! checks every topic must pass (subscribe filters and publish topics).
+//! Topic templates for `mqtt-publish` (the shared `{{ jq }}` templates of
+//! [`crate::net::template`], whose result must be a topic one can publish
+//! to) and the checks every topic must pass (subscribe filters and publish
+//! topics).
 
 use fbp_runtime::Message;
-use fbp_runtime::jq::Program;
-use fbp_runtime::value::{self, Value};
 
 /// A compiled topic template.
 #[derive(Debug)]
-pub(super) struct Template {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug)]
-enum Part {
-    Text(String),
-    Expr(String, Program),
-}
+pub(super) struct Template(crate::net::template::Template);
 
 impl Template {
     /// Compiles `text`; a template without holes must already be a valid topic.
     pub(super) fn parse(text: &str) -> Result<Template, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while let Some(open) = rest.find("{{") {
-            let after = &rest[open + 2..];
-            let close = after.find("}}").ok_or_else(|| format!("`{text}`: a `{{{{` is not closed by `}}}}`"))?;
-            let code = after[..close].trim();
-            if code.is_empty() {
-                return Err(format!("`{text}`: an empty `{{{{ }}}}`"));
-            }
-            let program = Program::compile(code).map_err(|e| format!("`{text}`: {e}"))?;
-            if open > 0 {
-                parts.push(Part::Text(rest[..open].to_string()));
-            }
-            parts.push(Part::Expr(code.to_string(), program));
-            rest = &after[close + 2..];
+        let template = crate::net::template::Template::parse("topic", text)?;
+        if let Some(topic) = template.as_static() {
+            check_publish_topic(topic).map_err(|e| format!("`topic`: {e}"))?;
         }
-        if rest.contains("}}") {
-            return Err(format!("`{text}`: a `}}}}` without its `{{{{`"));
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.to_string()));
-        }
-        let template = Template { parts };
-        if template.is_static() {
-            check_publish_topic(text)?;
-        }
-        Ok(template)
-    }
-
-    fn is_static(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
+        Ok(Template(template))
     }
 
     /// The topic for `msg`; an error when a hole has no value, or the result is not a topic.
     pub(super) fn render(&self, msg: &Message) -> Result<String, String> {
-        let mut topic = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(t) => topic.push_str(t),
-                Part::Expr(code, program) => match program.first(msg)? {
-                    Some(Value::TStr(s)) => topic.push_str(&String::from_utf8_lossy(&s)),
-                    Some(v @ (Value::Num(_) | Value::Bool(_))) => topic.push_str(&value::to_json_string(&v)),
-                    Some(v) => {
-                        return Err(format!(
-                            "topic template: `{{{{ {code} }}}}` is {}, not a string or number",
-                            value::type_name(&v)
-                        ));
-                    }
-                    None => return Err(format!("topic template: `{{{{ {code} }}}}` has no value")),
-                },
-            }
-        }
+        let topic = self.0.render(msg)?;
         check_publish_topic(&topic).map_err(|e| format!("topic template gave {e}"))?;
         Ok(topic)
     }
@@ -117,7 +66,7 @@ fn check_topic(topic: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fbp_runtime::Meta;
+    use fbp_runtime::{Meta, value};
 
     fn msg(json: &str, topic: Option<&str>) -> Message {
         let mut meta = Meta::new("src".into(), 0);
@@ -138,11 +87,11 @@ mod tests {
     #[test]
     fn a_hole_without_a_value_is_a_message_error() {
         let t = Template::parse("out/{{ .sensor }}").unwrap();
-        assert!(t.render(&msg(r#"{"value": 1}"#, None)).unwrap_err().contains("is null"));
-        assert!(t.render(&msg(r#"{"sensor": {"a": 1}}"#, None)).unwrap_err().contains("is object"));
+        assert!(t.render(&msg(r#"{"value": 1}"#, None)).unwrap_err().contains("gave null"));
+        assert!(t.render(&msg(r#"{"sensor": {"a": 1}}"#, None)).unwrap_err().contains("gave object"));
         assert!(t.render(&msg(r#"{"sensor": "a/#"}"#, None)).unwrap_err().contains("wildcards"));
         let meta = Template::parse("{{ $meta.topic }}").unwrap();
-        assert!(meta.render(&msg("1", None)).unwrap_err().contains("is null"));
+        assert!(meta.render(&msg("1", None)).unwrap_err().contains("gave null"));
         assert!(t.render(&msg("[1]", None)).unwrap_err().contains("jq error"));
     }
 
