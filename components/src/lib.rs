@@ -11,7 +11,8 @@
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
 //! - [`process`]: programs in any language as components (`exec`);
-//! - [`net`]: brokers, servers and sockets.
+//! - [`net`]: brokers, servers and sockets (`http-poll`, `http-listen`,
+//!   `http-request`).
 //!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
 //! [`CATALOGUE`] lists them all, and that list is the only place a new
@@ -52,4 +53,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &storage::file_write::SPEC,
     &storage::sqlite::SPEC,
     &process::exec::SPEC,
+    &net::http::poll::SPEC,
+    &net::http::listen::SPEC,
+    &net::http::request::SPEC,
 ]);

@@ -136,10 +136,26 @@ pub static SCHEMES: &[Scheme] = &[
         sink: Some("exec"),
         config: exec_sink,
     },
+    Scheme {
+        names: &["http", "https"],
+        form: "http://HOST/PATH?interval=5s",
+        doc: "poll the URL (GET, every `interval`, default 10s); other query pairs stay in the URL",
+        source: Some("http-poll"),
+        sink: None,
+        config: http_poll,
+    },
+    Scheme {
+        names: &["http", "https"],
+        form: "http://HOST/PATH",
+        doc: "send each message as a request (POST, JSON body); ?method=PUT",
+        source: None,
+        sink: Some("http-request"),
+        config: http_request,
+    },
 ];
 
 /// Schemes planned but not built yet: reported as "not available yet".
-pub const PLANNED: &[&str] = &["mqtt", "mqtts", "nats", "http", "https", "ws", "tcp", "udp", "amqp", "postgresql"];
+pub const PLANNED: &[&str] = &["mqtt", "mqtts", "nats", "ws", "tcp", "udp", "amqp", "postgresql"];
 
 /// A URI resolved for one role: the component type and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -335,6 +351,39 @@ fn exec(uri: &Uri, mode: &str) -> Result<Settings, String> {
     Ok(with_query(base, &Uri { query: rest, ..uri.clone() }))
 }
 
+/// `http-poll` keys a relay URI may set; other query pairs belong to the URL.
+const HTTP_POLL_KEYS: &[&str] =
+    &["interval", "method", "timeout", "format", "paginate", "split", "max_pages", "bearer_token", "reconnect"];
+
+/// `http-request` keys a relay URI may set; other query pairs belong to the URL.
+const HTTP_REQUEST_KEYS: &[&str] =
+    &["method", "timeout", "bearer_token", "retries", "backoff", "concurrency", "response_format", "reconnect"];
+
+fn http_poll(uri: &Uri) -> Result<Settings, String> {
+    http(uri, HTTP_POLL_KEYS)
+}
+
+fn http_request(uri: &Uri) -> Result<Settings, String> {
+    http(uri, HTTP_REQUEST_KEYS)
+}
+
+/// `url` rebuilt from the URI, with the query pairs that are not component
+/// keys put back in it, then the component keys as settings.
+fn http(uri: &Uri, keys: &[&str]) -> Result<Settings, String> {
+    if uri.path.is_empty() || uri.path.starts_with('/') {
+        return Err(format!("no host; write e.g. `{}://127.0.0.1:8080/items`", uri.scheme));
+    }
+    let (settings, in_url): (Vec<_>, Vec<_>) = uri.query.iter().cloned().partition(|(k, _)| keys.contains(&k.as_str()));
+    // The path was decoded: encode again what would change the URL's meaning.
+    let path = uri.path.replace('%', "%25").replace('#', "%23").replace('?', "%3F").replace(' ', "%20");
+    let mut url = format!("{}://{path}", uri.scheme);
+    if !in_url.is_empty() {
+        url.push('?');
+        url.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(in_url).finish());
+    }
+    Ok(with_query(vec![("url".into(), url)], &Uri { query: settings, ..uri.clone() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -437,6 +486,19 @@ mod tests {
             ("exec", settings(&[("command", "cat"), ("args", "[]"), ("mode", "sink")]))
         );
         assert!(matches!(resolve("exec:?arg=1", Role::Source), Err(UriError::Bad { .. })));
+    }
+
+    #[test]
+    fn http_polls_as_a_source_and_requests_as_a_sink() {
+        assert_eq!(
+            endpoint("http://127.0.0.1:8080/items?interval=5s&page=1&q=a%20b", Role::Source),
+            ("http-poll", settings(&[("url", "http://127.0.0.1:8080/items?page=1&q=a+b"), ("interval", "5s")]))
+        );
+        assert_eq!(
+            endpoint("https://api.example.com/v1/in?method=PUT&token=x", Role::Sink),
+            ("http-request", settings(&[("url", "https://api.example.com/v1/in?token=x"), ("method", "PUT")]))
+        );
+        assert!(matches!(resolve("http:///nohost", Role::Source), Err(UriError::Bad { .. })));
     }
 
     #[test]

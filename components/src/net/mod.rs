@@ -4,4 +4,5 @@
 //! per change, reconnection with backoff, never giving up) and shares the TLS
 //! set-up in [`tls`].
 
+pub mod http;
 pub mod tls;
