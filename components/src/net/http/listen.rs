@@ -54,8 +54,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           200 as soon as it is queued. 503 (with `Retry-After: 1`) when the flow is saturated: \
           the out-port stayed full for `queue_timeout`. 400 for a body that does not decode \
           (answered, counted as an error, not sent to `err`), 413 for one over \
-          `max_body_size`, 408 for a request whose head or body takes longer than \
-          `read_timeout` to arrive, 404 for another path, 405 for another method. At most \
+          `max_body_size`, 408 for a body that takes longer than `read_timeout` to arrive \
+          (a connection whose request head takes longer, an idle keep-alive one too, is \
+          closed), 404 for another path, 405 for another method. At most \
           `max_connections` connections are served at once; more wait in the kernel's \
           backlog. On shutdown it stops accepting, answers the requests in hand and closes \
           idle connections. Delivery is at-least-once when clients retry on anything but 200.",
@@ -107,8 +108,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "read_timeout",
             KeyType::Duration,
             "\"10s\"",
-            "The longest a client may take to send a request's head, and again its body (slow \
-             clients are cut off with 408).",
+            "The longest a client may take to send a request's head (else the connection is \
+             closed; this also closes idle keep-alive connections) and again its body (else 408).",
         ),
         KeySpec::new("max_connections", KeyType::Integer, "1024", "Connections served at once."),
     ],
