@@ -195,7 +195,9 @@ impl Poll {
         link: &mut Link,
     ) -> Result<Step, Failure> {
         let mut url = self.url.clone();
-        for _ in 0..self.max_pages {
+        let mut pages = 0;
+        // Retries during an outage ask for the same page again: only pages served count.
+        while pages < self.max_pages {
             let fetched = tokio::select! {
                 f = self.fetch(client, &url) => f,
                 _ = ctx.shutdown().cancelled() => return Ok(Step::Stop),
@@ -203,6 +205,7 @@ impl Poll {
             let (status, content_type, body) = match fetched {
                 Fetched::Page { status, content_type, body } => {
                     link.up();
+                    pages += 1;
                     (status, content_type, body)
                 }
                 Fetched::Unavailable { error, retry_after } => {

@@ -84,6 +84,31 @@ async fn waits_as_long_as_retry_after_says_on_429() {
 }
 
 #[tokio::test]
+async fn max_pages_counts_pages_served_not_retries() {
+    let queries = Arc::new(Mutex::new(Vec::new()));
+    let q = queries.clone();
+    let config = json!({"interval": "50ms", "paginate": ".next", "max_pages": 3, "reconnect": "10ms..20ms"});
+    // Endless pages; the first try of page 2 meets an outage (503).
+    let (out, _, _) = poll_server("/", 5, config, move |n, query| {
+        q.lock().unwrap().push(query.map(str::to_string));
+        let page: u32 = query.and_then(|q| q.strip_prefix("page=")?.parse().ok()).unwrap_or(1);
+        if n == 2 {
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+        axum::Json(json!({"page": page, "next": format!("/?page={}", page + 1)})).into_response()
+    })
+    .await;
+    let pages: Vec<_> = out.json("out");
+    assert_eq!(
+        pages[..3],
+        [r#"{"next":"/?page=2","page":1}"#, r#"{"next":"/?page=3","page":2}"#, r#"{"next":"/?page=4","page":3}"#]
+    );
+    let asked = queries.lock().unwrap().clone();
+    let want = [None, Some("page=2"), Some("page=2"), Some("page=3"), None];
+    assert_eq!(asked, want.map(|q| q.map(str::to_string)), "page 2 asked again, then a new poll after 3 pages");
+}
+
+#[tokio::test]
 async fn bodies_that_do_not_decode_and_4xx_go_to_err() {
     let (out, _, _) = poll_server("/", 3, json!({"interval": "20ms"}), |n, _| match n {
         1 => "{not json".into_response(),
