@@ -120,6 +120,11 @@ fn relay_from_http_waits_as_long_as_retry_after_says() {
 
 /// A flow `http-listen -> [middle ->] file-write` on a free port; returns the child and the port.
 fn listen_flow(dir: &std::path::Path, listen: &str, middle: Option<(&str, &str)>) -> (Child, u16) {
+    listen_flow_to(dir, listen, middle, "out.jsonl")
+}
+
+/// The same, writing to `path`.
+fn listen_flow_to(dir: &std::path::Path, listen: &str, middle: Option<(&str, &str)>, path: &str) -> (Child, u16) {
     let port = fbp_runtime::testbed::free_port();
     let (connections, extra) = match middle {
         Some((ty, config)) => (
@@ -131,7 +136,7 @@ fn listen_flow(dir: &std::path::Path, listen: &str, middle: Option<(&str, &str)>
     let flow = format!(
         "[flow]\nname = \"ingest\"\nconnections = {connections}\n\n\
          [components.hooks]\ntype = \"http-listen\"\nconfig = {{ bind = \"127.0.0.1:{port}\", path = \"/hooks\", {listen} }}\n\n\
-         {extra}\n[components.store]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n"
+         {extra}\n[components.store]\ntype = \"file-write\"\nconfig = {{ path = \"{path}\" }}\n"
     );
     write(dir, "flow.toml", &flow);
     let child = fbp().current_dir(dir).args(["run", "flow.toml"]).stderr(Stdio::piped()).spawn().unwrap();
@@ -165,6 +170,20 @@ fn listen_answers_200_once_the_file_holds_the_message_and_refuses_bad_bodies() {
     let data: Vec<_> = envelopes(&out).iter().map(|e| e["data"]["i"].clone()).collect();
     assert_eq!(data, [json!(0), json!(1), json!(2)]);
     assert_eq!(envelopes(&out)[0]["metadata"]["topic"], "/hooks");
+}
+
+#[test]
+fn listen_answers_500_when_the_sink_could_not_write_the_message() {
+    let dir = tempdir();
+    // Every write to /dev/full fails: file-write rejects the batch, then fails and restarts.
+    let (mut child, port) = listen_flow_to(dir.path(), "", None, "/dev/full");
+    let status = runtime().block_on(async {
+        let r = client().post(format!("http://127.0.0.1:{port}/hooks")).json(&json!({"i": 1})).send().await.unwrap();
+        r.status().as_u16()
+    });
+    signal(&child, "KILL");
+    let _ = child.wait();
+    assert_eq!(status, 500, "a rejected message is not acknowledged to the client");
 }
 
 #[test]
@@ -314,4 +333,23 @@ fn http_request_retries_a_500_and_dead_letters_a_4xx() {
     let mut calls = calls.lock().unwrap().clone();
     calls.sort();
     assert_eq!(calls, ["a", "a", "b"], "a retried once after its 500, b not retried after its 400");
+}
+
+#[test]
+fn relay_to_http_posts_each_line_as_json() {
+    let bodies = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let b = bodies.clone();
+    let server = serve(axum::Router::new().route(
+        "/in",
+        post(move |axum::Json(body): axum::Json<Value>| async move {
+            b.lock().unwrap().push(body);
+            StatusCode::NO_CONTENT
+        }),
+    ));
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", "{\"n\": 1}\n{\"n\": 2}\n");
+    let sink = format!("http://{}/in?concurrency=1", server.addr);
+    let o = fbp().current_dir(dir.path()).args(["relay", "file:in.jsonl", &sink]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(*bodies.lock().unwrap(), [json!({"n": 1}), json!({"n": 2})]);
 }
