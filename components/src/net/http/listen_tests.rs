@@ -56,3 +56,16 @@ fn build_refuses_bad_settings() {
     assert!(build(json!({"methods": ["P O"]})).unwrap().contains("not a method"));
     assert!(build(json!({"max_connections": 0})).unwrap().contains("1 or more"));
 }
+
+#[tokio::test]
+async fn a_body_in_several_chunks_is_joined_and_limited() {
+    let chunks = |parts: &[&'static str]| {
+        let items: Vec<Result<bytes::Bytes, std::io::Error>> =
+            parts.iter().map(|p| Ok(bytes::Bytes::from_static(p.as_bytes()))).collect();
+        axum::body::Body::from_stream(futures_util::stream::iter(items))
+    };
+    let joined = super::read_body(chunks(&["{\"a\":", " 1", "}"]), 64).await.ok().unwrap();
+    assert_eq!(&joined[..], b"{\"a\": 1}");
+    assert!(matches!(super::read_body(chunks(&["12345", "6789"]), 8).await, Err(super::BodyError::TooLarge)));
+    assert_eq!(&super::read_body(chunks(&["one"]), 8).await.ok().unwrap()[..], b"one");
+}
