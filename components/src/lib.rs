@@ -12,7 +12,7 @@
 //! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
 //! - [`process`]: programs in any language as components (`exec`);
 //! - [`net`]: brokers, servers and sockets (`mqtt-*`, `nats-*`, `amqp-*`,
-//!   `tcp-listen`, `udp-listen`, `websocket`, ...);
+//!   `http-*`, `tcp-listen`, `udp-listen`, `websocket`);
 //! - [`state`]: live state served over HTTP, WebSocket and SSE (`kv-state`).
 //!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
@@ -65,4 +65,7 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &net::websocket::SPEC,
     &net::nats::subscribe::SPEC,
     &net::nats::publish::SPEC,
+    &net::http::poll::SPEC,
+    &net::http::listen::SPEC,
+    &net::http::request::SPEC,
 ]);

@@ -195,10 +195,26 @@ pub static SCHEMES: &[Scheme] = &[
         sink: Some("websocket"),
         config: websocket,
     },
+    Scheme {
+        names: &["http", "https"],
+        form: "http://HOST/PATH?interval=5s",
+        doc: "poll the URL (GET, every `interval`, default 10s); other query pairs stay in the URL",
+        source: Some("http-poll"),
+        sink: None,
+        config: http_poll,
+    },
+    Scheme {
+        names: &["http", "https"],
+        form: "http://HOST/PATH",
+        doc: "send each message as a request (POST, JSON body); ?method=PUT",
+        source: None,
+        sink: Some("http-request"),
+        config: http_request,
+    },
 ];
 
 /// Schemes planned but not built yet: reported as "not available yet".
-pub const PLANNED: &[&str] = &["http", "https", "postgresql"];
+pub const PLANNED: &[&str] = &["postgresql"];
 
 /// A URI resolved for one role: the component type and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -493,6 +509,39 @@ fn websocket(uri: &Uri) -> Result<Settings, String> {
     Ok(with_query(vec![("url".into(), format!("{}://{}", uri.scheme, uri.path))], uri))
 }
 
+/// `http-poll` keys a relay URI may set; other query pairs belong to the URL.
+const HTTP_POLL_KEYS: &[&str] =
+    &["interval", "method", "timeout", "format", "paginate", "split", "max_pages", "bearer_token", "reconnect"];
+
+/// `http-request` keys a relay URI may set; other query pairs belong to the URL.
+const HTTP_REQUEST_KEYS: &[&str] =
+    &["method", "timeout", "bearer_token", "retries", "backoff", "concurrency", "response_format", "reconnect"];
+
+fn http_poll(uri: &Uri) -> Result<Settings, String> {
+    http(uri, HTTP_POLL_KEYS)
+}
+
+fn http_request(uri: &Uri) -> Result<Settings, String> {
+    http(uri, HTTP_REQUEST_KEYS)
+}
+
+/// `url` rebuilt from the URI, with the query pairs that are not component
+/// keys put back in it, then the component keys as settings.
+fn http(uri: &Uri, keys: &[&str]) -> Result<Settings, String> {
+    if uri.path.is_empty() || uri.path.starts_with('/') {
+        return Err(format!("no host; write e.g. `{}://127.0.0.1:8080/items`", uri.scheme));
+    }
+    let (settings, in_url): (Vec<_>, Vec<_>) = uri.query.iter().cloned().partition(|(k, _)| keys.contains(&k.as_str()));
+    // The path was decoded: encode again what would change the URL's meaning.
+    let path = uri.path.replace('%', "%25").replace('#', "%23").replace('?', "%3F").replace(' ', "%20");
+    let mut url = format!("{}://{path}", uri.scheme);
+    if !in_url.is_empty() {
+        url.push('?');
+        url.push_str(&url::form_urlencoded::Serializer::new(String::new()).extend_pairs(in_url).finish());
+    }
+    Ok(with_query(vec![("url".into(), url)], &Uri { query: settings, ..uri.clone() }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,6 +733,19 @@ mod tests {
     }
 
     #[test]
+    fn http_polls_as_a_source_and_requests_as_a_sink() {
+        assert_eq!(
+            endpoint("http://127.0.0.1:8080/items?interval=5s&page=1&q=a%20b", Role::Source),
+            ("http-poll", settings(&[("url", "http://127.0.0.1:8080/items?page=1&q=a+b"), ("interval", "5s")]))
+        );
+        assert_eq!(
+            endpoint("https://api.example.com/v1/in?method=PUT&token=x", Role::Sink),
+            ("http-request", settings(&[("url", "https://api.example.com/v1/in?token=x"), ("method", "PUT")]))
+        );
+        assert!(matches!(resolve("http:///nohost", Role::Source), Err(UriError::Bad { .. })));
+    }
+
+    #[test]
     fn unknown_and_planned_schemes_are_told_apart() {
         assert_eq!(
             resolve("foo://x", Role::Source),
@@ -741,7 +803,7 @@ mod tests {
         assert!(help.contains("file:PATH") && help.contains("source (file-read), sink (file-write)"), "{help}");
         assert!(help.contains("sqlite://PATH?table=T") && help.contains("sink (sqlite)"), "{help}");
         assert!(help.contains("- or stdin:") && help.contains("source (stdin)"), "{help}");
-        assert!(help.contains("not available yet: http, https"), "{help}");
+        assert!(help.contains("not available yet: postgresql"), "{help}");
         assert!(help.contains("mqtt://HOST:PORT/TOPIC") && help.contains("source (mqtt-subscribe)"), "{help}");
     }
 

@@ -13,6 +13,7 @@
 //! - `payload`: what a frame's bytes become (`format`), the peer header.
 
 pub mod amqp;
+pub mod http;
 pub mod mqtt;
 pub mod nats;
 mod payload;
