@@ -121,6 +121,22 @@ pub static SCHEMES: &[Scheme] = &[
         config: sqlite,
     },
     Scheme {
+        names: &["postgresql", "postgres"],
+        form: "postgresql://USER@HOST:PORT/DB?table=T",
+        doc: "insert records into table T (created if missing); &key=a,b upserts",
+        source: None,
+        sink: Some("postgres"),
+        config: postgres_sink,
+    },
+    Scheme {
+        names: &["postgresql", "postgres"],
+        form: "postgresql://USER@HOST:PORT/DB?query=Q&watermark=C",
+        doc: "rows of query Q polled by column C, or ?listen=CHANNEL for notifications",
+        source: Some("postgres-read"),
+        sink: None,
+        config: postgres_source,
+    },
+    Scheme {
         names: &["exec"],
         form: "exec:PROGRAM?arg=A&arg=B",
         doc: "a program speaking JSON lines (DStream provider): its stdout",
@@ -139,7 +155,7 @@ pub static SCHEMES: &[Scheme] = &[
 ];
 
 /// Schemes planned but not built yet: reported as "not available yet".
-pub const PLANNED: &[&str] = &["mqtt", "mqtts", "nats", "http", "https", "ws", "tcp", "udp", "amqp", "postgresql"];
+pub const PLANNED: &[&str] = &["mqtt", "mqtts", "nats", "http", "https", "ws", "tcp", "udp", "amqp"];
 
 /// A URI resolved for one role: the component type and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,6 +325,38 @@ fn sqlite(uri: &Uri) -> Result<Settings, String> {
     path_and_query(uri).map_err(|_| "no database path; write `sqlite://PATH?table=T`".into())
 }
 
+/// The connection string from the URI (without the query, whose pairs are
+/// settings); `key=a,b` becomes a list.
+fn postgres(uri: &Uri) -> Result<Settings, String> {
+    if uri.path.is_empty() {
+        return Err("no server; write e.g. `postgresql://postgres@127.0.0.1:5432/db?table=T`".into());
+    }
+    let mut settings = with_query(vec![("url".into(), format!("postgresql://{}", uri.path))], uri);
+    for (k, v) in settings.iter_mut() {
+        if k == "key" && !v.starts_with('[') {
+            let names: Vec<String> = v.split(',').map(|n| quote(n.trim())).collect();
+            *v = format!("[{}]", names.join(", "));
+        }
+    }
+    Ok(settings)
+}
+
+/// `postgres`: a table to write.
+fn postgres_sink(uri: &Uri) -> Result<Settings, String> {
+    if !uri.query.iter().any(|(k, v)| k == "table" && !v.is_empty()) {
+        return Err("no table; write `postgresql://USER@HOST:PORT/DB?table=T`".into());
+    }
+    postgres(uri)
+}
+
+/// `postgres-read`: a query (with a watermark) or a channel to read.
+fn postgres_source(uri: &Uri) -> Result<Settings, String> {
+    if !uri.query.iter().any(|(k, v)| (k == "query" || k == "listen") && !v.is_empty()) {
+        return Err("nothing to read; add `?query=SELECT..&watermark=COLUMN` or `?listen=CHANNEL`".into());
+    }
+    postgres(uri)
+}
+
 /// `exec` as a source: the program writes the messages.
 fn exec_source(uri: &Uri) -> Result<Settings, String> {
     exec(uri, "source")
@@ -437,6 +485,35 @@ mod tests {
             ("exec", settings(&[("command", "cat"), ("args", "[]"), ("mode", "sink")]))
         );
         assert!(matches!(resolve("exec:?arg=1", Role::Source), Err(UriError::Bad { .. })));
+    }
+
+    #[test]
+    fn postgresql_is_a_sink_with_a_table_and_a_source_with_a_query_or_a_channel() {
+        assert_eq!(
+            endpoint("postgresql://app@db:5433/metrics?table=readings&key=sensor,ts", Role::Sink),
+            (
+                "postgres",
+                settings(&[
+                    ("url", "postgresql://app@db:5433/metrics"),
+                    ("table", "readings"),
+                    ("key", r#"["sensor", "ts"]"#)
+                ])
+            )
+        );
+        assert_eq!(
+            endpoint("postgres://127.0.0.1/shop?query=SELECT%20*%20FROM%20orders&watermark=id", Role::Source),
+            (
+                "postgres-read",
+                settings(&[
+                    ("url", "postgresql://127.0.0.1/shop"),
+                    ("query", "SELECT * FROM orders"),
+                    ("watermark", "id")
+                ])
+            )
+        );
+        assert_eq!(endpoint("postgres://h/db?listen=events", Role::Source).0, "postgres-read");
+        assert!(matches!(resolve("postgresql://h/db", Role::Sink), Err(UriError::Bad { .. })));
+        assert!(matches!(resolve("postgresql://h/db?table=t", Role::Source), Err(UriError::Bad { .. })));
     }
 
     #[test]
