@@ -46,12 +46,25 @@ fn describe_shows_ports_config_delivery_and_example() {
     }
 }
 
+/// Flows that use a component type built on another branch: `check` refuses
+/// them for that type alone until it is merged (then remove the entry, and
+/// this test checks them like the others).
+const AWAITING: &[(&str, &str)] = &[("webhook-to-postgres.toml", "http-listen")];
+
 #[test]
 fn check_accepts_every_flow_in_flows() {
     let mut checked = 0;
     let lib = std::fs::read_dir(root().join("flows/lib")).unwrap();
     for entry in std::fs::read_dir(root().join("flows")).unwrap().chain(lib) {
         let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if let Some((_, ty)) = AWAITING.iter().find(|(f, _)| *f == name) {
+            let o = fbp().arg("check").arg(&path).output().unwrap();
+            let err = stderr(&o);
+            assert!(err.contains(&format!("unknown component type `{ty}`")), "{name}: {err}");
+            assert!(err.contains("1 error"), "{name}: only `{ty}` may be missing:\n{err}");
+            continue;
+        }
         if path.extension().is_some_and(|e| e == "toml") {
             let o = fbp().arg("check").arg(&path).output().unwrap();
             assert!(o.status.success(), "{}:\n{}", path.display(), stderr(&o));

@@ -5,6 +5,7 @@ mod catalogue;
 mod cli;
 mod exec;
 mod flow_errors;
+mod postgres;
 mod relay;
 mod run;
 mod subflows;

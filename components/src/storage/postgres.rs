@@ -87,8 +87,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             KeyType::Any,
             "The table's columns, to create it before any record comes: a table of name to \
              PostgreSQL type, e.g. `{ sensor = \"TEXT\", value = \"DOUBLE PRECISION\", ts = \
-             \"TIMESTAMPTZ\" }`. Unset: created from the first record. An existing table keeps \
-             its own columns.",
+             \"TIMESTAMPTZ\" }` (created in name order). Unset: created from the first record. An \
+             existing table keeps its own columns.",
         ),
         KeySpec::new("batch_size", KeyType::Integer, "500", "Most records written in one transaction."),
         KeySpec::new(
