@@ -25,10 +25,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     summary: "Read rows from PostgreSQL: poll a query by a watermark column, or LISTEN to a channel.",
     doc: "Two modes. `query`: runs the query and sends each row as a JSON object (column name \
           to value, as `row_to_json` gives it). With `watermark` (a column the query returns \
-          that only grows, like a serial id or an insertion time), it polls every `interval` \
-          for rows whose watermark is above the highest one sent, in watermark order, \
-          `batch_size` at a time, so each row is sent once; without `watermark` it runs the \
-          query once and finishes. The watermark is kept in memory only: a restarted component \
+          that only grows and is unique, like a serial id), it polls every `interval` for rows \
+          whose watermark is above the highest one sent, in watermark order, `batch_size` at \
+          a time, so each row is sent once (with ties, rows sharing the last value of a full \
+          batch are skipped: use a unique column); without `watermark` it runs the query once \
+          and finishes. The watermark is kept in memory only: a restarted component \
           (or process) begins again from `from` (`start`: every row again; `end`: only rows \
           added after it started). Rows that commit late with a lower watermark than one \
           already read (concurrent writers) are missed: use a watermark the writer sets in \
