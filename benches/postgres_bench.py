@@ -27,7 +27,7 @@ import time
 
 TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
 FBP = os.environ.get("FBP", os.path.join(TARGET, "release", "fbp"))
-BASELINE = os.path.join(TARGET, "release", "examples", "pg_batched")
+BASELINE = os.environ.get("BASELINE", os.path.join(TARGET, "release", "examples", "pg_batched"))
 URL = "postgresql://postgres@127.0.0.1:5432/test"
 TABLE = "fbp_bench_rows"
 

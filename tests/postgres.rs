@@ -197,6 +197,25 @@ fn a_server_outage_mid_stream_loses_nothing_and_duplicates_only_batches_in_doubt
     eprintln!("outage test: {duplicates} duplicates, {in_doubt} records in doubt");
 }
 
+/// A `postgres-read` flow polling `SELECT id, v FROM table` by `id` through
+/// `port`, writing envelopes to `dir/out.jsonl`.
+fn poll_flow(dir: &std::path::Path, port: u16, table: &str) -> std::path::PathBuf {
+    let flow = format!(
+        "[flow]\nname = \"poll\"\nconnections = [\"read -> out\"]\n\
+         [components.read]\ntype = \"postgres-read\"\nconfig = {{ url = \"postgresql://postgres@127.0.0.1:{port}/test\", \
+         query = \"SELECT id, v FROM {table}\", watermark = \"id\", interval = \"50ms\", batch_size = 2, \
+         reconnect = \"50ms..200ms\" }}\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n"
+    );
+    write(dir, "flow.toml", &flow)
+}
+
+/// The ids in the envelopes of `out`, in order.
+fn ids(out: &std::path::Path) -> Vec<i64> {
+    let rows = lines(out).iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+    rows.iter().map(|v| v["data"]["id"].as_i64().unwrap()).collect()
+}
+
 #[test]
 fn watermark_polling_picks_up_new_rows_exactly_once() {
     let t = Table::new("poll");
@@ -205,14 +224,7 @@ fn watermark_polling_picks_up_new_rows_exactly_once() {
         t.0
     ));
     let dir = tempdir();
-    let flow = format!(
-        "[flow]\nname = \"poll\"\nconnections = [\"read -> out\"]\n\
-         [components.read]\ntype = \"postgres-read\"\nconfig = {{ url = \"{URL}\", query = \"SELECT id, v FROM {}\", \
-         watermark = \"id\", interval = \"50ms\", batch_size = 2 }}\n\
-         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n",
-        t.0
-    );
-    let path = write(dir.path(), "flow.toml", &flow);
+    let path = poll_flow(dir.path(), 5432, &t.0);
     let child = fbp().arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
     let out = dir.path().join("out.jsonl");
     assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 3), "{:?}", lines(&out));
@@ -223,10 +235,34 @@ fn watermark_polling_picks_up_new_rows_exactly_once() {
     signal(&child, "TERM");
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    let got: Vec<serde_json::Value> = lines(&out).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let ids: Vec<i64> = got.iter().map(|v| v["data"]["id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7], "{got:?}");
-    assert_eq!(got[6]["data"]["v"], "g");
+    assert_eq!(ids(&out), [1, 2, 3, 4, 5, 6, 7]);
+    let last: serde_json::Value = serde_json::from_str(&lines(&out)[6]).unwrap();
+    assert_eq!(last["data"]["v"], "g");
+}
+
+#[test]
+fn watermark_polling_goes_on_after_an_outage_without_repeating_rows() {
+    let t = Table::new("poll_outage");
+    sql(&format!("CREATE TABLE {} (id BIGSERIAL PRIMARY KEY, v TEXT); INSERT INTO {0} (v) VALUES ('a'), ('b')", t.0));
+    let proxy = Proxy::start("127.0.0.1:5432".parse::<SocketAddr>().unwrap()).unwrap();
+    let dir = tempdir();
+    let path = poll_flow(dir.path(), proxy.port(), &t.0);
+    let child = fbp().args(["--log-format", "json", "run"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let out = dir.path().join("out.jsonl");
+    assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 2), "{:?}", lines(&out));
+    proxy.cut();
+    sql(&format!("INSERT INTO {} (v) VALUES ('c'), ('d'), ('e')", t.0));
+    // The outage lasts a while: nothing new can be read.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(&out).len(), 2);
+    proxy.restore();
+    assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 5), "{:?}", lines(&out));
+    signal(&child, "TERM");
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(ids(&out), [1, 2, 3, 4, 5]);
+    assert_eq!(logged(&err, "WARN", "Connection lost").len(), 1, "one warning per outage:\n{err}");
 }
 
 #[test]
