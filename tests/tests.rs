@@ -10,6 +10,7 @@ mod http;
 mod kv_state;
 mod mqtt;
 mod nats;
+mod postgres;
 mod relay;
 mod run;
 mod sockets;

@@ -9,7 +9,8 @@
 //!   `delay`, `decode`, `encode`);
 //! - [`io`]: the process's standard input (`stdin`);
 //! - [`output`]: sinks for people and benchmarks (`console`, `null`);
-//! - [`storage`]: sinks that keep data (`file-write`, `sqlite`);
+//! - [`storage`]: files and databases (`file-read`, `file-write`, `sqlite`,
+//!   `postgres`, `postgres-read`);
 //! - [`process`]: programs in any language as components (`exec`);
 //! - [`net`]: brokers, servers and sockets (`mqtt-*`, `nats-*`, `amqp-*`,
 //!   `http-*`, `tcp-listen`, `udp-listen`, `websocket`);
@@ -54,6 +55,8 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &storage::file_read::SPEC,
     &storage::file_write::SPEC,
     &storage::sqlite::SPEC,
+    &storage::postgres::SPEC,
+    &storage::postgres_read::SPEC,
     &process::exec::SPEC,
     &state::kv::SPEC,
     &net::mqtt::subscribe::SPEC,

@@ -1,5 +1,6 @@
-//! Files and databases: the sinks that keep data (`file-write`, `sqlite`),
-//! and `file-read`, a source that reads (and can follow) a file.
+//! Files and databases: the sinks that keep data (`file-write`, `sqlite`,
+//! `postgres`), `file-read`, a source that reads (and can follow) a file, and
+//! `postgres-read`, which polls a query or listens to a channel.
 //!
 //! The sinks take a batch of what is queued, write it whole, flush or commit it,
 //! and only then drop the batch's messages, which acknowledges them. If the
@@ -8,13 +9,29 @@
 
 pub mod file_read;
 pub mod file_write;
+pub mod postgres;
+pub mod postgres_read;
 pub mod sqlite;
 
 use fbp_runtime::Message;
+use fbp_runtime::value::{self, Value};
 
 /// Marks every message of a batch that could not be written as rejected.
 pub(crate) fn reject_all(batch: &[Message]) {
     batch.iter().filter_map(|m| m.ack.as_ref()).for_each(|ack| ack.reject());
+}
+
+/// Columns for a table made from a record: its fields (named by something
+/// SQL can quote), typed by `column_type` from their values.
+pub(crate) fn record_columns(record: &Value, column_type: fn(&Value) -> &'static str) -> Vec<(String, String)> {
+    let Value::Obj(fields) = record else {
+        return Vec::new();
+    };
+    fields
+        .iter()
+        .filter_map(|(k, v)| Some((value::as_str(k)?.into_owned(), column_type(v).to_string())))
+        .filter(|(name, _)| !name.is_empty() && !name.contains('\0'))
+        .collect()
 }
 
 #[cfg(test)]

@@ -146,14 +146,7 @@ fn create_table(conn: &Connection, table: &str, columns: &[(String, String)]) ->
 
 /// Columns for a table made from a record: its fields, typed by their values.
 fn first_columns(record: &Value) -> Vec<(String, String)> {
-    let Value::Obj(fields) = record else {
-        return Vec::new();
-    };
-    fields
-        .iter()
-        .filter_map(|(k, v)| Some((value::as_str(k)?.into_owned(), column_type(v).to_string())))
-        .filter(|(name, _)| !name.is_empty() && !name.contains('\0'))
-        .collect()
+    crate::storage::record_columns(record, column_type)
 }
 
 /// The column type for a field, from its first value. A `null` gives no

@@ -1,0 +1,178 @@
+//! `postgres`: insert or upsert records into a PostgreSQL table, in batches.
+//!
+//! - this file: the declaration, the config and the build;
+//! - `sql`: the statements and the column types (no I/O);
+//! - `conn`: the connection string, connecting with reconnection, error kinds
+//!   (shared with `postgres-read`);
+//! - `sink`: the task: batches, one transaction each, reconnection and retry.
+
+pub(crate) mod conn;
+mod sink;
+pub(crate) mod sql;
+
+use std::time::Duration;
+
+use fbp_runtime::link::RECONNECT_KEY;
+use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use serde::Deserialize;
+
+use self::conn::Server;
+
+/// The `sslmode` key `postgres` and `postgres-read` share.
+pub(crate) const SSLMODE_KEY: KeySpec = KeySpec::new(
+    "sslmode",
+    KeyType::Enum(&["disable", "require"]),
+    "\"disable\"",
+    "TLS to the server. Not supported yet: only `disable` is accepted (`require`, here or in \
+     `url`, is refused at check time); put a TLS-terminating proxy on the gateway meanwhile.",
+);
+
+/// The `url` key `postgres` and `postgres-read` share.
+pub(crate) const URL_KEY: KeySpec = KeySpec::required(
+    "url",
+    KeyType::String,
+    "The connection string, as libpq takes it: `host=127.0.0.1 user=app dbname=metrics` or \
+     `postgresql://app:secret@127.0.0.1:5432/metrics` (user `postgres` when unset). Put the \
+     password in a variable (`${PGPASSWORD}`): values from variables never appear in logs.",
+);
+
+/// The `postgres` declaration.
+pub static SPEC: ComponentSpec = ComponentSpec {
+    name: "postgres",
+    summary: "Insert or upsert records into a PostgreSQL table, in batches, one transaction each.",
+    doc: "Inserts each record (a JSON object) as a row: each column takes the field of the same \
+          name, converted by PostgreSQL to the column's type (numbers, text, booleans, RFC 3339 \
+          strings into `TIMESTAMPTZ`, objects and arrays into `JSONB`); fields without a column \
+          are ignored; a column no record of the batch has keeps its default, one that some \
+          records lack is NULL in those. With `key`, a record whose key exists updates that row \
+          (`INSERT .. ON CONFLICT (key) DO UPDATE`; the table needs a primary key or unique \
+          index on it); within one batch only the last record per key is written. If the table \
+          does not exist it is created, from `columns` when set, else from the first record \
+          (integers BIGINT, other numbers DOUBLE PRECISION, booleans BOOLEAN, strings and nulls \
+          TEXT, objects and arrays JSONB), with `key` as its primary key. A batch is what is \
+          queued, up to `batch_size`, plus what arrives within `flush_interval`; it is written \
+          by one statement (the batch as one JSON parameter, expanded by \
+          `json_populate_recordset`) in one transaction, and the messages are acknowledged \
+          only after the COMMIT. A payload that is not an object, or a record the table refuses \
+          (a value its column's type does not take, a constraint), goes to `err` and the rest \
+          of the batch is committed: the batch is written again inside a transaction, halves \
+          under SAVEPOINTs, down to the refused records. While the server is unreachable the \
+          component holds its batch, takes no more input (back-pressure) and reconnects \
+          (logged once per outage); the flow never fails for it. A batch whose COMMIT was \
+          sent but not confirmed when the connection broke is written again after reconnecting \
+          (at-least-once): with `key` that is harmless (effectively once), a plain insert may \
+          duplicate exactly that batch (logged as `in_doubt`). Other server errors (no \
+          permission, no unique index for `key`) are failures: the batch is rejected and the \
+          component restarted. TLS is not supported yet.",
+    kind: Kind::Sink,
+    inputs: &[PortSpec { name: "in", ty: "object", doc: "records to insert or upsert" }],
+    outputs: &[],
+    config: &[
+        URL_KEY,
+        KeySpec::required(
+            "table",
+            KeyType::String,
+            "The table: letters, digits and `_`, not starting with a digit; `schema.table` for \
+             another schema than the current one.",
+        ),
+        KeySpec::optional(
+            "key",
+            KeyType::StringList,
+            "Columns that identify a row, e.g. `[\"sensor\", \"ts\"]`: records are upserted on \
+             them (and a created table gets them as primary key). Unset: plain inserts.",
+        ),
+        KeySpec::optional(
+            "columns",
+            KeyType::Any,
+            "The table's columns, to create it before any record comes: a table of name to \
+             PostgreSQL type, e.g. `{ sensor = \"TEXT\", value = \"DOUBLE PRECISION\", ts = \
+             \"TIMESTAMPTZ\" }` (created in name order). Unset: created from the first record. An \
+             existing table keeps its own columns.",
+        ),
+        KeySpec::new("batch_size", KeyType::Integer, "500", "Most records written in one transaction."),
+        KeySpec::new(
+            "flush_interval",
+            KeyType::Duration,
+            "\"50ms\"",
+            "How long a batch that is not full waits for more records after its first; `0s` \
+             writes what is queued at once.",
+        ),
+        SSLMODE_KEY,
+        RECONNECT_KEY,
+    ],
+    delivery: Delivery::AtLeastOnce,
+    stateless: false,
+    example: "[components.store]\ntype = \"postgres\"\n\
+              config = { url = \"postgresql://postgres@127.0.0.1:5432/metrics\", table = \"readings\", key = [\"sensor\"] }\n",
+    build,
+    ports: None,
+};
+
+#[derive(Deserialize)]
+struct Config {
+    url: String,
+    table: String,
+    key: Option<Vec<String>>,
+    columns: Option<serde_json::Value>,
+    batch_size: usize,
+    #[serde(deserialize_with = "fbp_runtime::units::duration")]
+    flush_interval: Duration,
+    sslmode: String,
+    reconnect: String,
+}
+
+/// A built `postgres` sink.
+pub(crate) struct Postgres {
+    server: Server,
+    table: String,
+    key: Vec<String>,
+    declared: Vec<(String, String)>,
+    batch_size: usize,
+    flush_interval: Duration,
+}
+
+fn build(ctx: &BuildContext) -> Result<Instance, String> {
+    let config: Config = ctx.parse()?;
+    sql::check_table_name(&config.table)?;
+    if config.batch_size == 0 {
+        return Err("`batch_size` must be at least 1".into());
+    }
+    let key = config.key.unwrap_or_default();
+    if let Some(k) = key.iter().find(|k| k.is_empty() || k.contains('\0')) {
+        return Err(format!("`key`: `{k}` is not a column name"));
+    }
+    let declared = config.columns.as_ref().map(declared_columns).transpose()?.unwrap_or_default();
+    if let Some(k) = key.iter().find(|k| !declared.is_empty() && !declared.iter().any(|(c, _)| c == *k)) {
+        return Err(format!("`key`: `{k}` is not one of the declared `columns`"));
+    }
+    Ok(Instance::task(Postgres {
+        server: Server::parse(&config.url, &config.sslmode, &config.reconnect)?,
+        table: config.table,
+        key,
+        declared,
+        batch_size: config.batch_size,
+        flush_interval: config.flush_interval,
+    }))
+}
+
+fn declared_columns(columns: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let serde_json::Value::Object(columns) = columns else {
+        return Err("`columns` must be a table of name to type, e.g. `{ value = \"DOUBLE PRECISION\" }`".into());
+    };
+    columns
+        .iter()
+        .map(|(name, ty)| match ty.as_str() {
+            Some(ty) if sql::check_type(ty) && !name.is_empty() && !name.contains('\0') => {
+                Ok((name.clone(), ty.to_string()))
+            }
+            _ => Err(format!(
+                "column `{name}`: the type must be a PostgreSQL type name such as TEXT, BIGINT, \
+                 DOUBLE PRECISION, NUMERIC(10,2), TIMESTAMPTZ, JSONB or TEXT[]"
+            )),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+//! The `postgres` task: takes a batch, writes it in one transaction, and
+//! acknowledges it only once committed; reconnects and writes the batch again
+//! when the server goes away.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use fbp_runtime::link::Link;
+use fbp_runtime::queue::InPort;
+use fbp_runtime::value::{self, Value};
+use fbp_runtime::{Context, Failure, Message, Task, TaskFuture};
+use tokio::time::Instant;
+use tokio_postgres::{Client, Statement};
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{describe, is_connection_error, is_record_error};
+use super::{Postgres, sql};
+use crate::storage::reject_all;
+
+/// Why a batch was not written.
+enum WriteError {
+    /// The connection broke; `in_doubt` when a COMMIT (or the one-statement
+    /// transaction) was sent and its outcome is unknown.
+    Lost { error: tokio_postgres::Error, in_doubt: bool },
+    /// The server refused the work for a reason no retry fixes.
+    Fatal(String),
+}
+
+/// A record the table did not take: its index in the batch and why.
+type Refused = (usize, String);
+
+impl Task for Postgres {
+    fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
+        Box::pin(async move {
+            let mut input = ctx.input("in");
+            let mut link = Link::new(ctx.name.clone(), self.server.target.clone(), self.server.backoff);
+            // A sink drains its input at shutdown, so it never stops reconnecting by itself.
+            let never = CancellationToken::new();
+            let mut writer: Option<Writer> = None;
+            let mut batch = Vec::with_capacity(self.batch_size);
+            while self.next_batch(&mut input, &mut batch).await {
+                loop {
+                    let mut w = match writer.take() {
+                        Some(w) => w,
+                        None => match self.server.connect_until_up(&mut link, &never).await {
+                            Some(client) => Writer { client, columns: None, statements: HashMap::new() },
+                            None => continue,
+                        },
+                    };
+                    match w.write(&self, &batch).await {
+                        Ok(refused) => {
+                            writer = Some(w);
+                            for (i, why) in refused {
+                                ctx.reject(&batch[i], &why).await?;
+                            }
+                            break;
+                        }
+                        Err(WriteError::Lost { error, in_doubt }) => {
+                            if in_doubt {
+                                tracing::warn!(
+                                    component = %ctx.name,
+                                    in_doubt = batch.len(),
+                                    "The connection broke before a COMMIT was confirmed; the batch is written again once reconnected (a plain insert may duplicate it, an upsert does not)."
+                                );
+                            }
+                            let delay = link.down(&describe(&error));
+                            tokio::time::sleep(delay).await;
+                        }
+                        Err(WriteError::Fatal(e)) => {
+                            reject_all(&batch);
+                            return Err(Failure(e));
+                        }
+                    }
+                }
+                batch.clear();
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Postgres {
+    /// Takes what is queued, up to `batch_size`, then what arrives within
+    /// `flush_interval`. `false` once the input has ended and is drained.
+    async fn next_batch(&self, input: &mut InPort, batch: &mut Vec<Message>) -> bool {
+        if !input.recv_many(batch, self.batch_size).await {
+            return false;
+        }
+        let deadline = Instant::now() + self.flush_interval;
+        while batch.len() < self.batch_size && !self.flush_interval.is_zero() {
+            let room = self.batch_size - batch.len();
+            match tokio::time::timeout_at(deadline, input.recv_many(batch, room)).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => break,
+            }
+        }
+        true
+    }
+}
+
+/// A connection and what it knows of the table.
+struct Writer {
+    client: Client,
+    /// The table's columns, once read (or created).
+    columns: Option<Vec<String>>,
+    /// Prepared insert statements, by the columns they fill.
+    statements: HashMap<Vec<String>, Statement>,
+}
+
+impl Writer {
+    /// Writes a batch and commits it. `Ok` lists the records refused.
+    async fn write(&mut self, sink: &Postgres, batch: &[Message]) -> Result<Vec<Refused>, WriteError> {
+        let mut refused = Vec::new();
+        let mut records: Vec<(usize, &Value)> = Vec::with_capacity(batch.len());
+        for (i, m) in batch.iter().enumerate() {
+            match &m.payload {
+                r @ Value::Obj(_) => records.push((i, r)),
+                other => {
+                    refused.push((i, format!("a {} is not a record; postgres takes objects", value::type_name(other))))
+                }
+            }
+        }
+        if self.columns.is_none() {
+            self.columns = self.open_table(sink, &mut records, &mut refused).await?;
+        }
+        let Some(columns) = self.columns.clone() else {
+            return Ok(refused); // no record could create the table
+        };
+        let values: Vec<&Value> = records.iter().map(|(_, r)| *r).collect();
+        let keep = sql::last_per_key(&values, &sink.key);
+        let records: Vec<(usize, &Value)> = keep.iter().map(|&k| records[k]).collect();
+        if records.is_empty() {
+            return Ok(refused);
+        }
+        match self.insert(sink, &columns, &records).await {
+            Ok(()) => {}
+            Err(e) if is_record_error(&e) => refused.extend(self.write_around(sink, &columns, &records).await?),
+            Err(e) => return Err(classify(e, true)),
+        }
+        refused.sort_unstable_by_key(|(i, _)| *i);
+        Ok(refused)
+    }
+
+    /// Reads the table's columns; creates the table if it is missing, from
+    /// the declared columns or from the first record that has fields (records
+    /// before it that cannot create it are refused).
+    async fn open_table(
+        &self,
+        sink: &Postgres,
+        records: &mut Vec<(usize, &Value)>,
+        refused: &mut Vec<Refused>,
+    ) -> Result<Option<Vec<String>>, WriteError> {
+        if let Some(columns) = self.table_columns(&sink.table).await? {
+            return Ok(Some(columns));
+        }
+        let columns = if !sink.declared.is_empty() {
+            sink.declared.clone()
+        } else {
+            let mut columns = Vec::new();
+            while let Some(&(i, first)) = records.first() {
+                columns = sql::first_columns(first);
+                let missing = sink.key.iter().find(|k| !columns.iter().any(|(c, _)| c == *k));
+                match (columns.is_empty(), missing) {
+                    (false, None) => break,
+                    (true, _) => {
+                        refused.push((i, format!("a record without fields cannot create the table `{}`", sink.table)))
+                    }
+                    (false, Some(k)) => refused.push((
+                        i,
+                        format!("a record without the key field `{k}` cannot create the table `{}`", sink.table),
+                    )),
+                }
+                columns.clear();
+                records.remove(0);
+            }
+            if columns.is_empty() {
+                return Ok(None);
+            }
+            columns
+        };
+        let create = sql::create_table(&sink.table, &columns, &sink.key);
+        self.client.batch_execute(&create).await.map_err(|e| fatal_unless_lost(e, "cannot create the table"))?;
+        tracing::info!(table = %sink.table, columns = columns.len(), "Created the table.");
+        self.table_columns(&sink.table).await
+    }
+
+    /// The columns of `table`, in order, or `None` if there is no such table.
+    async fn table_columns(&self, table: &str) -> Result<Option<Vec<String>>, WriteError> {
+        let (schema, name) = sql::split_table(table);
+        let rows = self
+            .client
+            .query(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2 ORDER BY ordinal_position",
+                &[&schema, &name],
+            )
+            .await
+            .map_err(|e| fatal_unless_lost(e, "cannot read the table's columns"))?;
+        let columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok((!columns.is_empty()).then_some(columns))
+    }
+
+    /// One statement for these records (a transaction of its own when no
+    /// transaction is open).
+    async fn insert(
+        &mut self,
+        sink: &Postgres,
+        columns: &[String],
+        records: &[(usize, &Value)],
+    ) -> Result<(), tokio_postgres::Error> {
+        let values: Vec<&Value> = records.iter().map(|(_, r)| *r).collect();
+        let fill: Vec<String> = sql::batch_columns(columns, &values).into_iter().cloned().collect();
+        let fill = if fill.is_empty() { columns[..1].to_vec() } else { fill };
+        let statement = match self.statements.get(&fill) {
+            Some(s) => s.clone(),
+            None => {
+                let s = self.client.prepare(&sql::insert(&sink.table, &fill, &sink.key)).await?;
+                self.statements.insert(fill, s.clone());
+                s
+            }
+        };
+        self.client.execute(&statement, &[&sql::json_array(&values)]).await.map(|_| ())
+    }
+
+    /// Writes a batch the table refused some record of: in one transaction,
+    /// halves under SAVEPOINTs, down to the single records it refuses.
+    async fn write_around(
+        &mut self,
+        sink: &Postgres,
+        columns: &[String],
+        records: &[(usize, &Value)],
+    ) -> Result<Vec<Refused>, WriteError> {
+        let lost = |e| classify(e, false);
+        self.client.batch_execute("BEGIN").await.map_err(lost)?;
+        let mut refused = Vec::new();
+        let mut todo: Vec<Range<usize>> = Vec::with_capacity(8);
+        todo.push(0..records.len());
+        while let Some(range) = todo.pop() {
+            self.client.batch_execute("SAVEPOINT fbp_part").await.map_err(lost)?;
+            match self.insert(sink, columns, &records[range.clone()]).await {
+                Ok(()) => self.client.batch_execute("RELEASE SAVEPOINT fbp_part").await.map_err(lost)?,
+                Err(e) if is_record_error(&e) => {
+                    self.client
+                        .batch_execute("ROLLBACK TO SAVEPOINT fbp_part; RELEASE SAVEPOINT fbp_part")
+                        .await
+                        .map_err(lost)?;
+                    if range.len() == 1 {
+                        refused
+                            .push((records[range.start].0, format!("the table refused the record: {}", describe(&e))));
+                    } else {
+                        let mid = range.start + range.len() / 2;
+                        todo.push(mid..range.end);
+                        todo.push(range.start..mid);
+                    }
+                }
+                Err(e) => {
+                    let _ = self.client.batch_execute("ROLLBACK").await;
+                    return Err(classify(e, false));
+                }
+            }
+        }
+        self.client.batch_execute("COMMIT").await.map_err(|e| classify(e, true))?;
+        Ok(refused)
+    }
+}
+
+/// A lost connection (in doubt if a commit was under way) or a failure.
+fn classify(e: tokio_postgres::Error, committing: bool) -> WriteError {
+    if is_connection_error(&e) {
+        WriteError::Lost { in_doubt: committing && e.as_db_error().is_none(), error: e }
+    } else {
+        WriteError::Fatal(format!("postgres refused the batch: {}", describe(&e)))
+    }
+}
+
+fn fatal_unless_lost(e: tokio_postgres::Error, what: &str) -> WriteError {
+    if is_connection_error(&e) {
+        WriteError::Lost { error: e, in_doubt: false }
+    } else {
+        WriteError::Fatal(format!("{what}: {}", describe(&e)))
+    }
+}

@@ -1,0 +1,295 @@
+//! `postgres` and `postgres-read` through the binary, against the PostgreSQL
+//! on 127.0.0.1:5432 (trust auth, user `postgres`, database `test`). Each test
+//! has tables of its own, dropped after. A server outage is a
+//! `testbed::Proxy` between fbp and PostgreSQL, cut and restored.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use fbp_runtime::testbed::Proxy;
+use tokio_postgres::NoTls;
+
+use crate::util::{fbp, lines, root, signal, stderr, tempdir, wait_until, write};
+
+const URL: &str = "postgresql://postgres@127.0.0.1:5432/test";
+
+/// Runs SQL on the test database; rows as JSON text (`row_to_json`).
+fn sql(query: &str) -> Vec<String> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(URL, NoTls).await.expect("PostgreSQL on 127.0.0.1:5432");
+        tokio::spawn(conn);
+        if query.trim_start().to_ascii_uppercase().starts_with("SELECT") {
+            let wrapped = format!("SELECT row_to_json(q)::text FROM ({query}) q");
+            client.query(&wrapped, &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+        } else {
+            client.batch_execute(query).await.unwrap();
+            Vec::new()
+        }
+    })
+}
+
+/// One number from a `SELECT` of one row and one column.
+fn number(query: &str) -> i64 {
+    let row: serde_json::Value = serde_json::from_str(&sql(query)[0]).unwrap();
+    row.as_object().unwrap().values().next().unwrap().as_i64().unwrap()
+}
+
+/// A table name for this test, dropped when the guard goes.
+struct Table(String);
+
+impl Table {
+    fn new(what: &str) -> Table {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let t = Table(format!("fbp_it_{what}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+        sql(&format!("DROP TABLE IF EXISTS {}", t.0));
+        t
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        sql(&format!("DROP TABLE IF EXISTS {}", self.0));
+    }
+}
+
+/// `n` JSON lines `{"n": i, "sensor": "s<i % 10>", "value": i + 0.5}` (a fractional value, so a table made from the first record types it DOUBLE PRECISION).
+fn records(n: usize) -> String {
+    (0..n).map(|i| format!("{{\"n\": {i}, \"sensor\": \"s{}\", \"value\": {i}.5}}\n", i % 10)).collect()
+}
+
+#[test]
+fn relay_inserts_ten_thousand_records_exactly_once() {
+    let t = Table::new("ten_k");
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", &records(10_000));
+    let sink = format!("{URL}?table={}&batch_size=500", t.0);
+    let o = fbp().current_dir(dir.path()).args(["relay", "file:in.jsonl", &sink]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(number(&format!("SELECT count(*) FROM {}", t.0)), 10_000);
+    assert_eq!(number(&format!("SELECT count(DISTINCT n) FROM {}", t.0)), 10_000);
+    assert_eq!(number(&format!("SELECT sum(n) FROM {}", t.0)), (0..10_000).sum::<i64>());
+}
+
+#[test]
+fn the_sample_flow_upserts_by_key_and_dead_letters_what_the_table_refuses() {
+    let t = Table::new("upsert");
+    let dir = tempdir();
+    let mut input = records(1000);
+    input.push_str("{\"sensor\": \"s1\", \"value\": \"not a number\"}\n");
+    input.push_str("{\"sensor\": \"s2\", \"value\": 1.5, \"ts\": \"2026-01-02T03:04:05Z\"}\n");
+    write(dir.path(), "in.jsonl", &input);
+    let o = fbp()
+        .current_dir(dir.path())
+        .env("INPUT", dir.path().join("in.jsonl"))
+        .env("TABLE", &t.0)
+        .env("DEAD_LETTER", dir.path().join("dead.jsonl"))
+        .arg("run")
+        .arg(root().join("flows/file-to-postgres.toml"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = sql(&format!("SELECT sensor, value, ts FROM {} ORDER BY sensor", t.0));
+    assert_eq!(rows.len(), 10, "{rows:?}");
+    // The last value per sensor wins: 99x.5 for sensor s<x>, and the last record for s2.
+    assert_eq!(rows[0], r#"{"sensor":"s0","value":990.5,"ts":null}"#);
+    assert_eq!(rows[2], r#"{"sensor":"s2","value":1.5,"ts":"2026-01-02T03:04:05+00:00"}"#);
+    assert_eq!(rows[9], r#"{"sensor":"s9","value":999.5,"ts":null}"#);
+    let dead = lines(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains("not a number") && dead[0].contains("double precision"), "{}", dead[0]);
+}
+
+#[test]
+fn tables_are_created_from_declared_columns_or_from_the_first_record() {
+    let (declared, inferred) = (Table::new("declared"), Table::new("inferred"));
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", "{\"id\": 1, \"at\": \"2026-05-01T00:00:00Z\", \"tags\": [\"a\"], \"ok\": true}\n");
+    let flow = format!(
+        "[flow]\nname = \"t\"\nconnections = [\"read -> a\", \"read -> b\"]\n\
+         [components.read]\ntype = \"file-read\"\nconfig = {{ path = \"in.jsonl\" }}\n\
+         [components.a]\ntype = \"postgres\"\nconfig = {{ url = \"{URL}\", table = \"{}\", key = [\"id\"], \
+         columns = {{ id = \"INTEGER\", at = \"TIMESTAMPTZ\", tags = \"TEXT[]\" }} }}\n\
+         [components.b]\ntype = \"postgres\"\nconfig = {{ url = \"{URL}\", table = \"{}\" }}\n",
+        declared.0, inferred.0
+    );
+    let path = write(dir.path(), "flow.toml", &flow);
+    let o = fbp().current_dir(dir.path()).arg("run").arg(&path).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let types = |t: &Table| {
+        sql(&format!(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = '{}' ORDER BY ordinal_position",
+            t.0
+        ))
+        .join(" ")
+    };
+    // Declared columns are created in name order (a TOML table keeps no order here).
+    let want = r#"{"column_name":"at","data_type":"timestamp with time zone"} {"column_name":"id","data_type":"integer"} {"column_name":"tags","data_type":"ARRAY"}"#;
+    assert_eq!(types(&declared), want);
+    let key = sql(&format!(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = '{}'::regclass AND i.indisprimary",
+        declared.0
+    ));
+    assert_eq!(key, [r#"{"attname":"id"}"#]);
+    let want = r#"{"column_name":"id","data_type":"bigint"} {"column_name":"at","data_type":"text"} {"column_name":"tags","data_type":"jsonb"} {"column_name":"ok","data_type":"boolean"}"#;
+    assert_eq!(types(&inferred), want);
+    assert_eq!(sql(&format!("SELECT tags FROM {}", declared.0)), [r#"{"tags":["a"]}"#]);
+}
+
+/// JSON log lines of `stderr` at `level` whose message starts with `prefix`.
+fn logged(stderr: &str, level: &str, prefix: &str) -> Vec<serde_json::Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == level && v["fields"]["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+        .collect()
+}
+
+#[test]
+fn a_server_outage_mid_stream_loses_nothing_and_duplicates_only_batches_in_doubt() {
+    let t = Table::new("outage");
+    let proxy = Proxy::start("127.0.0.1:5432".parse::<SocketAddr>().unwrap()).unwrap();
+    let dir = tempdir();
+    let n = 6000;
+    write(dir.path(), "in.jsonl", &records(n));
+    let flow = format!(
+        "[flow]\nname = \"outage\"\nconnections = [\"read -> pace\", \"pace -> store\"]\n\
+         [components.read]\ntype = \"file-read\"\nconfig = {{ path = \"in.jsonl\" }}\n\
+         [components.pace]\ntype = \"throttle\"\nconfig = {{ rate = 3000 }}\n\
+         [components.store]\ntype = \"postgres\"\nconfig = {{ url = \"postgresql://postgres@127.0.0.1:{}/test\", \
+         table = \"{}\", batch_size = 100, flush_interval = \"20ms\", reconnect = \"50ms..200ms\" }}\n",
+        proxy.port(),
+        t.0
+    );
+    let path = write(dir.path(), "flow.toml", &flow);
+    let child = fbp().args(["--log-format", "json", "run"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let count = || {
+        let exists = number(&format!("SELECT count(*) FROM pg_tables WHERE tablename = '{}'", t.0)) > 0;
+        if exists { number(&format!("SELECT count(*) FROM {}", t.0)) } else { 0 }
+    };
+    for outage in 1..=2 {
+        let at = outage * 1500;
+        assert!(wait_until(Duration::from_secs(20), || count() >= at), "fewer than {at} rows before outage {outage}");
+        proxy.cut();
+        // The outage lasts a while: rows stop coming in.
+        std::thread::sleep(Duration::from_millis(600));
+        let during = count();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(count(), during, "rows came in while the server was away");
+        proxy.restore();
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    let distinct = number(&format!("SELECT count(DISTINCT n) FROM {}", t.0));
+    assert_eq!(distinct, n as i64, "every record is there");
+    let duplicates = number(&format!("SELECT count(*) FROM {}", t.0)) - distinct;
+    let in_doubt: i64 = logged(&err, "WARN", "The connection broke before a COMMIT")
+        .iter()
+        .map(|v| v["fields"]["in_doubt"].as_i64().unwrap())
+        .sum();
+    assert!(duplicates <= in_doubt, "{duplicates} duplicates but only {in_doubt} records in doubt");
+    let lost = logged(&err, "WARN", "Connection lost");
+    assert_eq!(lost.len(), 2, "one warning per outage:\n{err}");
+    assert_eq!(logged(&err, "INFO", "Reconnected").len(), 2, "{err}");
+    eprintln!("outage test: {duplicates} duplicates, {in_doubt} records in doubt");
+}
+
+/// A `postgres-read` flow polling `SELECT id, v FROM table` by `id` through
+/// `port`, writing envelopes to `dir/out.jsonl`.
+fn poll_flow(dir: &std::path::Path, port: u16, table: &str) -> std::path::PathBuf {
+    let flow = format!(
+        "[flow]\nname = \"poll\"\nconnections = [\"read -> out\"]\n\
+         [components.read]\ntype = \"postgres-read\"\nconfig = {{ url = \"postgresql://postgres@127.0.0.1:{port}/test\", \
+         query = \"SELECT id, v FROM {table}\", watermark = \"id\", interval = \"50ms\", batch_size = 2, \
+         reconnect = \"50ms..200ms\" }}\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n"
+    );
+    write(dir, "flow.toml", &flow)
+}
+
+/// The ids in the envelopes of `out`, in order.
+fn ids(out: &std::path::Path) -> Vec<i64> {
+    let rows = lines(out).iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+    rows.iter().map(|v| v["data"]["id"].as_i64().unwrap()).collect()
+}
+
+#[test]
+fn watermark_polling_picks_up_new_rows_exactly_once() {
+    let t = Table::new("poll");
+    sql(&format!(
+        "CREATE TABLE {} (id BIGSERIAL PRIMARY KEY, v TEXT); INSERT INTO {0} (v) VALUES ('a'), ('b'), ('c')",
+        t.0
+    ));
+    let dir = tempdir();
+    let path = poll_flow(dir.path(), 5432, &t.0);
+    let child = fbp().arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let out = dir.path().join("out.jsonl");
+    assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 3), "{:?}", lines(&out));
+    sql(&format!("INSERT INTO {} (v) VALUES ('d'), ('e'), ('f')", t.0));
+    assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 6), "{:?}", lines(&out));
+    sql(&format!("INSERT INTO {} (v) VALUES ('g')", t.0));
+    assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 7), "{:?}", lines(&out));
+    signal(&child, "TERM");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(ids(&out), [1, 2, 3, 4, 5, 6, 7]);
+    let last: serde_json::Value = serde_json::from_str(&lines(&out)[6]).unwrap();
+    assert_eq!(last["data"]["v"], "g");
+}
+
+#[test]
+fn watermark_polling_goes_on_after_an_outage_without_repeating_rows() {
+    let t = Table::new("poll_outage");
+    sql(&format!("CREATE TABLE {} (id BIGSERIAL PRIMARY KEY, v TEXT); INSERT INTO {0} (v) VALUES ('a'), ('b')", t.0));
+    let proxy = Proxy::start("127.0.0.1:5432".parse::<SocketAddr>().unwrap()).unwrap();
+    let dir = tempdir();
+    let path = poll_flow(dir.path(), proxy.port(), &t.0);
+    let child = fbp().args(["--log-format", "json", "run"]).arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let out = dir.path().join("out.jsonl");
+    assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 2), "{:?}", lines(&out));
+    proxy.cut();
+    sql(&format!("INSERT INTO {} (v) VALUES ('c'), ('d'), ('e')", t.0));
+    // The outage lasts a while: nothing new can be read.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lines(&out).len(), 2);
+    proxy.restore();
+    assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 5), "{:?}", lines(&out));
+    signal(&child, "TERM");
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(ids(&out), [1, 2, 3, 4, 5]);
+    assert_eq!(logged(&err, "WARN", "Connection lost").len(), 1, "one warning per outage:\n{err}");
+}
+
+#[test]
+fn listen_sends_each_notification_payload() {
+    let dir = tempdir();
+    let channel = format!("fbp_it_events_{}", std::process::id());
+    let flow = format!(
+        "[flow]\nname = \"listen\"\nconnections = [\"read -> out\"]\n\
+         [components.read]\ntype = \"postgres-read\"\nconfig = {{ url = \"{URL}\", listen = \"{channel}\" }}\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n"
+    );
+    let path = write(dir.path(), "flow.toml", &flow);
+    let child = fbp().arg("run").arg(&path).stderr(Stdio::piped()).spawn().unwrap();
+    let listening = format!("SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN \"{channel}\"'");
+    assert!(wait_until(Duration::from_secs(10), || number(&listening) > 0), "fbp never listened");
+    sql(&format!(
+        "SELECT pg_notify('{channel}', '{{\"door\": \"open\"}}'), pg_notify('{channel}', 'not json'), pg_notify('{channel}', '[1, 2]')"
+    ));
+    let out = dir.path().join("out.jsonl");
+    assert!(wait_until(Duration::from_secs(10), || lines(&out).len() >= 2), "{:?}", lines(&out));
+    signal(&child, "TERM");
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Vec<serde_json::Value> = lines(&out).iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["data"], serde_json::json!({"door": "open"}));
+    assert_eq!(got[0]["metadata"]["topic"], channel.as_str());
+    assert_eq!(got[1]["data"], serde_json::json!([1, 2]));
+    assert!(stderr(&o).contains("not JSON"), "the text payload is dead-lettered (logged):\n{}", stderr(&o));
+}
