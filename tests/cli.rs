@@ -50,7 +50,8 @@ fn describe_shows_ports_config_delivery_and_example() {
 fn check_accepts_every_flow_in_flows() {
     let mut checked = 0;
     let lib = std::fs::read_dir(root().join("flows/lib")).unwrap();
-    for entry in std::fs::read_dir(root().join("flows")).unwrap().chain(lib) {
+    let scale_out = std::fs::read_dir(root().join("flows/scale-out")).unwrap();
+    for entry in std::fs::read_dir(root().join("flows")).unwrap().chain(lib).chain(scale_out) {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let o = fbp().arg("check").arg(&path).output().unwrap();

@@ -5,6 +5,7 @@ mod catalogue;
 mod cli;
 mod exec;
 mod flow_errors;
+mod nats;
 mod relay;
 mod run;
 mod subflows;

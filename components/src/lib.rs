@@ -54,4 +54,6 @@ pub static CATALOGUE: Catalogue = Catalogue(&[
     &process::exec::SPEC,
     &net::mqtt::subscribe::SPEC,
     &net::mqtt::publish::SPEC,
+    &net::nats::subscribe::SPEC,
+    &net::nats::publish::SPEC,
 ]);

@@ -45,6 +45,9 @@ pub enum Delivery {
     AtLeastOnce,
     /// Cannot acknowledge its upstream; a crash may lose what is in flight.
     AtMostOnce,
+    /// Depends on the config; the sentence says how (e.g. at-least-once with
+    /// a broker's acknowledged mode, at-most-once without).
+    Depends(&'static str),
 }
 
 impl Delivery {
@@ -59,6 +62,7 @@ impl Delivery {
                 "at-least-once: acknowledges a message only after it is written and flushed or committed"
             }
             Delivery::AtMostOnce => "at-most-once: cannot acknowledge upstream; a crash may lose messages in flight",
+            Delivery::Depends(how) => how,
         }
     }
 }

@@ -121,6 +121,14 @@ pub static SCHEMES: &[Scheme] = &[
         config: sqlite,
     },
     Scheme {
+        names: &["nats"],
+        form: "nats://HOST:PORT/SUBJECT",
+        doc: "NATS subject (wildcards as a source); ?queue_group=G; ?stream=S&durable=D for JetStream",
+        source: Some("nats-subscribe"),
+        sink: Some("nats-publish"),
+        config: nats,
+    },
+    Scheme {
         names: &["exec"],
         form: "exec:PROGRAM?arg=A&arg=B",
         doc: "a program speaking JSON lines (DStream provider): its stdout",
@@ -155,7 +163,7 @@ pub static SCHEMES: &[Scheme] = &[
 ];
 
 /// Schemes planned but not built yet: reported as "not available yet".
-pub const PLANNED: &[&str] = &["nats", "http", "https", "ws", "tcp", "udp", "amqp", "postgresql"];
+pub const PLANNED: &[&str] = &["http", "https", "ws", "tcp", "udp", "amqp", "postgresql"];
 
 /// A URI resolved for one role: the component type and its settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -325,6 +333,20 @@ fn sqlite(uri: &Uri) -> Result<Settings, String> {
     path_and_query(uri).map_err(|_| "no database path; write `sqlite://PATH?table=T`".into())
 }
 
+/// `url` from the host and port, `subject` from the path, then the query
+/// (`stream`, `durable`, `queue_group`, `format`, ...).
+fn nats(uri: &Uri) -> Result<Settings, String> {
+    let (host, subject) = uri.path.split_once('/').unwrap_or((&uri.path, ""));
+    if host.is_empty() {
+        return Err("no server; write e.g. `nats://127.0.0.1:4222/SUBJECT`".into());
+    }
+    if subject.is_empty() {
+        return Err("no subject; write e.g. `nats://127.0.0.1:4222/sensors.>`".into());
+    }
+    let base = vec![("url".into(), format!("nats://{host}")), ("subject".into(), subject.to_string())];
+    Ok(with_query(base, uri))
+}
+
 /// `exec` as a source: the program writes the messages.
 fn exec_source(uri: &Uri) -> Result<Settings, String> {
     exec(uri, "source")
@@ -483,6 +505,30 @@ mod tests {
     }
 
     #[test]
+    fn nats_takes_the_server_the_subject_and_jetstream_settings() {
+        assert_eq!(
+            endpoint("nats://127.0.0.1:4222/sensors.>?queue_group=w", Role::Source),
+            (
+                "nats-subscribe",
+                settings(&[("url", "nats://127.0.0.1:4222"), ("subject", "sensors.>"), ("queue_group", "w")])
+            )
+        );
+        assert_eq!(
+            endpoint("nats://n1:4222/in?stream=S&durable=D", Role::Source),
+            (
+                "nats-subscribe",
+                settings(&[("url", "nats://n1:4222"), ("subject", "in"), ("stream", "S"), ("durable", "D")])
+            )
+        );
+        assert_eq!(
+            endpoint("nats://n1:4222/out?stream=S", Role::Sink),
+            ("nats-publish", settings(&[("url", "nats://n1:4222"), ("subject", "out"), ("stream", "S")]))
+        );
+        assert!(resolve("nats://127.0.0.1:4222", Role::Source).unwrap_err().to_string().contains("no subject"));
+        assert!(resolve("nats:///x", Role::Sink).unwrap_err().to_string().contains("no server"));
+    }
+
+    #[test]
     fn unknown_and_planned_schemes_are_told_apart() {
         assert_eq!(
             resolve("foo://x", Role::Source),
@@ -540,7 +586,7 @@ mod tests {
         assert!(help.contains("file:PATH") && help.contains("source (file-read), sink (file-write)"), "{help}");
         assert!(help.contains("sqlite://PATH?table=T") && help.contains("sink (sqlite)"), "{help}");
         assert!(help.contains("- or stdin:") && help.contains("source (stdin)"), "{help}");
-        assert!(help.contains("not available yet: nats"), "{help}");
+        assert!(help.contains("not available yet: http"), "{help}");
         assert!(help.contains("mqtt://HOST:PORT/TOPIC") && help.contains("source (mqtt-subscribe)"), "{help}");
     }
 

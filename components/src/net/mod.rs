@@ -6,4 +6,6 @@
 //! set-up in [`tls`].
 
 pub mod mqtt;
+pub mod nats;
+pub mod template;
 pub mod tls;

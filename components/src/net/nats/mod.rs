@@ -1,0 +1,107 @@
+//! NATS: `nats-subscribe` (a source) and `nats-publish` (a sink), core NATS
+//! and JetStream, over async-nats.
+//!
+//! - `connect`: the connection both share (servers, credentials, TLS,
+//!   reconnection, link state);
+//! - `subscribe`: core subscriptions and queue groups, and JetStream durable
+//!   pull consumers acknowledged when the flow has delivered a message;
+//! - `publish`: core publishes, and JetStream publishes acknowledged
+//!   upstream only once the server confirmed them;
+//! - this file: what both do to a message (payload formats, headers).
+
+mod connect;
+pub mod publish;
+pub mod subscribe;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use async_nats::HeaderMap;
+use async_nats::header::HeaderName;
+use bytes::Bytes;
+use fbp_runtime::value::{self, Value};
+use serde::Deserialize;
+
+/// How a source reads payloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Format {
+    /// JSON; anything else is a message error.
+    Json,
+    /// UTF-8 text; invalid UTF-8 is a message error.
+    Text,
+    /// Raw bytes.
+    Bytes,
+    /// JSON where it parses, else text where it is UTF-8, else bytes.
+    Auto,
+}
+
+impl Format {
+    /// The port type of what it gives.
+    pub(crate) fn port_type(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Text => "text",
+            Format::Bytes => "bytes",
+            Format::Auto => "any",
+        }
+    }
+
+    /// The payload of `raw`, or why it cannot be read in this format.
+    pub(crate) fn decode(self, raw: &Bytes) -> Result<Value, String> {
+        match self {
+            Format::Json => value::parse_json(raw).map_err(|e| format!("payload is not JSON: {e}")),
+            Format::Text => {
+                std::str::from_utf8(raw).map(value::string).map_err(|e| format!("payload is not UTF-8 text: {e}"))
+            }
+            Format::Bytes => Ok(Value::byte_str(raw.to_vec())),
+            Format::Auto => Ok(value::parse_json(raw)
+                .or_else(|_| std::str::from_utf8(raw).map(value::string))
+                .unwrap_or_else(|_| Value::byte_str(raw.to_vec()))),
+        }
+    }
+}
+
+/// The payload as it goes on the wire: strings and bytes as they are,
+/// anything else as JSON.
+pub(crate) fn encode(payload: &Value) -> Bytes {
+    match payload {
+        Value::TStr(b) | Value::BStr(b) => Bytes::copy_from_slice(b),
+        other => Bytes::from(value::to_json_string(other)),
+    }
+}
+
+/// The raw payload of a message that could not be decoded, for `err`:
+/// text where it is UTF-8, else bytes.
+pub(crate) fn undecoded(raw: &Bytes) -> Value {
+    match std::str::from_utf8(raw) {
+        Ok(s) => value::string(s),
+        Err(_) => Value::byte_str(raw.to_vec()),
+    }
+}
+
+/// NATS headers as metadata headers; a repeated header keeps its values
+/// joined with `, ` (as HTTP does).
+pub(crate) fn headers_in(headers: Option<&HeaderMap>) -> BTreeMap<String, String> {
+    let Some(headers) = headers else { return BTreeMap::new() };
+    headers
+        .iter()
+        .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")))
+        .collect()
+}
+
+/// Metadata headers as NATS headers; a name or value NATS cannot carry is
+/// an error (the message goes to `err`).
+pub(crate) fn headers_out(headers: &BTreeMap<String, String>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        let name = HeaderName::from_str(k).map_err(|e| format!("header `{k}`: {e}"))?;
+        if v.contains(['\r', '\n']) {
+            return Err(format!("header `{k}`: a value cannot hold a line break"));
+        }
+        map.insert(name, v.as_str());
+    }
+    Ok(map)
+}

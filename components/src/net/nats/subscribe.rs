@@ -1,0 +1,431 @@
+//! `nats-subscribe`: messages from NATS subjects, core or JetStream.
+//!
+//! Core: one subscription per subject (in a queue group if asked); at
+//! shutdown the subscriptions are drained, so what the server already sent
+//! is still delivered. JetStream: a durable pull consumer with explicit
+//! acks; each message is acknowledged when the flow reports it delivered,
+//! and negatively acknowledged (redelivered after a pause) when rejected. At
+//! shutdown it stops pulling and waits for the acknowledgements of what is
+//! in flight before it closes the connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::{self, stream};
+use fbp_runtime::link::Link;
+use fbp_runtime::queue::OutPort;
+use fbp_runtime::spec::{KeySpec, KeyType, Port};
+use fbp_runtime::units::parse_duration;
+use fbp_runtime::{
+    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
+    TaskFuture,
+};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::{Notify, mpsc};
+
+use super::connect::{Conn, ConnConfig, Connection, config_keys};
+use super::{Format, headers_in, undecoded};
+
+/// The `nats-subscribe` declaration.
+pub static SPEC: ComponentSpec = ComponentSpec {
+    name: "nats-subscribe",
+    summary: "Receive messages from NATS subjects (core, queue groups, JetStream durable consumers).",
+    doc: "Subscribes to `subject` (or `subjects`, wildcards `*` and `>` allowed) and emits each \
+          message with the subject in `topic` and the NATS headers in `headers`. With \
+          `queue_group`, the instances in the group share the messages (each goes to one of \
+          them): run several `fbp` processes with the same group to spread the load. With `stream` \
+          and `durable`, it reads a JetStream durable pull consumer (created if missing, with \
+          `deliver` for where a new one starts) and acknowledges each message only when the flow \
+          has delivered it (every sink committed it, or it was dead-lettered); a rejected message \
+          is negatively acknowledged and redelivered after a second. The consumer keeps its place \
+          across restarts; several processes with the same `durable` share it. A payload that does \
+          not decode in `format` goes to `err` (and is acknowledged once dead-lettered). The flow \
+          starts while NATS is down; the connection is retried for ever and logged once per \
+          change.",
+    kind: Kind::Source,
+    inputs: &[],
+    outputs: &[PortSpec { name: "out", ty: "json", doc: "the messages (type from `format`)" }],
+    config: config_keys![
+        KeySpec::optional("subject", KeyType::String, "The subject, e.g. `sensors.>` or `sensors.*.temp`."),
+        KeySpec::optional("subjects", KeyType::StringList, "Several subjects (instead of `subject`)."),
+        KeySpec::optional(
+            "queue_group",
+            KeyType::String,
+            "Core NATS: join this queue group; each message goes to one member.",
+        ),
+        KeySpec::new(
+            "format",
+            KeyType::Enum(&["json", "text", "bytes", "auto"]),
+            "\"json\"",
+            "How to read payloads: `json` (else `err`), `text` (UTF-8, else `err`), `bytes`, or `auto` \
+             (JSON, else text, else bytes).",
+        ),
+        KeySpec::optional(
+            "stream",
+            KeyType::String,
+            "JetStream: the stream to read (with `durable`); at-least-once delivery.",
+        ),
+        KeySpec::optional("durable", KeyType::String, "JetStream: the durable consumer's name."),
+        KeySpec::new(
+            "deliver",
+            KeyType::Enum(&["all", "new"]),
+            "\"all\"",
+            "JetStream: where a new durable consumer starts, at the stream's first message or only new \
+             ones. An existing consumer keeps its place.",
+        ),
+        KeySpec::new(
+            "create_stream",
+            KeyType::Bool,
+            "false",
+            "JetStream: create the stream, capturing the subjects, if it does not exist. Off by default, \
+             so a typo does not make a stream; without it a missing stream is retried with a warning.",
+        ),
+        KeySpec::new(
+            "max_ack_pending",
+            KeyType::Integer,
+            "1000",
+            "JetStream: at most this many messages delivered and not yet acknowledged (bounds memory).",
+        ),
+        KeySpec::new("batch", KeyType::Integer, "100", "JetStream: messages asked for per pull request."),
+        KeySpec::new(
+            "ack_wait",
+            KeyType::Duration,
+            "\"30s\"",
+            "JetStream: a message not acknowledged within this time is redelivered (also after a crash).",
+        ),
+    ],
+    delivery: Delivery::Depends(
+        "core NATS is at-most-once (a message in flight when the process dies is lost; a queue group \
+         loses nothing only on a graceful stop); with `stream` and `durable` (JetStream) at-least-once: \
+         a message is acknowledged only once delivered, and redelivered after a crash",
+    ),
+    stateless: false,
+    example: "[components.readings]\ntype = \"nats-subscribe\"\nconfig = { url = \"nats://127.0.0.1:4222\", subject = \"sensors.>\", queue_group = \"workers\" }\n",
+    build,
+    ports: Some(ports),
+};
+
+/// How long a rejected JetStream message waits before it is redelivered.
+const NAK_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Deserialize)]
+struct Config {
+    subject: Option<String>,
+    subjects: Option<Vec<String>>,
+    queue_group: Option<String>,
+    format: Format,
+    stream: Option<String>,
+    durable: Option<String>,
+    deliver: String,
+    create_stream: bool,
+    max_ack_pending: i64,
+    batch: i64,
+    ack_wait: String,
+    #[serde(flatten)]
+    conn: ConnConfig,
+}
+
+fn ports(config: &serde_json::Value) -> (Vec<Port>, Vec<Port>) {
+    let format = config.get("format").cloned().and_then(|f| serde_json::from_value(f).ok()).unwrap_or(Format::Json);
+    (Vec::new(), vec![Port { name: "out".into(), ty: format.port_type().into() }])
+}
+
+/// A JetStream durable consumer's settings.
+#[derive(Debug, Clone)]
+struct Durable {
+    stream: String,
+    name: String,
+    deliver: DeliverPolicy,
+    create_stream: bool,
+    max_ack_pending: i64,
+    batch: usize,
+    ack_wait: Duration,
+}
+
+struct Subscribe {
+    conn: Conn,
+    subjects: Vec<String>,
+    queue_group: Option<String>,
+    format: Format,
+    durable: Option<Durable>,
+}
+
+fn build(ctx: &BuildContext) -> Result<Instance, String> {
+    let c: Config = ctx.parse()?;
+    let subjects = match (c.subject, c.subjects) {
+        (Some(s), None) => vec![s],
+        (None, Some(list)) if !list.is_empty() => list,
+        (Some(_), Some(_)) => return Err("give `subject` or `subjects`, not both".into()),
+        _ => return Err("no subject; set `subject = \"sensors.>\"` (or `subjects = [..]`)".into()),
+    };
+    for s in &subjects {
+        check_subject(s)?;
+    }
+    let durable = match (c.stream, c.durable) {
+        (None, None) => None,
+        (Some(stream), Some(name)) => {
+            if c.queue_group.is_some() {
+                return Err("`queue_group` is for core NATS; JetStream processes share a `durable` instead".into());
+            }
+            Some(Durable {
+                stream,
+                name,
+                deliver: if c.deliver == "new" { DeliverPolicy::New } else { DeliverPolicy::All },
+                create_stream: c.create_stream,
+                max_ack_pending: positive("max_ack_pending", c.max_ack_pending)? as i64,
+                batch: positive("batch", c.batch)?,
+                ack_wait: parse_duration(&c.ack_wait)?,
+            })
+        }
+        (Some(_), None) => return Err("`stream` needs `durable` (the consumer's name)".into()),
+        (None, Some(_)) => return Err("`durable` needs `stream`".into()),
+    };
+    Ok(Instance::task(Subscribe {
+        conn: Conn::new(&c.conn, ctx)?,
+        subjects,
+        queue_group: c.queue_group,
+        format: c.format,
+        durable,
+    }))
+}
+
+fn positive(key: &str, n: i64) -> Result<usize, String> {
+    usize::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| format!("`{key}` must be at least 1, found {n}"))
+}
+
+fn check_subject(s: &str) -> Result<(), String> {
+    let bad = s.is_empty()
+        || s.contains(char::is_whitespace)
+        || s.split('.').any(|t| t.is_empty() || (t.len() > 1 && (t.contains('*') || t.contains('>'))))
+        || s.split('.').rev().skip(1).any(|t| t == ">");
+    if bad {
+        return Err(format!("`{s}` is not a NATS subject: tokens separated by dots, `*` for one token, `>` last"));
+    }
+    Ok(())
+}
+
+impl Task for Subscribe {
+    fn run(self: Box<Self>, ctx: Context) -> TaskFuture {
+        Box::pin(async move {
+            let conn = self.conn.connect(&ctx.name).await?;
+            let out = ctx.output("out");
+            match &self.durable {
+                None => self.core(&ctx, &out, conn).await,
+                Some(d) => self.jetstream(&ctx, &out, conn, d).await,
+            }
+        })
+    }
+}
+
+impl Subscribe {
+    /// Core NATS: subscribe, emit, and drain at shutdown.
+    async fn core(&self, ctx: &Context, out: &OutPort, conn: Connection) -> Result<(), Failure> {
+        let client = &conn.client;
+        let mut subs = Vec::new();
+        for s in &self.subjects {
+            let sub = match &self.queue_group {
+                Some(q) => client.queue_subscribe(s.clone(), q.clone()).await,
+                None => client.subscribe(s.clone()).await,
+            };
+            subs.push(sub.map_err(|e| Failure(format!("{}: cannot subscribe to `{s}`: {e}", conn.target)))?);
+        }
+        let mut merged = futures_util::stream::select_all(subs);
+        let mut draining = false;
+        loop {
+            tokio::select! {
+                m = merged.next() => match m {
+                    Some(m) => self.emit(ctx, out, m, None).await?,
+                    None => break,
+                },
+                _ = ctx.shutdown().cancelled(), if !draining => {
+                    // Unsubscribe, but deliver what the server already sent.
+                    draining = true;
+                    for sub in merged.iter_mut() {
+                        let _ = sub.drain().await;
+                    }
+                    // While disconnected a drain cannot complete: stop now.
+                    if !*conn.up.borrow() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// JetStream: a durable pull consumer, acknowledged as the flow delivers.
+    async fn jetstream(&self, ctx: &Context, out: &OutPort, conn: Connection, d: &Durable) -> Result<(), Failure> {
+        let js = jetstream::new(conn.client.clone());
+        let mut setup = Link::new(ctx.name.clone(), format!("jetstream {}/{}", d.stream, d.name), conn.backoff);
+        let acks = Acks::start();
+        'outer: loop {
+            let consumer = tokio::select! {
+                c = self.consumer(&js, d) => c,
+                _ = ctx.shutdown().cancelled() => break 'outer,
+            };
+            let mut messages = match consumer {
+                Ok(c) => match c.stream().max_messages_per_batch(d.batch).messages().await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.pause(ctx, &mut setup, &e).await;
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    self.pause(ctx, &mut setup, &e).await;
+                    continue;
+                }
+            };
+            setup.up();
+            loop {
+                tokio::select! {
+                    m = messages.next() => match m {
+                        Some(Ok(m)) => {
+                            let (m, acker) = m.split();
+                            self.emit(ctx, out, m, Some(acks.ack(ctx, acker))).await?;
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(component = %ctx.name, error = %e, "JetStream pull error; continuing.");
+                            if matches!(e.kind(), pull::MessagesErrorKind::ConsumerDeleted | pull::MessagesErrorKind::NoResponders) {
+                                self.pause(ctx, &mut setup, &e).await;
+                                continue 'outer;
+                            }
+                        }
+                        None => continue 'outer,
+                    },
+                    _ = ctx.shutdown().cancelled() => break 'outer,
+                }
+            }
+        }
+        acks.finish(&conn).await;
+        Ok(())
+    }
+
+    /// The durable consumer, making the stream first if allowed.
+    async fn consumer(&self, js: &jetstream::Context, d: &Durable) -> Result<PullConsumer, String> {
+        let stream = match js.get_stream(&d.stream).await {
+            Ok(s) => s,
+            Err(e) if d.create_stream && matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(_)) => js
+                .get_or_create_stream(stream::Config {
+                    name: d.stream.clone(),
+                    subjects: self.subjects.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot create stream `{}`: {e}", d.stream))?,
+            Err(e) => return Err(format!("stream `{}`: {e}", d.stream)),
+        };
+        let filter_subject = match self.subjects.as_slice() {
+            [one] => one.clone(),
+            _ => String::new(),
+        };
+        let config = pull::Config {
+            durable_name: Some(d.name.clone()),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: d.deliver,
+            max_ack_pending: d.max_ack_pending,
+            ack_wait: d.ack_wait,
+            filter_subject,
+            ..Default::default()
+        };
+        stream
+            .get_or_create_consumer(&d.name, config)
+            .await
+            .map_err(|e| format!("consumer `{}` on stream `{}`: {e}", d.name, d.stream))
+    }
+
+    /// Logs a setup problem (once per outage) and waits the backoff.
+    async fn pause(&self, ctx: &Context, link: &mut Link, error: &(dyn std::fmt::Display + Sync)) {
+        let delay = link.down(error);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = ctx.shutdown().cancelled() => {}
+        }
+    }
+
+    /// Decodes a NATS message and sends it on, or to `err`.
+    async fn emit(
+        &self,
+        ctx: &Context,
+        out: &OutPort,
+        m: async_nats::Message,
+        ack: Option<fbp_runtime::Ack>,
+    ) -> Result<(), Failure> {
+        let mut meta = ctx.meta();
+        meta.topic = Some(m.subject.as_str().into());
+        meta.headers = headers_in(m.headers.as_ref());
+        match self.format.decode(&m.payload) {
+            Ok(payload) => {
+                let msg = Message { payload, meta: Arc::new(meta), ack };
+                out.send(msg).await.map_err(Failure::from)
+            }
+            Err(e) => {
+                let msg = Message { payload: undecoded(&m.payload), meta: Arc::new(meta), ack };
+                ctx.reject(&msg, &e).await
+            }
+        }
+    }
+}
+
+/// Acknowledgements to send to JetStream, from whichever task drops a
+/// message's last copy, and the count of those not sent yet.
+struct Acks {
+    tx: mpsc::UnboundedSender<(Outcome, Acker)>,
+    pending: Arc<AtomicUsize>,
+    done: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Acks {
+    fn start() -> Acks {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(Outcome, Acker)>();
+        let pending = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(Notify::new());
+        let (p, n) = (pending.clone(), done.clone());
+        let task = tokio::spawn(async move {
+            while let Some((outcome, acker)) = rx.recv().await {
+                let kind = match outcome {
+                    Outcome::Delivered => AckKind::Ack,
+                    Outcome::Rejected => AckKind::Nak(Some(NAK_DELAY)),
+                };
+                if let Err(e) = acker.ack_with(kind).await {
+                    tracing::debug!(error = %e, "JetStream ack not sent; the message will be redelivered.");
+                }
+                if p.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    n.notify_waiters();
+                }
+            }
+        });
+        Acks { tx, pending, done, task }
+    }
+
+    /// The flow's acknowledgement for a message, sending the broker's when it is done.
+    fn ack(&self, ctx: &Context, acker: Acker) -> fbp_runtime::Ack {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        let tx = self.tx.clone();
+        let acker = std::sync::Mutex::new(Some(acker));
+        ctx.ack(move |outcome| {
+            if let Some(a) = acker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send((outcome, a));
+            }
+        })
+    }
+
+    /// Waits until every message in flight is acknowledged (the network
+    /// bounds this by its shutdown timeout), then flushes the acks out.
+    async fn finish(self, conn: &Connection) {
+        loop {
+            let notified = self.done.notified();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            notified.await;
+        }
+        drop(self.task);
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.client.flush()).await;
+    }
+}
