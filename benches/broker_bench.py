@@ -216,7 +216,7 @@ def sqlite_run(argv, db, publish, count, log):
         cpu0 = cpu_seconds(relay.pid)
         start = time.perf_counter()
         load(publish, "none", count)
-        rows, last, seen_at = probes, start, start
+        rows, last, seen_at = probes, start, time.perf_counter()
         while rows < probes + count and time.perf_counter() - seen_at < 3:
             time.sleep(0.02)
             now = max_rowid(db)
@@ -225,7 +225,7 @@ def sqlite_run(argv, db, publish, count, log):
                 last = seen_at
         with sqlite3.connect(db) as conn:
             total = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-        return {"rows": total - probes, "sent": count, "per_s": (total - probes) / (last - start),
+        return {"rows": total - probes, "sent": count, "per_s": (total - probes) / max(last - start, 1e-9),
                 "cpu_s": cpu_seconds(relay.pid) - cpu0, "idle_mib": idle,
                 "peak_mib": memory_mib(relay.pid, "VmHWM")}
     finally:
@@ -317,33 +317,26 @@ def main():
     ap.add_argument("--cases", default="mqtt,nats,sqlite")
     args = ap.parse_args()
     cases = args.cases.split(",")
-    print(f"load average before: {loadavg()}")
+    print(f"load average before: {loadavg()}, median of {args.runs} runs")
     with tempfile.TemporaryDirectory() as d:
         brokers = Brokers(d)
         try:
             with open(os.path.join(d, "relays.log"), "wb") as log:
-                results = {}
+                # Each case reports as soon as it is done, so a later failure keeps it.
                 if "mqtt" in cases:
-                    results["mqtt"] = bus_case("mqtt", brokers.mqtt, args, log)
+                    report_bus("MQTT -> MQTT", bus_case("mqtt", brokers.mqtt, args, log), args)
                 if "nats" in cases:
-                    results["nats"] = bus_case("nats", brokers.nats, args, log)
+                    report_bus("NATS -> NATS (core; the QoS 1 run is plain NATS too)",
+                               bus_case("nats", brokers.nats, args, log), args)
                 if "sqlite" in cases:
-                    results["sqlite"] = sqlite_case(brokers.mqtt, d, args, log)
+                    report_sqlite(sqlite_case(brokers.mqtt, d, args, log), args)
         finally:
             brokers.close()
             with open(os.path.join(d, "relays.log"), "rb") as log:
                 tail = log.read()[-2000:]
             if tail:
                 print(f"relay logs (tail):\n{tail.decode(errors='replace')}", file=sys.stderr)
-    print(f"median of {args.runs} runs")
-    if "mqtt" in results:
-        report_bus("MQTT -> MQTT", results["mqtt"], args)
-    if "nats" in results:
-        report_bus("NATS -> NATS (core; the QoS 1 run is plain NATS too)", results["nats"], args)
-    if "sqlite" in results:
-        report_sqlite(results["sqlite"], args)
-    print(f"\nload average after: {loadavg()}")
-
+            print(f"\nload average after: {loadavg()}")
 
 if __name__ == "__main__":
     main()

@@ -82,14 +82,14 @@ fn now_nanos() -> u64 {
 
 /// A publisher of either scheme.
 enum Publisher {
-    Mqtt(rumqttc::AsyncClient, String, rumqttc::QoS),
+    Mqtt(rumqttc::AsyncClient, String, rumqttc::QoS, tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>),
     Nats(async_nats::Client, String),
 }
 
 impl Publisher {
     async fn send(&self, payload: Vec<u8>) -> Result<(), String> {
         match self {
-            Publisher::Mqtt(client, topic, qos) => {
+            Publisher::Mqtt(client, topic, qos, _) => {
                 client.publish_bytes(topic.as_str(), *qos, false, payload.into()).await.map_err(|e| e.to_string())
             }
             Publisher::Nats(client, subject) => {
@@ -103,6 +103,20 @@ impl Publisher {
             let _ = client.flush().await;
         }
     }
+
+    /// Waits until everything queued is written: flushes NATS; disconnects
+    /// MQTT, which comes after the publishes, and waits for its event loop.
+    async fn finish(&self) {
+        match self {
+            Publisher::Nats(..) => self.flush().await,
+            Publisher::Mqtt(client, _, _, events) => {
+                let _ = client.disconnect().await;
+                if let Some(events) = events.lock().await.take() {
+                    let _ = timeout(Duration::from_secs(30), events).await;
+                }
+            }
+        }
+    }
 }
 
 /// Connects a publisher; for MQTT, its event loop runs on its own task.
@@ -110,8 +124,8 @@ async fn publisher(ep: &Endpoint) -> Result<Publisher, String> {
     match ep.scheme {
         Scheme::Mqtt => {
             let (client, mut events) = endpoint::mqtt_client(ep, "load-pub", 10_000, false);
-            tokio::spawn(async move { while let Ok(_event) = events.poll().await {} });
-            Ok(Publisher::Mqtt(client, ep.topic.clone(), ep.qos()))
+            let events = tokio::spawn(async move { while let Ok(_event) = events.poll().await {} });
+            Ok(Publisher::Mqtt(client, ep.topic.clone(), ep.qos(), tokio::sync::Mutex::new(Some(events))))
         }
         Scheme::Nats => Ok(Publisher::Nats(endpoint::nats_client(ep).await?, ep.topic.clone())),
     }
@@ -196,7 +210,7 @@ async fn publish_all(publisher: Arc<Publisher>, count: u64, rate: u64) -> Result
         for seq in 0..count {
             publisher.send(reading(seq)).await?;
         }
-        publisher.flush().await;
+        publisher.finish().await;
         return Ok(());
     }
     let handle = tokio::runtime::Handle::current();
@@ -210,7 +224,7 @@ async fn publish_all(publisher: Arc<Publisher>, count: u64, rate: u64) -> Result
             }
             handle.block_on(publisher.send(reading(seq)))?;
         }
-        handle.block_on(publisher.flush());
+        handle.block_on(publisher.finish());
         Ok(())
     })
     .await

@@ -1,7 +1,8 @@
 //! The URIs the benchmark tools take, the same forms as `fbp relay`:
 //! `mqtt://HOST:PORT/TOPIC?qos=Q` and `nats://HOST:PORT/SUBJECT`; and the
 //! clients they connect, set up alike for every tool (TCP_NODELAY on, as a
-//! latency-minded engineer would).
+//! latency-minded engineer would; `BENCH_MQTT_NODELAY=0` turns it off, to
+//! measure what Nagle's algorithm costs).
 #![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
@@ -67,7 +68,7 @@ pub fn mqtt_client(
     options.set_keep_alive(Duration::from_secs(30)).set_max_packet_size(1 << 20, 1 << 20).set_manual_acks(manual_acks);
     let (client, mut events) = rumqttc::AsyncClient::new(options, cap);
     let mut network = rumqttc::NetworkOptions::new();
-    network.set_tcp_nodelay(true);
+    network.set_tcp_nodelay(std::env::var("BENCH_MQTT_NODELAY").map_or(true, |v| v != "0"));
     events.set_network_options(network);
     (client, events)
 }
