@@ -117,8 +117,8 @@ fn relay_refuses_an_unknown_scheme_listing_the_supported_ones() {
     let err = stderr(&o);
     assert!(err.contains("error: source URI: unknown URI scheme `gopher:` in `gopher://x/y`"), "{err}");
     assert!(err.contains("sqlite://PATH?table=T") && err.contains("sink (sqlite)"), "{err}");
-    assert!(err.contains("not available yet: nats"), "{err}");
-    assert!(err.contains("mqtt://HOST:PORT/TOPIC"), "{err}");
+    assert!(err.contains("not available yet: http"), "{err}");
+    assert!(err.contains("mqtt://HOST:PORT/TOPIC") && err.contains("nats://HOST:PORT/SUBJECT"), "{err}");
 }
 
 #[test]

@@ -534,8 +534,8 @@ mod tests {
             resolve("foo://x", Role::Source),
             Err(UriError::Unknown { uri: "foo://x".into(), scheme: "foo".into() })
         );
-        let err = resolve("nats://127.0.0.1/a", Role::Source).unwrap_err();
-        assert_eq!(err.to_string(), "the URI scheme `nats:` is not available yet (in `nats://127.0.0.1/a`)");
+        let err = resolve("amqp://127.0.0.1/a", Role::Source).unwrap_err();
+        assert_eq!(err.to_string(), "the URI scheme `amqp:` is not available yet (in `amqp://127.0.0.1/a`)");
     }
 
     #[test]
