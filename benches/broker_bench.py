@@ -88,7 +88,7 @@ def stop(proc, seconds=10):
 class Brokers:
     """mosquitto and nats-server on free loopback ports, in a temporary dir."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, mqtt_inflight=None):
         self.procs = []
         self.mqtt = free_port()
         self.nats = free_port()
@@ -98,6 +98,8 @@ class Brokers:
                     f"log_dest file {workdir}/mosquitto.log\n")
             if os.geteuid() == 0:
                 f.write("user root\n")
+            if mqtt_inflight is not None:
+                f.write(f"max_inflight_messages {mqtt_inflight}\n")
         self.procs.append(subprocess.Popen(["mosquitto", "-c", conf], stdin=subprocess.DEVNULL,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         self.procs.append(subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(self.nats),
@@ -264,17 +266,19 @@ def verdict(ok):
 
 def report_bus(name, res, args):
     print(f"\n## {name}: {args.messages} msgs at QoS 0; latency at {args.rate} msg/s QoS 1 for {args.seconds} s")
-    print("| case | received/s | lost | CPU s / 100k msgs | p50 µs | p99 µs | max µs | dup | ready ms | RSS idle MiB | RSS peak MiB (thr / lat) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| case | received/s | lost | CPU s / 100k msgs | lost (lat) | p50 µs | p99 µs | max µs | dup | ready ms "
+          "| RSS idle MiB | RSS peak MiB (thr / lat) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for v in ("broker", "fbp", "hand"):
         thr, lat = res[v]["thr"], res[v]["lat"]
         lost = med([{"l": r["sent"] - r["received"]} for r in thr], "l")
+        lost_lat = med([{"l": r["sent"] - r["received"]} for r in lat], "l")
         relay = v != "broker"
         cpu = f"{per_100k(thr, 'received'):.3f}" if relay else "—"
         ready = f"{med(thr, 'ready_ms'):.1f}" if relay else "—"
         idle = f"{med(thr, 'idle_mib'):.1f}" if relay else "—"
         peak = f"{med(thr, 'peak_mib'):.1f} / {med(lat, 'peak_mib'):.1f}" if relay else "—"
-        print(f"| {v} | {med(thr, 'per_s'):,.0f} | {lost:.0f} | {cpu} | {med(lat, 'p50_us'):.0f} | "
+        print(f"| {v} | {med(thr, 'per_s'):,.0f} | {lost:.0f} | {cpu} | {lost_lat:.0f} | {med(lat, 'p50_us'):.0f} | "
               f"{med(lat, 'p99_us'):.0f} | {med(lat, 'max_us'):.0f} | {med(lat, 'duplicates'):.0f} | {ready} | {idle} | {peak} |")
     f, h = res["fbp"], res["hand"]
     thr_ratio = med(f["thr"], "per_s") / med(h["thr"], "per_s")
@@ -315,11 +319,12 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--sqlite-messages", type=int, default=100_000)
     ap.add_argument("--cases", default="mqtt,nats,sqlite")
+    ap.add_argument("--mqtt-inflight", type=int, help="mosquitto's max_inflight_messages (default: its own, 20)")
     args = ap.parse_args()
     cases = args.cases.split(",")
     print(f"load average before: {loadavg()}, median of {args.runs} runs")
     with tempfile.TemporaryDirectory() as d:
-        brokers = Brokers(d)
+        brokers = Brokers(d, args.mqtt_inflight)
         try:
             with open(os.path.join(d, "relays.log"), "wb") as log:
                 # Each case reports as soon as it is done, so a later failure keeps it.
