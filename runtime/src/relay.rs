@@ -121,6 +121,6 @@ mod tests {
         assert!(matches!(&err, RelayError::Uri { role: Role::Source, error: UriError::Unknown { .. } }), "{err}");
         let text = err.to_string();
         assert!(text.starts_with("source URI: unknown URI scheme `nope:`"), "{text}");
-        assert!(text.contains("supported URIs:") && text.contains("not available yet"), "{text}");
+        assert!(text.contains("supported URIs:") && text.contains("postgresql://"), "{text}");
     }
 }
