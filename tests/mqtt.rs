@@ -30,7 +30,7 @@ fn options(port: u16, what: &str) -> MqttOptions {
 }
 
 /// Publishes every `(topic, payload)` at `qos` and returns once the broker confirmed them all.
-fn publish(port: u16, messages: Vec<(String, Vec<u8>)>, qos: QoS) {
+pub(crate) fn publish(port: u16, messages: Vec<(String, Vec<u8>)>, qos: QoS) {
     let n = messages.len();
     let (client, mut conn) = Client::new(options(port, "pub"), 1000);
     let publisher = thread::spawn(move || {

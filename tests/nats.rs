@@ -72,6 +72,20 @@ impl Bus {
 
     /// Every payload published on `subject` from now on.
     fn collect(&self, subject: &str) -> Arc<Mutex<Vec<Vec<u8>>>> {
+        self.collect_with(subject, |m| m.payload.to_vec())
+    }
+
+    /// The subject of every message published on `subject` from now on.
+    fn collect_subjects(&self, subject: &str) -> Arc<Mutex<Vec<String>>> {
+        self.collect_with(subject, |m| m.subject.to_string())
+    }
+
+    /// `what` of every message published on `subject` from now on.
+    fn collect_with<T: Send + 'static>(
+        &self,
+        subject: &str,
+        what: fn(&async_nats::Message) -> T,
+    ) -> Arc<Mutex<Vec<T>>> {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut sub = self.rt.block_on(async {
             let sub = self.client.subscribe(subject.to_string()).await.unwrap();
@@ -81,7 +95,7 @@ impl Bus {
         let s = seen.clone();
         self.rt.spawn(async move {
             while let Some(m) = sub.next().await {
-                s.lock().unwrap().push(m.payload.to_vec());
+                s.lock().unwrap().push(what(&m));
             }
         });
         seen
@@ -393,4 +407,40 @@ fn a_flow_split_over_nats_runs_as_four_processes_and_delivers_each_message_once(
     assert!(t.values().all(|n| *n == 1), "each message exactly once");
     let by = |w: &str| lines.iter().filter(|l| l.contains(&format!("\"worker\":\"{w}\""))).count();
     assert!(by("b1") > 0 && by("b2") > 0, "both workers shared the work: b1 {}, b2 {}", by("b1"), by("b2"));
+}
+
+/// `flows/mqtt-to-nats.toml` as shipped: readings published on MQTT under
+/// `sensors/<id>/<kind>` reach NATS as `sensors.<id>.<kind>`, every one of them;
+/// payloads that are not JSON go to the dead letter.
+#[test]
+fn the_mqtt_to_nats_flow_forwards_readings_with_subjects_from_topics() {
+    let dir = tempdir();
+    let bus = Bus::start(dir.path());
+    let mqtt = Server::mosquitto(&dir.path().join("mosquitto")).expect("mosquitto runs");
+    let seen = bus.collect("sensors.>");
+    let subjects = bus.collect_subjects("sensors.>");
+    let flow = root().join("flows/mqtt-to-nats.toml");
+    let port = mqtt.port().to_string();
+    let (url, dead) = (bus.url(), dir.path().join("dead.jsonl"));
+    let env = [("MQTT_PORT", port.as_str()), ("NATS_URL", url.as_str()), ("DEAD_LETTER", dead.to_str().unwrap())];
+    let mut child = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &env);
+    let connected = || log(dir.path(), "fbp.log").matches("Connected.").count() >= 2;
+    assert!(wait_until(Duration::from_secs(15), connected), "{}", log(dir.path(), "fbp.log"));
+    let mut readings: Vec<(String, Vec<u8>)> =
+        (0..1000).map(|id| (format!("sensors/s{}/temp", id % 7), job(id))).collect();
+    readings.push(("sensors/s1/temp".into(), b"not json".to_vec()));
+    crate::mqtt::publish(mqtt.port(), readings, rumqttc::QoS::AtLeastOnce);
+    let got = || numbers(seen.lock().unwrap().iter().map(Vec::as_slice), "id").len();
+    assert!(wait_until(Duration::from_secs(20), || got() >= 1000), "{} of 1000", got());
+    assert!(stop(&mut child).success());
+    let mut ids = numbers(seen.lock().unwrap().iter().map(Vec::as_slice), "id");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids, (0..1000).collect::<Vec<i64>>(), "every reading once at least");
+    let subjects = subjects.lock().unwrap();
+    assert!(subjects.iter().all(|s| s.starts_with("sensors.s") && s.ends_with(".temp")), "{subjects:?}");
+    assert!(subjects.contains(&"sensors.s3.temp".to_string()));
+    let dead = lines(&dead);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].contains("not json"), "{}", dead[0]);
 }
