@@ -31,7 +31,7 @@ fn serve(router: axum::Router) -> Server {
     Server { addr, _rt: rt }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     fbp_components::net::tls::ensure_provider();
     reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap()
 }

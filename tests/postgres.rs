@@ -293,3 +293,46 @@ fn listen_sends_each_notification_payload() {
     assert_eq!(got[1]["data"], serde_json::json!([1, 2]));
     assert!(stderr(&o).contains("not JSON"), "the text payload is dead-lettered (logged):\n{}", stderr(&o));
 }
+
+/// `flows/webhook-to-postgres.toml` as shipped: each JSON body POSTed to
+/// `/ingest` is a row once it is answered 200 (the answer waits for COMMIT);
+/// a body that is not JSON is answered 400 and stored nowhere.
+#[test]
+fn the_webhook_flow_answers_200_once_the_row_is_committed() {
+    /// The flow's process, killed by its PID if the test ends early.
+    struct Running(std::process::Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let table = Table::new("webhook");
+    let port = fbp_runtime::testbed::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let flow = root().join("flows/webhook-to-postgres.toml");
+    let child = fbp()
+        .args(["run", flow.to_str().unwrap()])
+        .envs([("BIND", bind.as_str()), ("TABLE", table.0.as_str())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    assert!(fbp_runtime::testbed::wait_for_port(port, Duration::from_secs(15)), "http-listen is up");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (url, client) = (format!("http://{bind}/ingest"), crate::http::client());
+    let post =
+        |body: String| rt.block_on(async { client.post(&url).body(body).send().await.unwrap().status().as_u16() });
+    for i in 0..20 {
+        assert_eq!(post(format!(r#"{{"device": "d{}", "temp": {i}.5}}"#, i % 3)), 200);
+        // Answered after COMMIT: the row is already visible from another connection.
+        assert_eq!(number(&format!("SELECT count(*) FROM {}", table.0)), i + 1, "200 came before COMMIT");
+    }
+    assert_eq!(post("{\"device\": ".into()), 400);
+    signal(&running.0, "TERM");
+    let status = running.0.wait().unwrap();
+    assert!(status.success(), "fbp exited with {status}");
+    assert_eq!(number(&format!("SELECT count(*) FROM {}", table.0)), 20);
+    assert_eq!(number(&format!("SELECT count(DISTINCT device) FROM {}", table.0)), 3);
+}
