@@ -72,7 +72,13 @@ impl Session {
         events: usize,
         subscriptions: Vec<SubscribeFilter>,
     ) -> Session {
-        let (client, eventloop) = AsyncClient::new(options, requests);
+        let (client, mut eventloop) = AsyncClient::new(options, requests);
+        // Acknowledgements and publishes are small packets written one at a
+        // time: Nagle's algorithm would hold each behind the previous one's
+        // TCP ACK.
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (tx, rx) = mpsc::channel(events);
         let wake = Arc::new(Notify::new());
         let poller = Poller {
