@@ -144,6 +144,7 @@ mod tests {
         assert!(matches!(&err, RelayError::Uri { role: Role::Source, error: UriError::Unknown { .. } }), "{err}");
         let text = err.to_string();
         assert!(text.starts_with("source URI: unknown URI scheme `nope:`"), "{text}");
-        assert!(text.contains("supported URIs:") && text.contains("not available yet"), "{text}");
+        assert!(text.contains("supported URIs:"), "{text}");
+        assert_eq!(text.contains("not available yet"), !uri::PLANNED.is_empty(), "{text}");
     }
 }
