@@ -444,3 +444,40 @@ fn the_mqtt_to_nats_flow_forwards_readings_with_subjects_from_topics() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert!(dead[0].contains("not json"), "{}", dead[0]);
 }
+
+#[test]
+fn a_nats_relay_with_defaults_forwards_a_burst_of_payloads_byte_for_byte() {
+    let dir = tempdir();
+    let bus = Bus::start(dir.path());
+    let out = bus.collect("out");
+    let (source, sink) = (format!("{}/in", bus.url()), format!("{}/out", bus.url()));
+    let mut child = start(dir.path(), "fbp.log", &["relay", &source, &sink], &[]);
+    // Ready once a probe comes back.
+    let ready = wait_until(Duration::from_secs(15), || {
+        bus.publish("in", b"probe".to_vec());
+        !out.lock().unwrap().is_empty()
+    });
+    assert!(ready, "{}", log(dir.path(), "fbp.log"));
+    out.lock().unwrap().clear();
+    // Not JSON, and JSON with spacing a decode and encode would change.
+    let payload = |i: usize| match i % 2 {
+        0 => vec![0xff, 0x00, (i % 251) as u8],
+        _ => format!("{{ \"seq\" : {i} }}").into_bytes(),
+    };
+    const N: usize = 20_000;
+    bus.rt.block_on(async {
+        for i in 0..N {
+            bus.client.publish("in", payload(i).into()).await.unwrap();
+        }
+        bus.client.flush().await.unwrap();
+    });
+    let all =
+        wait_until(Duration::from_secs(20), || out.lock().unwrap().iter().filter(|p| *p != b"probe").count() >= N);
+    let got: Vec<Vec<u8>> = out.lock().unwrap().iter().filter(|p| *p != b"probe").cloned().collect();
+    assert!(all, "{} of {N} arrived\n{}", got.len(), log(dir.path(), "fbp.log"));
+    assert_eq!(got.len(), N);
+    assert!(got.iter().enumerate().all(|(i, p)| *p == payload(i)), "payloads changed or out of order");
+    assert!(stop(&mut child).success());
+    let text = log(dir.path(), "fbp.log");
+    assert_eq!(summary(&text, "source", "errors"), Some(0), "{text}");
+}

@@ -28,11 +28,21 @@ pub enum RelayError {
     Set(String),
 }
 
+/// Sources and sinks that both carry payloads as bytes: a relay between them
+/// forwards each payload as it is (`format = "bytes"` on the source: nothing
+/// decoded and encoded again, nothing that is not JSON turned away) unless
+/// the source URI or a `--set` gives a `format`.
+const PASS_THROUGH: &[(&str, &str)] = &[("nats-subscribe", "nats-publish")];
+
 /// Turns two URIs and `--set` entries into flow-file TOML. Keys and types are
 /// checked afterwards by the flow loader, like any flow file.
 pub fn to_flow_toml(source: &str, sink: &str, sets: &[String], catalogue: &Catalogue) -> Result<String, RelayError> {
     let resolve = |text: &str, role| uri::resolve(text, role).map_err(|error| RelayError::Uri { role, error });
     let mut ends = [("source", resolve(source, Role::Source)?), ("sink", resolve(sink, Role::Sink)?)];
+    let [(_, from), (_, to)] = &mut ends;
+    if PASS_THROUGH.contains(&(from.component, to.component)) && !from.settings.iter().any(|(k, _)| k == "format") {
+        from.settings.push(("format".into(), "bytes".into()));
+    }
     for set in sets {
         let (end, setting) = set.split_once('.').ok_or_else(|| RelayError::Set(set.clone()))?;
         let (key, value) = setting.split_once('=').ok_or_else(|| RelayError::Set(set.clone()))?;
@@ -62,6 +72,19 @@ mod tests {
     use crate::spec::{ComponentSpec, Delivery, KeySpec, KeyType, Kind};
 
     static EMPTY: Catalogue = Catalogue(&[]);
+
+    #[test]
+    fn a_nats_to_nats_relay_forwards_bytes_unless_a_format_is_given() {
+        let toml = to_flow_toml("nats://h:4222/in", "nats://h:4222/out", &[], &EMPTY).unwrap();
+        assert!(toml.contains("subject = \"in\", format = \"bytes\""), "{toml}");
+        let toml = to_flow_toml("nats://h:4222/in?format=json", "nats://h:4222/out", &[], &EMPTY).unwrap();
+        assert!(toml.contains("format = \"json\"") && !toml.contains("bytes"), "{toml}");
+        let sets = ["source.format=auto".to_string()];
+        let toml = to_flow_toml("nats://h:4222/in", "nats://h:4222/out", &sets, &EMPTY).unwrap();
+        assert!(toml.contains("format = \"auto\"") && !toml.contains("bytes"), "{toml}");
+        let toml = to_flow_toml("nats://h:4222/in", "file:out.jsonl", &[], &EMPTY).unwrap();
+        assert!(!toml.contains("format"), "{toml}");
+    }
 
     #[test]
     fn builds_source_to_sink() {
@@ -122,5 +145,6 @@ mod tests {
         let text = err.to_string();
         assert!(text.starts_with("source URI: unknown URI scheme `nope:`"), "{text}");
         assert!(text.contains("supported URIs:") && text.contains("postgresql://"), "{text}");
+        assert_eq!(text.contains("not available yet"), !uri::PLANNED.is_empty(), "{text}");
     }
 }

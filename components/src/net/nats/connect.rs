@@ -67,9 +67,9 @@ macro_rules! config_keys {
 }
 pub(super) use config_keys;
 
-/// Messages the client buffers per subscription before it drops (core
-/// NATS "slow consumer"); with the flow's own queues this bounds memory.
-const SUBSCRIPTION_CAPACITY: usize = 4096;
+/// Messages the client buffers per subscription of a publisher (JetStream
+/// PubAcks, at most a batch in flight).
+pub(super) const REPLY_CAPACITY: usize = 4096;
 
 /// The connection settings as the flow gives them.
 #[derive(Debug, Deserialize)]
@@ -164,9 +164,11 @@ impl Conn {
         })
     }
 
-    /// Starts the client (it connects in the background and never gives up).
-    /// Fails only on local problems: an unreadable credentials or TLS file.
-    pub(super) async fn connect(&self, component: &Arc<str>) -> Result<Connection, Failure> {
+    /// Starts the client (it connects in the background and never gives up),
+    /// buffering at most `capacity` messages per subscription before it
+    /// drops (core NATS "slow consumer"). Fails only on local problems: an
+    /// unreadable credentials or TLS file.
+    pub(super) async fn connect(&self, component: &Arc<str>, capacity: usize) -> Result<Connection, Failure> {
         let (tx, up) = watch::channel(false);
         let events = Events::new(Link::new(component.clone(), self.target.clone(), self.backoff), tx);
         let backoff = self.backoff;
@@ -175,7 +177,7 @@ impl Conn {
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
-            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .subscription_capacity(capacity)
             .reconnect_delay_callback(move |attempts| delay(backoff, attempts))
             .event_callback(move |event| {
                 events.on(event);

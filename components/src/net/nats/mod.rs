@@ -49,37 +49,34 @@ impl Format {
         }
     }
 
-    /// The payload of `raw`, or why it cannot be read in this format.
-    pub(crate) fn decode(self, raw: &Bytes) -> Result<Value, String> {
+    /// The payload of `raw`, or why it cannot be read in this format. Text
+    /// and bytes share `raw`'s buffer (no copy); JSON is parsed from it.
+    pub(crate) fn decode(self, raw: Bytes) -> Result<Value, String> {
         match self {
-            Format::Json => value::parse_json(raw).map_err(|e| format!("payload is not JSON: {e}")),
-            Format::Text => {
-                std::str::from_utf8(raw).map(value::string).map_err(|e| format!("payload is not UTF-8 text: {e}"))
-            }
-            Format::Bytes => Ok(Value::byte_str(raw.to_vec())),
-            Format::Auto => Ok(value::parse_json(raw)
-                .or_else(|_| std::str::from_utf8(raw).map(value::string))
-                .unwrap_or_else(|_| Value::byte_str(raw.to_vec()))),
+            Format::Json => value::parse_json(&raw).map_err(|e| format!("payload is not JSON: {e}")),
+            Format::Text => match std::str::from_utf8(&raw) {
+                Ok(_) => Ok(Value::utf8_str(raw)),
+                Err(e) => Err(format!("payload is not UTF-8 text: {e}")),
+            },
+            Format::Bytes => Ok(Value::byte_str(raw)),
+            Format::Auto => Ok(value::parse_json(&raw).unwrap_or_else(|_| undecoded(raw))),
         }
     }
 }
 
-/// The payload as it goes on the wire: strings and bytes as they are,
-/// anything else as JSON.
+/// The payload as it goes on the wire: strings and bytes as they are (their
+/// buffer shared, not copied), anything else as JSON.
 pub(crate) fn encode(payload: &Value) -> Bytes {
     match payload {
-        Value::TStr(b) | Value::BStr(b) => Bytes::copy_from_slice(b),
+        Value::TStr(b) | Value::BStr(b) => Bytes::clone(b),
         other => Bytes::from(value::to_json_string(other)),
     }
 }
 
 /// The raw payload of a message that could not be decoded, for `err`:
-/// text where it is UTF-8, else bytes.
-pub(crate) fn undecoded(raw: &Bytes) -> Value {
-    match std::str::from_utf8(raw) {
-        Ok(s) => value::string(s),
-        Err(_) => Value::byte_str(raw.to_vec()),
-    }
+/// text where it is UTF-8, else bytes (sharing `raw`'s buffer).
+pub(crate) fn undecoded(raw: Bytes) -> Value {
+    if std::str::from_utf8(&raw).is_ok() { Value::utf8_str(raw) } else { Value::byte_str(raw) }
 }
 
 /// NATS headers as metadata headers; a repeated header keeps its values

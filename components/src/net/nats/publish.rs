@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::{self, stream};
-use async_nats::{Client, HeaderMap};
+use async_nats::{Client, HeaderMap, Subject};
 use bytes::Bytes;
 use fbp_runtime::link::Link;
 use fbp_runtime::queue::InPort;
@@ -22,7 +22,7 @@ use fbp_runtime::{
 };
 use serde::Deserialize;
 
-use super::connect::{Conn, ConnConfig, Connection, config_keys};
+use super::connect::{Conn, ConnConfig, Connection, REPLY_CAPACITY, config_keys};
 use super::{encode, headers_out};
 use crate::net::template::Template;
 
@@ -81,8 +81,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     ports: None,
 };
 
-/// Messages taken from the input at a time.
-const BATCH: usize = 128;
+/// Messages taken from the input at a time (published, then flushed once).
+const BATCH: usize = 256;
 
 /// Consecutive failed attempts after which a message whose subject no
 /// stream captures goes to `err` rather than holding the flow.
@@ -101,6 +101,8 @@ struct Config {
 struct Publisher {
     conn: Conn,
     subject: Template,
+    /// The subject when it has no template (checked at build), shared by every message.
+    static_subject: Option<Subject>,
     jetstream: Option<JetStream>,
 }
 
@@ -135,7 +137,8 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
             Some(JetStream { stream, msg_id, create_subject })
         }
     };
-    Ok(Instance::task(Publisher { conn: Conn::new(&c.conn, ctx)?, subject, jetstream }))
+    let static_subject = subject.as_static().map(Subject::from);
+    Ok(Instance::task(Publisher { conn: Conn::new(&c.conn, ctx)?, subject, static_subject, jetstream }))
 }
 
 /// A nonce for this process, so default message ids never repeat across runs.
@@ -148,7 +151,7 @@ impl Task for Publisher {
     fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
         Box::pin(async move {
             let mut input = ctx.input("in");
-            let mut conn = self.conn.connect(&ctx.name).await?;
+            let mut conn = self.conn.connect(&ctx.name, REPLY_CAPACITY).await?;
             let result = match &self.jetstream {
                 None => self.core(&ctx, &mut input, &mut conn).await,
                 Some(js) => self.jetstream(&ctx, &mut input, &mut conn, js).await,
@@ -161,7 +164,7 @@ impl Task for Publisher {
 
 /// A message ready to go: its subject, headers and payload.
 struct Outgoing {
-    subject: String,
+    subject: Subject,
     headers: HeaderMap,
     payload: Bytes,
 }
@@ -169,11 +172,15 @@ struct Outgoing {
 impl Publisher {
     /// Renders a message, or says why it cannot be published.
     fn render(&self, msg: &Message) -> Result<Outgoing, String> {
+        let headers = headers_out(&msg.meta.headers)?;
+        if let Some(subject) = &self.static_subject {
+            return Ok(Outgoing { subject: subject.clone(), headers, payload: encode(&msg.payload) });
+        }
         let subject = self.subject.render(msg).map_err(|e| format!("subject: {e}"))?;
         if subject.is_empty() || subject.contains(['*', '>']) || subject.contains(char::is_whitespace) {
             return Err(format!("subject `{subject}` is not a subject one can publish to"));
         }
-        Ok(Outgoing { subject, headers: headers_out(&msg.meta.headers)?, payload: encode(&msg.payload) })
+        Ok(Outgoing { subject: subject.into(), headers, payload: encode(&msg.payload) })
     }
 
     /// Core NATS: publish a batch, flush it, then drop it.
@@ -280,7 +287,7 @@ impl Publisher {
         Ok((failed, error))
     }
 
-    fn publish_js(&self, msg: &Message, js: &JetStream) -> Result<(String, Publish), String> {
+    fn publish_js(&self, msg: &Message, js: &JetStream) -> Result<(Subject, Publish), String> {
         let o = self.render(msg)?;
         let id = match &js.msg_id {
             Some(t) => t.render(msg).map_err(|e| format!("msg_id: {e}"))?,

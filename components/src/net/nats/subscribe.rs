@@ -23,7 +23,7 @@ use fbp_runtime::{
     BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
     TaskFuture,
 };
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
 
@@ -63,6 +63,15 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "\"json\"",
             "How to read payloads: `json` (else `err`), `text` (UTF-8, else `err`), `bytes`, or `auto` \
              (JSON, else text, else bytes).",
+        ),
+        KeySpec::new(
+            "pending_limit",
+            KeyType::Integer,
+            "65536",
+            "Core NATS: messages the client holds, per subject, until the flow takes them; past it the \
+             server's messages are dropped (\"slow consumer\", logged). It absorbs bursts faster than \
+             the flow: memory is bounded by about this many payloads (65 536 readings of 120 bytes: \
+             ~18 MiB; of 1 KiB: ~75 MiB).",
         ),
         KeySpec::optional(
             "stream",
@@ -118,6 +127,7 @@ struct Config {
     subjects: Option<Vec<String>>,
     queue_group: Option<String>,
     format: Format,
+    pending_limit: i64,
     stream: Option<String>,
     durable: Option<String>,
     deliver: String,
@@ -151,6 +161,7 @@ struct Subscribe {
     subjects: Vec<String>,
     queue_group: Option<String>,
     format: Format,
+    pending_limit: usize,
     durable: Option<Durable>,
 }
 
@@ -189,6 +200,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         subjects,
         queue_group: c.queue_group,
         format: c.format,
+        pending_limit: positive("pending_limit", c.pending_limit)?,
         durable,
     }))
 }
@@ -211,7 +223,7 @@ fn check_subject(s: &str) -> Result<(), String> {
 impl Task for Subscribe {
     fn run(self: Box<Self>, ctx: Context) -> TaskFuture {
         Box::pin(async move {
-            let conn = self.conn.connect(&ctx.name).await?;
+            let conn = self.conn.connect(&ctx.name, self.pending_limit).await?;
             let out = ctx.output("out");
             match &self.durable {
                 None => self.core(&ctx, &out, conn).await,
@@ -234,11 +246,20 @@ impl Subscribe {
             subs.push(sub.map_err(|e| Failure(format!("{}: cannot subscribe to `{s}`: {e}", conn.target)))?);
         }
         let mut merged = futures_util::stream::select_all(subs);
+        let mut batch = Batch::default();
         let mut draining = false;
         loop {
             tokio::select! {
                 m = merged.next() => match m {
-                    Some(m) => self.emit(ctx, out, m, None).await?,
+                    Some(m) => {
+                        // Take what the client already holds, then send it on in one go.
+                        let mut next = Some(m);
+                        while let Some(m) = next {
+                            self.take(ctx, &mut batch, m, None).await?;
+                            next = if batch.full() { None } else { merged.next().now_or_never().flatten() };
+                        }
+                        batch.send(out).await?;
+                    }
                     None => break,
                 },
                 _ = ctx.shutdown().cancelled(), if !draining => {
@@ -262,6 +283,7 @@ impl Subscribe {
         let js = jetstream::new(conn.client.clone());
         let mut setup = Link::new(ctx.name.clone(), format!("jetstream {}/{}", d.stream, d.name), conn.backoff);
         let acks = Acks::start();
+        let mut batch = Batch::default();
         'outer: loop {
             let consumer = tokio::select! {
                 c = self.consumer(&js, d) => c,
@@ -286,7 +308,8 @@ impl Subscribe {
                     m = messages.next() => match m {
                         Some(Ok(m)) => {
                             let (m, acker) = m.split();
-                            self.emit(ctx, out, m, Some(acks.ack(ctx, acker))).await?;
+                            self.take(ctx, &mut batch, m, Some(acks.ack(ctx, acker))).await?;
+                            batch.send(out).await?;
                         }
                         Some(Err(e)) => {
                             tracing::debug!(component = %ctx.name, error = %e, "JetStream pull error; continuing.");
@@ -347,27 +370,59 @@ impl Subscribe {
         }
     }
 
-    /// Decodes a NATS message and sends it on, or to `err`.
-    async fn emit(
+    /// Decodes a NATS message into `batch`, or sends it to `err`.
+    async fn take(
         &self,
         ctx: &Context,
-        out: &OutPort,
+        batch: &mut Batch,
         m: async_nats::Message,
         ack: Option<fbp_runtime::Ack>,
     ) -> Result<(), Failure> {
         let mut meta = ctx.meta();
-        meta.topic = Some(m.subject.as_str().into());
+        meta.topic = Some(batch.topic(&m.subject));
         meta.headers = headers_in(m.headers.as_ref());
-        match self.format.decode(&m.payload) {
+        match self.format.decode(m.payload.clone()) {
             Ok(payload) => {
-                let msg = Message { payload, meta: Arc::new(meta), ack };
-                out.send(msg).await.map_err(Failure::from)
+                batch.messages.push(Message { payload, meta: Arc::new(meta), ack });
+                Ok(())
             }
             Err(e) => {
-                let msg = Message { payload: undecoded(&m.payload), meta: Arc::new(meta), ack };
+                let msg = Message { payload: undecoded(m.payload), meta: Arc::new(meta), ack };
                 ctx.reject(&msg, &e).await
             }
         }
+    }
+}
+
+/// Messages taken from the client at a time, before they are sent on.
+const BATCH: usize = 256;
+
+/// Decoded messages waiting to be sent on, and the last subject seen (its
+/// `Arc<str>` is shared by the messages of the same subject).
+#[derive(Default)]
+struct Batch {
+    messages: Vec<Message>,
+    subject: Option<(async_nats::Subject, Arc<str>)>,
+}
+
+impl Batch {
+    fn full(&self) -> bool {
+        self.messages.len() >= BATCH
+    }
+
+    fn topic(&mut self, subject: &async_nats::Subject) -> Arc<str> {
+        match &self.subject {
+            Some((s, topic)) if s == subject => topic.clone(),
+            _ => {
+                let topic: Arc<str> = subject.as_str().into();
+                self.subject = Some((subject.clone(), topic.clone()));
+                topic
+            }
+        }
+    }
+
+    async fn send(&mut self, out: &OutPort) -> Result<(), Failure> {
+        out.send_all(self.messages.drain(..)).await.map_err(Failure::from)
     }
 }
 
