@@ -587,52 +587,7 @@ fn mqtts_subscribes_over_tls_trusting_the_given_ca() {
     let dir = tempdir();
     let d = dir.path();
     // A CA, and a server certificate it signs for 127.0.0.1.
-    run_ok(
-        d,
-        "openssl",
-        &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem"]
-            .into_iter()
-            .chain(["-days", "1", "-subj", "/CN=fbp test CA"])
-            .collect::<Vec<_>>(),
-    );
-    run_ok(
-        d,
-        "openssl",
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    write(d, "ext.cnf", "subjectAltName=IP:127.0.0.1\n");
-    run_ok(
-        d,
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    fbp_runtime::testbed::certificates(d, "IP:127.0.0.1").expect("openssl makes the test certificates");
     let port = fbp_runtime::testbed::free_port();
     let tls = format!("cafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n", d.display());
     let _broker = OwnBroker::start(d, port, &tls);

@@ -571,54 +571,13 @@ fn relay_file_to_a_websocket_sends_every_line_then_closes_and_exits() {
     assert_eq!(*got.lock().unwrap(), want, "every line, in order, once");
 }
 
-/// Runs `openssl` in `dir` (the test fails with its stderr if it does).
-fn openssl(dir: &Path, args: &[&str]) {
-    let o =
-        Command::new("openssl").current_dir(dir).args(args).output().expect("openssl runs (apt-get install openssl)");
-    assert!(o.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-}
-
 /// A test CA (`ca.pem`) in `dir` and a TLS acceptor for `localhost` signed by it.
 fn tls_acceptor(dir: &Path) -> tokio_rustls::TlsAcceptor {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    openssl(
-        dir,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=fbp test CA"],
-        ]
-        .concat(),
-    );
-    openssl(
-        dir,
-        &[&["req"][..], &ec, &["-keyout", "key.pem", "-out", "server.csr", "-subj", "/CN=localhost"]].concat(),
-    );
-    write(dir, "ext.cnf", "subjectAltName = DNS:localhost\nbasicConstraints = CA:FALSE\n");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    fbp_runtime::testbed::certificates(dir, "DNS:localhost").expect("openssl makes the test certificates");
     let _ = rustls::crypto::ring::default_provider().install_default();
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
     let certs = rustls_pemfile::certs(&mut read("server.pem").as_slice()).collect::<Result<Vec<_>, _>>().unwrap();
-    let key = rustls_pemfile::private_key(&mut read("key.pem").as_slice()).unwrap().expect("a key");
+    let key = rustls_pemfile::private_key(&mut read("server.key").as_slice()).unwrap().expect("a key");
     let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }

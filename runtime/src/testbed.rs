@@ -42,6 +42,28 @@ pub fn program(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Makes, with `openssl` in `dir`, a test CA (`ca.pem`, `ca.key`) and a
+/// server certificate it signs (`server.pem`, `server.key`, P-256) for
+/// `subject_alt_name` (`"IP:127.0.0.1"`, `"DNS:localhost"`), valid one day.
+pub fn certificates(dir: &Path, subject_alt_name: &str) -> io::Result<()> {
+    let openssl = |args: &[&str]| -> io::Result<()> {
+        let out = Command::new("openssl").current_dir(dir).args(args).output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr))))
+        }
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ca = ["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=fbp test CA"];
+    openssl(&[&["req", "-x509"][..], &ec, &ca].concat())?;
+    let cn = format!("/CN={}", subject_alt_name.split_once(':').map_or(subject_alt_name, |(_, name)| name));
+    openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", &cn]].concat())?;
+    std::fs::write(dir.join("ext.cnf"), format!("subjectAltName={subject_alt_name}\nbasicConstraints=CA:FALSE\n"))?;
+    let sign = ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
+    openssl(&[&sign[..], &["-out", "server.pem", "-days", "1", "-extfile", "ext.cnf"]].concat())
+}
+
 /// Which server a [`Server`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
