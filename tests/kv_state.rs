@@ -1,6 +1,6 @@
 //! `kv-state` through the binary: subscribers (WebSocket and Server-Sent
 //! Events) that follow 10 000 updates, a `PUT` that enters the flow, the
-//! SQLite store across a restart, and a subscriber that stops reading.
+//! SQLite and PostgreSQL stores across a restart, and a subscriber that stops reading.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -277,8 +277,10 @@ fn put_enters_the_flow_on_out_keyed_by_topic_and_bad_requests_are_refused() {
     assert!(ok, "{err}");
 }
 
-#[test]
-fn the_sqlite_store_brings_the_state_back_after_a_restart() {
+/// Runs a flow whose `kv-state` (named `component`) has `store`, PUTs a key,
+/// stops it with SIGTERM and starts it again on empty input: the state must
+/// be as it was.
+fn the_store_brings_the_state_back_after_a_restart(store: &str, component: &str) -> BTreeMap<String, Value> {
     let (dir, port) = (tempdir(), free_port());
     let (text, mut want) = updates(300, 30, |i| json!({"n": i, "ok": i % 2 == 0}));
     write(dir.path(), "in.jsonl", &text);
@@ -286,9 +288,9 @@ fn the_sqlite_store_brings_the_state_back_after_a_restart() {
         dir.path(),
         "f.toml",
         &format!(
-            "[flow]\nname = \"kv\"\nconnections = [\"input -> state\"]\n\
+            "[flow]\nname = \"kv\"\nconnections = [\"input -> {component}\"]\n\
              [components.input]\ntype = \"file-read\"\nconfig = {{ path = \"in.jsonl\" }}\n\
-             [components.state]\ntype = \"kv-state\"\nconfig = {{ key = \".k\", value = \".v\", bind = \"127.0.0.1:{port}\", store = \"sqlite:state.db\", put_creates = true }}\n"
+             [components.{component}]\ntype = \"kv-state\"\nconfig = {{ key = \".k\", value = \".v\", bind = \"127.0.0.1:{port}\", store = \"{store}\", put_creates = true }}\n"
         ),
     );
     let fbp = Running::start(&flow);
@@ -307,6 +309,34 @@ fn the_sqlite_store_brings_the_state_back_after_a_restart() {
     assert_eq!(get_json(port, "/state"), all(&want), "the state as it was before SIGTERM, PUT included");
     let (ok, _, err) = fbp.stop(Duration::from_secs(10));
     assert!(ok, "{err}");
+    want
+}
+
+#[test]
+fn the_sqlite_store_brings_the_state_back_after_a_restart() {
+    the_store_brings_the_state_back_after_a_restart("sqlite:state.db", "state");
+}
+
+#[test]
+fn the_postgres_store_brings_the_state_back_after_a_restart_and_keeps_it_as_jsonb() {
+    use crate::postgres::{URL, sql};
+    let component = format!("state_{}", std::process::id());
+    // The component makes the table if it is missing; rows of an earlier run go first.
+    let clear = format!(
+        "DO $$ BEGIN IF to_regclass('kv_state') IS NOT NULL THEN \
+         DELETE FROM kv_state WHERE component = '{component}'; END IF; END $$"
+    );
+    sql(&clear);
+    let want = the_store_brings_the_state_back_after_a_restart(URL, &component);
+    let rows = sql(&format!(
+        "SELECT key, value, jsonb_typeof(value) AS t FROM kv_state WHERE component = '{component}' ORDER BY key"
+    ));
+    sql(&clear);
+    assert_eq!(rows.len(), want.len(), "one row per key: {rows:?}");
+    let extra: Value = serde_json::from_str(rows.iter().find(|r| r.contains("\"extra\"")).unwrap()).unwrap();
+    assert_eq!(extra, json!({"key": "extra", "value": [1, 2], "t": "array"}));
+    let key_0: Value = serde_json::from_str(&rows[0]).unwrap();
+    assert_eq!(key_0["value"], want[key_0["key"].as_str().unwrap()], "{key_0}");
 }
 
 #[test]

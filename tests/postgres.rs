@@ -13,10 +13,10 @@ use tokio_postgres::NoTls;
 
 use crate::util::{fbp, lines, root, signal, stderr, tempdir, wait_until, write};
 
-const URL: &str = "postgresql://postgres@127.0.0.1:5432/test";
+pub(crate) const URL: &str = "postgresql://postgres@127.0.0.1:5432/test";
 
 /// Runs SQL on the test database; rows as JSON text (`row_to_json`).
-fn sql(query: &str) -> Vec<String> {
+pub(crate) fn sql(query: &str) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let (client, conn) = tokio_postgres::connect(URL, NoTls).await.expect("PostgreSQL on 127.0.0.1:5432");

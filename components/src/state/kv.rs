@@ -44,9 +44,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           key's, 413 past `max_body_size`, 507 past `max_keys`, 503 while shutting down. With \
           `emit_changes` every change from `in` is sent on `out` too, carrying its input's \
           acknowledgement. A message whose key is not a string or a number, or a new key past \
-          `max_keys`, goes to `err`. With `store = \"sqlite:PATH\"` every change is committed to \
-          SQLite (a batch at a time, before its messages are acknowledged) and the state is loaded \
-          from it at start, so it survives a restart; with `memory` it starts empty. The component \
+          `max_keys`, goes to `err`. With `store = \"sqlite:PATH\"` or a PostgreSQL URI every change \
+          is committed to the database (a batch at a time, before its messages are acknowledged) and \
+          the state is loaded from it at start, so it survives a restart; with `memory` it starts \
+          empty. A store that fails (PostgreSQL is reconnected once per batch first) fails the \
+          component: its batch is rejected and the supervisor restarts it, which loads the state again. The component \
           keeps serving after its input ends, until the flow shuts down, when the server stops, its \
           subscribers are disconnected and the input is drained.",
     kind: Kind::Transform,
@@ -76,8 +78,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "store",
             KeyType::String,
             "\"memory\"",
-            "Where the state survives a restart: `\"memory\"` (nowhere) or `\"sqlite:PATH\"` (a relative \
-             path is taken from the flow file's folder; table `kv_state`, one row per component and key).",
+            "Where the state survives a restart: `\"memory\"` (nowhere), `\"sqlite:PATH\"` (a relative \
+             path is taken from the flow file's folder) or PostgreSQL, as a URI \
+             (`\"postgresql://user@host/db\"`) or `\"postgres:\"` and a connection string \
+             (`\"postgres:host=127.0.0.1 dbname=app\"`). Either way the table `kv_state` (made if \
+             missing) holds one row per component and key; in PostgreSQL the value is `JSONB`.",
         ),
         KeySpec::new(
             "max_keys",

@@ -1,14 +1,18 @@
-//! Where the state survives a restart: a small [`Store`] trait and its SQLite
-//! backend. A second backend (PostgreSQL, say) is one more file implementing
-//! [`Store`] and one more arm in [`StoreSpec::parse`].
+//! Where the state survives a restart: a small [`Store`] trait, its SQLite
+//! backend here and its PostgreSQL backend in `postgres`. Another backend is
+//! one more file implementing [`Store`] and one more arm in [`StoreSpec::parse`].
 //!
 //! The trait is blocking on purpose: the task calls it on tokio's blocking
 //! pool, one batch of changes per call, so the async threads never wait on
 //! the disk.
 
+mod postgres;
+
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
+
+use self::postgres::PgStore;
 
 /// A backing store for one `kv-state` component's keys.
 pub(crate) trait Store: Send + 'static {
@@ -25,15 +29,25 @@ pub(crate) enum StoreSpec {
     Memory,
     /// An SQLite database file.
     Sqlite(PathBuf),
+    /// A PostgreSQL connection string (checked when parsed).
+    Postgres(String),
 }
 
 impl StoreSpec {
-    /// `"memory"` or `"sqlite:PATH"` (`PATH` relative to the flow file's folder via `resolve`).
+    /// `"memory"`, `"sqlite:PATH"` (`PATH` relative to the flow file's folder
+    /// via `resolve`), a `postgresql://` (or `postgres://`) URI, or
+    /// `"postgres:"` and a `key=value` connection string.
     pub(crate) fn parse(text: &str, resolve: impl Fn(&str) -> PathBuf) -> Result<Self, String> {
+        let postgres = |url: &str| PgStore::check(url).map(|()| StoreSpec::Postgres(url.to_string()));
         match text.split_once(':') {
             _ if text == "memory" => Ok(StoreSpec::Memory),
+            _ if text.starts_with("postgresql://") || text.starts_with("postgres://") => postgres(text),
+            Some(("postgres", conninfo)) if !conninfo.trim().is_empty() => postgres(conninfo),
             Some(("sqlite", path)) if !path.is_empty() => Ok(StoreSpec::Sqlite(resolve(path))),
-            _ => Err(format!("`store = \"{text}\"`: write \"memory\" or \"sqlite:PATH\" (e.g. \"sqlite:state.db\")")),
+            _ => Err(format!(
+                "`store = \"{text}\"`: write \"memory\", \"sqlite:PATH\" (e.g. \"sqlite:state.db\") or a \
+                 PostgreSQL URI (e.g. \"postgresql://postgres@127.0.0.1/app\")"
+            )),
         }
     }
 
@@ -42,6 +56,7 @@ impl StoreSpec {
         match self {
             StoreSpec::Memory => Ok(None),
             StoreSpec::Sqlite(path) => Ok(Some(Box::new(SqliteStore::open(path, component)?))),
+            StoreSpec::Postgres(url) => Ok(Some(Box::new(PgStore::open(url, component)?))),
         }
     }
 }
@@ -109,9 +124,15 @@ mod tests {
         let resolve = |p: &str| PathBuf::from("/flows").join(p);
         assert_eq!(StoreSpec::parse("memory", resolve).unwrap(), StoreSpec::Memory);
         assert_eq!(StoreSpec::parse("sqlite:s.db", resolve).unwrap(), StoreSpec::Sqlite("/flows/s.db".into()));
-        let err = StoreSpec::parse("postgres://x", resolve).unwrap_err();
-        assert!(err.contains("\"sqlite:PATH\""), "{err}");
+        let pg = "postgresql://postgres@127.0.0.1/test";
+        assert_eq!(StoreSpec::parse(pg, resolve).unwrap(), StoreSpec::Postgres(pg.into()));
+        let keywords = StoreSpec::parse("postgres:host=127.0.0.1 dbname=test", resolve).unwrap();
+        assert_eq!(keywords, StoreSpec::Postgres("host=127.0.0.1 dbname=test".into()));
+        let err = StoreSpec::parse("redis://x", resolve).unwrap_err();
+        assert!(err.contains("\"sqlite:PATH\"") && err.contains("postgresql://"), "{err}");
         assert!(StoreSpec::parse("sqlite:", resolve).is_err());
+        let err = StoreSpec::parse("postgresql://x/db?bogus=1", resolve).unwrap_err();
+        assert!(err.starts_with("`store`: not a PostgreSQL connection string"), "{err}");
     }
 
     #[test]
@@ -125,5 +146,48 @@ mod tests {
         drop(a);
         let loaded = spec.open("a").unwrap().unwrap().load().unwrap();
         assert_eq!(loaded, [("k1".to_string(), "{\"v\":2}".to_string()), ("k2".into(), "\"x\"".into())]);
+    }
+
+    /// Against the PostgreSQL on 127.0.0.1:5432 (database `test`), through a
+    /// proxy that is cut and restored between two batches: the second is
+    /// written on a new connection.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_keeps_the_latest_value_per_key_and_reconnects_once() {
+        use fbp_runtime::testbed::Proxy;
+        let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).unwrap();
+        let url = format!("postgresql://postgres@127.0.0.1:{}/test", proxy.port());
+        let component = format!("unit-{}", std::process::id());
+        let spec = StoreSpec::parse(&url, |p| PathBuf::from(p)).unwrap();
+        let (s, c) = (spec.clone(), component.clone());
+        let loaded = tokio::task::spawn_blocking(move || {
+            let mut store = s.open(&c)?.unwrap();
+            store.save(&[
+                ("k1".into(), "1".into()),
+                ("k2".into(), "\"x\"".into()),
+                ("k1".into(), "{\"v\":2}".into()),
+            ])?;
+            proxy.cut();
+            proxy.restore();
+            store.save(&[("k3".into(), "[true]".into())])?;
+            let loaded = s.open(&c)?.unwrap().load();
+            s.open(&format!("{c}-other"))?.unwrap().save(&[("k1".into(), "0".into())])?;
+            loaded
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            loaded,
+            [
+                ("k1".to_string(), "{\"v\": 2}".to_string()),
+                ("k2".into(), "\"x\"".into()),
+                ("k3".into(), "[true]".into())
+            ]
+        );
+        let clean = format!("DELETE FROM kv_state WHERE component IN ('{component}', '{component}-other')");
+        let (client, conn) =
+            tokio_postgres::connect("host=127.0.0.1 user=postgres dbname=test", tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client.batch_execute(&clean).await.unwrap();
     }
 }
