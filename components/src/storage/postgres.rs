@@ -52,9 +52,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           (integers BIGINT, other numbers DOUBLE PRECISION, booleans BOOLEAN, strings and nulls \
           TEXT, objects and arrays JSONB), with `key` as its primary key. A batch is what is \
           queued, up to `batch_size`, plus what arrives within `flush_interval`; it is written \
-          by one statement (the batch as one JSON parameter, expanded by \
-          `json_populate_recordset`) in one transaction, and the messages are acknowledged \
-          only after the COMMIT. A payload that is not an object, or a record the table refuses \
+          by one statement in one transaction (one array parameter per column, zipped by \
+          `unnest`: binary for integer, float and boolean columns whose values all fit, else \
+          each value's text cast by the server; the batch as one JSON parameter expanded by \
+          `json_populate_recordset` when the table has an array, composite or domain column), \
+          and the messages are acknowledged only after the COMMIT. A payload that is not an object, or a record the table refuses \
           (a value its column's type does not take, a constraint), goes to `err` and the rest \
           of the batch is committed: the batch is written again inside a transaction, halves \
           under SAVEPOINTs, down to the refused records. While the server is unreachable the \

@@ -10,10 +10,12 @@ use fbp_runtime::queue::InPort;
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{Context, Failure, Message, Task, TaskFuture};
 use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{describe, is_connection_error, is_record_error};
+use super::sql::{Column, ColumnKind, Param};
 use super::{Postgres, sql};
 use crate::storage::reject_all;
 
@@ -102,9 +104,9 @@ impl Postgres {
 struct Writer {
     client: Client,
     /// The table's columns, once read (or created).
-    columns: Option<Vec<String>>,
-    /// Prepared insert statements, by the columns they fill.
-    statements: HashMap<Vec<String>, Statement>,
+    columns: Option<Vec<Column>>,
+    /// Prepared insert statements, by their SQL.
+    statements: HashMap<String, Statement>,
 }
 
 impl Writer {
@@ -149,7 +151,7 @@ impl Writer {
         sink: &Postgres,
         records: &mut Vec<(usize, &Value)>,
         refused: &mut Vec<Refused>,
-    ) -> Result<Option<Vec<String>>, WriteError> {
+    ) -> Result<Option<Vec<Column>>, WriteError> {
         if let Some(columns) = self.table_columns(&sink.table).await? {
             return Ok(Some(columns));
         }
@@ -184,42 +186,57 @@ impl Writer {
         self.table_columns(&sink.table).await
     }
 
-    /// The columns of `table`, in order, or `None` if there is no such table.
-    async fn table_columns(&self, table: &str) -> Result<Option<Vec<String>>, WriteError> {
-        let (schema, name) = sql::split_table(table);
+    /// The columns of `table` (as the insert names it, through the search
+    /// path), in order, or `None` if there is no such table.
+    async fn table_columns(&self, table: &str) -> Result<Option<Vec<Column>>, WriteError> {
         let rows = self
             .client
             .query(
-                "SELECT column_name::text FROM information_schema.columns \
-                 WHERE table_schema = coalesce($1, current_schema()) AND table_name = $2 ORDER BY ordinal_position",
-                &[&schema, &name],
+                "SELECT a.attname::text, format_type(a.atttypid, NULL), t.typname::text, t.typcategory::text, \
+                 t.typtype::text FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                &[&sql::quote_table(table)],
             )
             .await
             .map_err(|e| fatal_unless_lost(e, "cannot read the table's columns"))?;
-        let columns: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let columns: Vec<Column> = rows
+            .iter()
+            .map(|r| Column { name: r.get(0), ty: r.get(1), kind: ColumnKind::of(r.get(2), r.get(3), r.get(4)) })
+            .collect();
         Ok((!columns.is_empty()).then_some(columns))
     }
 
     /// One statement for these records (a transaction of its own when no
-    /// transaction is open).
+    /// transaction is open): typed, unless a column needs the JSON form.
     async fn insert(
         &mut self,
         sink: &Postgres,
-        columns: &[String],
+        columns: &[Column],
         records: &[(usize, &Value)],
     ) -> Result<(), tokio_postgres::Error> {
         let values: Vec<&Value> = records.iter().map(|(_, r)| *r).collect();
-        let fill: Vec<String> = sql::batch_columns(columns, &values).into_iter().cloned().collect();
-        let fill = if fill.is_empty() { columns[..1].to_vec() } else { fill };
-        let statement = match self.statements.get(&fill) {
-            Some(s) => s.clone(),
-            None => {
-                let s = self.client.prepare(&sql::insert(&sink.table, &fill, &sink.key)).await?;
-                self.statements.insert(fill, s.clone());
-                s
-            }
-        };
-        self.client.execute(&statement, &[&sql::json_array(&values)]).await.map(|_| ())
+        let fill = sql::batch_columns(columns, &values);
+        let fill = if fill.is_empty() { vec![&columns[0]] } else { fill };
+        if fill.iter().any(|c| c.kind == ColumnKind::Structured) {
+            let names: Vec<String> = fill.iter().map(|c| c.name.clone()).collect();
+            let statement = self.statement(sql::insert(&sink.table, &names, &sink.key)).await?;
+            return self.client.execute(&statement, &[&sql::json_array(&values)]).await.map(drop);
+        }
+        let params: Vec<Param> = fill.iter().map(|c| Param::of(c, &values)).collect();
+        let typed: Vec<(&Column, &Param)> = fill.iter().copied().zip(&params).collect();
+        let statement = self.statement(sql::insert_typed(&sink.table, &typed, &sink.key)).await?;
+        let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+        self.client.execute(&statement, &params).await.map(drop)
+    }
+
+    /// The prepared statement for `sql`, prepared once per connection.
+    async fn statement(&mut self, sql: String) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.statements.get(&sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(&sql).await?;
+        self.statements.insert(sql, s.clone());
+        Ok(s)
     }
 
     /// Writes a batch the table refused some record of: in one transaction,
@@ -227,7 +244,7 @@ impl Writer {
     async fn write_around(
         &mut self,
         sink: &Postgres,
-        columns: &[String],
+        columns: &[Column],
         records: &[(usize, &Value)],
     ) -> Result<Vec<Refused>, WriteError> {
         let lost = |e| classify(e, false);

@@ -97,6 +97,52 @@ async fn refused_records_go_to_err_and_the_rest_commits() {
     assert!(err[2].contains("null value"), "{}", err[2]);
 }
 
+/// Every way a value reaches a column: binary integers, floats and booleans,
+/// text cast by the server (a string into a number column, RFC 3339 into
+/// `TIMESTAMPTZ`, `NUMERIC`, `REAL`), JSON into `JSONB`, and the JSON form for
+/// an array column; the server's refusals (too long, out of range) go to `err`.
+#[tokio::test]
+async fn each_column_type_gets_its_values_as_the_server_converts_json() {
+    let t = Table::new("types");
+    let columns = json!({
+        "i": "INTEGER", "b": "BIGINT", "f": "DOUBLE PRECISION", "ok": "BOOLEAN", "s": "VARCHAR(3)",
+        "ts": "TIMESTAMPTZ", "d": "NUMERIC(6,2)", "r": "REAL", "j": "JSONB"
+    });
+    let mut h = Harness::new(&SPEC, config(&t, json!({"columns": columns, "batch_size": 100})));
+    for line in [
+        r#"{"i": 1, "b": 10, "f": 1, "ok": true, "s": "abc", "ts": "2026-12-03T10:00:00Z", "d": 1.005, "r": 0.5, "j": "x"}"#,
+        r#"{"i": "2", "b": 20, "f": "2.5", "ok": "yes", "s": 7, "ts": "2026-12-03 11:00:00+01", "d": "2.5", "j": {"a": [1]}}"#,
+        r#"{"i": 3, "s": "toolong"}"#,
+        r#"{"i": 3000000000, "b": 4}"#,
+        r#"{"i": 5, "f": null}"#,
+    ] {
+        h.push_json(line);
+    }
+    let out = h.run_to_end().await;
+    assert!(matches!(out.result, Some(Ok(()))), "{:?}", out.result);
+    let got = rows(&format!("SELECT i, b, f, ok, s, ts::text, d::text, r, j FROM {} ORDER BY i", t.0)).await;
+    assert_eq!(
+        got,
+        [
+            r#"{"i":1,"b":10,"f":1,"ok":true,"s":"abc","ts":"2026-12-03 10:00:00+00","d":"1.01","r":0.5,"j":"x"}"#,
+            r#"{"i":2,"b":20,"f":2.5,"ok":true,"s":"7","ts":"2026-12-03 10:00:00+00","d":"2.50","r":null,"j":{"a": [1]}}"#,
+            r#"{"i":5,"b":null,"f":null,"ok":null,"s":null,"ts":null,"d":null,"r":null,"j":null}"#,
+        ]
+    );
+    let err = out.json("err");
+    assert_eq!(err.len(), 2, "{err:?}");
+    assert!(err[0].contains("too long"), "{}", err[0]);
+    assert!(err[1].contains("out of range"), "{}", err[1]);
+
+    // An array column takes the JSON form for the whole batch.
+    let t = Table::new("arrays");
+    let columns = json!({"id": "BIGINT", "tags": "TEXT[]"});
+    let mut h = Harness::new(&SPEC, config(&t, json!({"columns": columns})));
+    h.push_json(r#"{"id": 1, "tags": ["a", "b"]}"#);
+    assert!(matches!(h.run_to_end().await.result, Some(Ok(()))));
+    assert_eq!(rows(&format!("SELECT id, tags FROM {}", t.0)).await, [r#"{"id":1,"tags":["a","b"]}"#]);
+}
+
 #[tokio::test]
 async fn upserts_by_key_keeping_the_last_record_of_a_batch() {
     let t = Table::new("upsert");
