@@ -214,6 +214,13 @@ impl Context {
         Meta::new(self.name.clone(), self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Like [`Context::meta`], ingested at `timestamp`: for the messages of a
+    /// batch read at once, which then share one clock reading.
+    pub fn meta_at(&self, timestamp: std::time::SystemTime) -> Meta {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        Meta { topic: None, source: self.name.clone(), timestamp, seq, headers: Default::default() }
+    }
+
     /// An acknowledgement handle for a message this source ingests: `notify`
     /// learns the outcome once every copy is committed, dropped or
     /// dead-lettered (see [`Ack`]). A source that acknowledges to a broker

@@ -73,6 +73,48 @@ async fn subscribe_decodes_json_keeps_subject_and_headers_and_sends_bad_payloads
     assert!(errs[0].contains("not JSON") && errs[0].contains(r#""data":"not json""#), "{errs:?}");
 }
 
+/// Several subjects are read in turn: every message of each arrives, in
+/// order per subject, with its subject as topic and a sequence of its own.
+#[tokio::test]
+async fn subscribe_to_several_subjects_takes_every_message_of_each_in_order() {
+    let (_dir, server) = server("nats-many");
+    let config = json!({"url": url(&server), "subjects": ["a", "b", "c"], "format": "text"});
+    let mut h = Harness::new(&super::subscribe::SPEC, config);
+    let (stop, metrics) = (h.shutdown(), h.metrics());
+    let run = tokio::spawn(async move { h.run().await });
+    let c = client(&server).await;
+    assert!(
+        until(Duration::from_secs(10), || {
+            let c = c.clone();
+            tokio::spawn(async move { c.publish("c", "probe".into()).await });
+            metrics.sent.load(Ordering::Relaxed) > 0
+        })
+        .await
+    );
+    let before = metrics.sent.load(Ordering::Relaxed);
+    for i in 0..3000 {
+        let subject = ["a", "b", "c"][i % 3];
+        c.publish(subject, format!("{i}").into()).await.unwrap();
+    }
+    c.flush().await.unwrap();
+    assert!(until(Duration::from_secs(10), || metrics.sent.load(Ordering::Relaxed) >= before + 3000).await);
+    stop.cancel();
+    let out = tokio::time::timeout(Duration::from_secs(10), run).await.unwrap().unwrap();
+    let messages = out.messages("out");
+    let real: Vec<_> = messages.iter().filter(|m| value::as_str(&m.payload).as_deref() != Some("probe")).collect();
+    assert_eq!(real.len(), 3000);
+    for (k, subject) in ["a", "b", "c"].iter().enumerate() {
+        let got: Vec<usize> = real
+            .iter()
+            .filter(|m| m.meta.topic.as_deref() == Some(*subject))
+            .map(|m| value::as_str(&m.payload).unwrap().parse().unwrap())
+            .collect();
+        let want: Vec<usize> = (0..3000).filter(|i| i % 3 == k).collect();
+        assert_eq!(got, want, "subject {subject}");
+    }
+    assert!(messages.windows(2).all(|w| w[0].meta.seq < w[1].meta.seq), "a sequence number per message, rising");
+}
+
 #[tokio::test]
 async fn subscribe_text_sends_invalid_utf8_to_err_and_bytes_keeps_it() {
     let (_dir, server) = server("nats-text");
