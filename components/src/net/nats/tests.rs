@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
+use fbp_runtime::metrics::Metrics;
 use fbp_runtime::testbed::Server;
 use fbp_runtime::testing::Harness;
 use fbp_runtime::value;
@@ -37,6 +38,18 @@ async fn until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Publishes `probe` to `subject` until the subscriber has sent something on
+/// (core NATS drops what nobody hears, so this is how a test knows it is live).
+async fn until_subscribed(c: &async_nats::Client, subject: &'static str, probe: &'static str, metrics: &Metrics) {
+    let live = until(Duration::from_secs(10), || {
+        let c = c.clone();
+        tokio::spawn(async move { c.publish(subject, probe.into()).await });
+        metrics.sent.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    assert!(live, "the subscription never went live");
+}
+
 #[tokio::test]
 async fn subscribe_decodes_json_keeps_subject_and_headers_and_sends_bad_payloads_to_err() {
     let (_dir, server) = server("nats-sub");
@@ -44,15 +57,7 @@ async fn subscribe_decodes_json_keeps_subject_and_headers_and_sends_bad_payloads
     let (stop, metrics) = (h.shutdown(), h.metrics());
     let run = tokio::spawn(async move { h.run().await });
     let c = client(&server).await;
-    // Probe until the subscription is live (core NATS drops what nobody hears).
-    assert!(
-        until(Duration::from_secs(10), || {
-            let c = c.clone();
-            tokio::spawn(async move { c.publish("in.probe", "{}".into()).await });
-            metrics.sent.load(Ordering::Relaxed) > 0
-        })
-        .await
-    );
+    until_subscribed(&c, "in.probe", "{}", &metrics).await;
     let mut headers = HeaderMap::new();
     headers.insert("trace", "t-1");
     c.publish_with_headers("in.a", headers, r#"{"v": 1}"#.into()).await.unwrap();
@@ -83,14 +88,7 @@ async fn subscribe_to_several_subjects_takes_every_message_of_each_in_order() {
     let (stop, metrics) = (h.shutdown(), h.metrics());
     let run = tokio::spawn(async move { h.run().await });
     let c = client(&server).await;
-    assert!(
-        until(Duration::from_secs(10), || {
-            let c = c.clone();
-            tokio::spawn(async move { c.publish("c", "probe".into()).await });
-            metrics.sent.load(Ordering::Relaxed) > 0
-        })
-        .await
-    );
+    until_subscribed(&c, "c", "probe", &metrics).await;
     let before = metrics.sent.load(Ordering::Relaxed);
     for i in 0..3000 {
         let subject = ["a", "b", "c"][i % 3];
@@ -124,16 +122,7 @@ async fn subscribe_text_sends_invalid_utf8_to_err_and_bytes_keeps_it() {
             Harness::new(&super::subscribe::SPEC, json!({"url": url(&server), "subject": "t", "format": format}));
         let (stop, metrics) = (h.shutdown(), h.metrics());
         let run = tokio::spawn(async move { h.run().await });
-        let mut probes = 0;
-        assert!(
-            until(Duration::from_secs(10), || {
-                probes += 1;
-                let c = c.clone();
-                tokio::spawn(async move { c.publish("t", "probe".into()).await });
-                metrics.sent.load(Ordering::Relaxed) > 0
-            })
-            .await
-        );
+        until_subscribed(&c, "t", "probe", &metrics).await;
         c.publish("t", vec![0xff, 0xfe].into()).await.unwrap();
         c.publish("t", "héllo".into()).await.unwrap();
         c.flush().await.unwrap();
