@@ -79,7 +79,8 @@ pub(crate) enum Command {
     /// URIs: `file:PATH` (JSON lines; `?format=csv|lines`; `?follow=true` as a source),
     /// `-` or `stdin:` / `stdout:` (standard input or output), `sqlite://PATH?table=T`
     /// (a sink), `exec:PROGRAM?arg=A&arg=B` (a JSON-lines program). Query pairs become
-    /// config settings of the component.
+    /// config settings of the component. Between brokers (`mqtt://`, `nats://`) payloads
+    /// are forwarded byte for byte unless a URI or `--set` gives either end a `format`.
     Relay {
         /// Where messages come from.
         source: String,

@@ -28,21 +28,20 @@ pub enum RelayError {
     Set(String),
 }
 
-/// Sources and sinks that both carry payloads as bytes: a relay between them
-/// forwards each payload as it is (`format = "bytes"` on the source: nothing
-/// decoded and encoded again, nothing that is not JSON turned away) unless
-/// the source URI or a `--set` gives a `format`.
-const PASS_THROUGH: &[(&str, &str)] = &[("nats-subscribe", "nats-publish")];
+/// Broker sources and sinks that can carry payloads as bytes: a relay from
+/// one to another forwards each payload as it is (`format = "bytes"` on the
+/// source, and on the sink where it has a `format`: nothing decoded and
+/// encoded again, nothing that is not JSON turned away) unless the URIs or
+/// `--set` give either end a `format`.
+const BYTES_SOURCES: &[&str] = &["nats-subscribe", "mqtt-subscribe"];
+/// The sinks, and whether each needs `format = "bytes"` to publish bytes as they are.
+const BYTES_SINKS: &[(&str, bool)] = &[("nats-publish", false), ("mqtt-publish", true)];
 
 /// Turns two URIs and `--set` entries into flow-file TOML. Keys and types are
 /// checked afterwards by the flow loader, like any flow file.
 pub fn to_flow_toml(source: &str, sink: &str, sets: &[String], catalogue: &Catalogue) -> Result<String, RelayError> {
     let resolve = |text: &str, role| uri::resolve(text, role).map_err(|error| RelayError::Uri { role, error });
     let mut ends = [("source", resolve(source, Role::Source)?), ("sink", resolve(sink, Role::Sink)?)];
-    let [(_, from), (_, to)] = &mut ends;
-    if PASS_THROUGH.contains(&(from.component, to.component)) && !from.settings.iter().any(|(k, _)| k == "format") {
-        from.settings.push(("format".into(), "bytes".into()));
-    }
     for set in sets {
         let (end, setting) = set.split_once('.').ok_or_else(|| RelayError::Set(set.clone()))?;
         let (key, value) = setting.split_once('=').ok_or_else(|| RelayError::Set(set.clone()))?;
@@ -54,6 +53,17 @@ pub fn to_flow_toml(source: &str, sink: &str, sets: &[String], catalogue: &Catal
         match endpoint.settings.iter_mut().find(|(k, _)| k == key) {
             Some(existing) => existing.1 = value.to_string(),
             None => endpoint.settings.push((key.to_string(), value.to_string())),
+        }
+    }
+    let [(_, from), (_, to)] = &mut ends;
+    let has_format = |e: &uri::Endpoint| e.settings.iter().any(|(k, _)| k == "format");
+    let bytes_sink = BYTES_SINKS.iter().find(|(name, _)| *name == to.component);
+    let bytes_both =
+        bytes_sink.filter(|_| BYTES_SOURCES.contains(&from.component) && !has_format(from) && !has_format(to));
+    if let Some((_, sink_format)) = bytes_both {
+        from.settings.push(("format".into(), "bytes".into()));
+        if *sink_format {
+            to.settings.push(("format".into(), "bytes".into()));
         }
     }
     let mut text = format!(
@@ -84,6 +94,21 @@ mod tests {
         assert!(toml.contains("format = \"auto\"") && !toml.contains("bytes"), "{toml}");
         let toml = to_flow_toml("nats://h:4222/in", "file:out.jsonl", &[], &EMPTY).unwrap();
         assert!(!toml.contains("format"), "{toml}");
+    }
+
+    #[test]
+    fn mqtt_relays_forward_bytes_on_both_ends_unless_either_has_a_format() {
+        let toml = to_flow_toml("mqtt://h/in", "mqtt://h/out", &[], &EMPTY).unwrap();
+        assert_eq!(toml.matches("format = \"bytes\"").count(), 2, "{toml}");
+        let toml = to_flow_toml("mqtt://h/in", "nats://h:4222/out", &[], &EMPTY).unwrap();
+        assert_eq!(toml.matches("format = \"bytes\"").count(), 1, "nats-publish sends bytes as they are: {toml}");
+        let toml = to_flow_toml("nats://h:4222/in", "mqtt://h/out", &[], &EMPTY).unwrap();
+        assert_eq!(toml.matches("format = \"bytes\"").count(), 2, "{toml}");
+        let sets = ["source.format=json".to_string()];
+        let toml = to_flow_toml("mqtt://h/in", "mqtt://h/out", &sets, &EMPTY).unwrap();
+        assert!(!toml.contains("bytes"), "a format on one end keeps the other as it was: {toml}");
+        let toml = to_flow_toml("mqtt://h/in", "mqtt://h/out?format=text", &[], &EMPTY).unwrap();
+        assert!(!toml.contains("bytes"), "{toml}");
     }
 
     #[test]
