@@ -258,11 +258,36 @@ impl OutPort {
         Ok(())
     }
 
-    /// Sends every message of `batch`, in order.
+    /// Sends every message of `batch`, in order. With one `block` connection
+    /// (the common case) it queues what fits without waiting and counts once
+    /// per run of queued messages, waiting only when the queue is full.
     pub async fn send_all(&self, batch: impl IntoIterator<Item = Message>) -> Result<(), Closed> {
+        let [(tx, WhenFull::Block)] = self.txs.as_slice() else {
+            for m in batch {
+                self.send(m).await?;
+            }
+            return Ok(());
+        };
+        let mut queued = 0;
         for m in batch {
-            self.send(m).await?;
+            let m = match tx.try_send(m) {
+                Ok(()) => {
+                    queued += 1;
+                    continue;
+                }
+                Err(async_channel::TrySendError::Full(m)) => m,
+                Err(async_channel::TrySendError::Closed(_)) => {
+                    self.metrics.sent.fetch_add(queued, Ordering::Relaxed);
+                    return Err(Closed);
+                }
+            };
+            // Counted before waiting: a send cancelled while it waits is not counted.
+            self.metrics.sent.fetch_add(queued, Ordering::Relaxed);
+            queued = 0;
+            tx.send(m).await.map_err(|_| Closed)?;
+            self.metrics.sent.fetch_add(1, Ordering::Relaxed);
         }
+        self.metrics.sent.fetch_add(queued, Ordering::Relaxed);
         Ok(())
     }
 
@@ -341,6 +366,35 @@ mod tests {
         assert!(in_time.is_ok(), "a message was lost: got {} of 50", got.len());
         writer.await.unwrap();
         assert_eq!(got, (0..50).collect::<Vec<_>>());
+    }
+
+    /// `send_all` into a queue smaller than the batch waits for room, keeps
+    /// the order, counts every message once, and stops at a closed queue.
+    #[tokio::test]
+    async fn send_all_waits_for_room_keeps_order_and_counts_each_message() {
+        let q = Queue::new(3, WhenFull::Block);
+        let metrics = Arc::new(Metrics::default());
+        let out = OutPort::new(vec![q.sender()], metrics.clone());
+        let mut port = InPort::new(vec![q.receiver()], Arc::default());
+        let writer = tokio::spawn(async move { out.send_all((0..100).map(msg)).await });
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            got.push(value::as_f64(&port.recv().await.unwrap().payload).unwrap() as i64);
+        }
+        writer.await.unwrap().unwrap();
+        assert_eq!(got, (0..100).collect::<Vec<_>>());
+        assert_eq!(metrics.sent.load(Ordering::Relaxed), 100);
+
+        let closed = Queue::new(3, WhenFull::Block);
+        let metrics = Arc::new(Metrics::default());
+        let out = OutPort::new(vec![closed.sender()], metrics.clone());
+        drop(port);
+        let rx = closed.receiver();
+        out.send_all((0..2).map(msg)).await.unwrap();
+        closed.close();
+        assert!(out.send_all((2..4).map(msg)).await.is_err());
+        assert_eq!(metrics.sent.load(Ordering::Relaxed), 2, "only what was queued is counted");
+        assert_eq!(rx.len(), 2);
     }
 
     #[tokio::test]
