@@ -281,11 +281,10 @@ impl OutPort {
                     return Err(Closed);
                 }
             };
-            // Counted before waiting: a send cancelled while it waits is not counted.
+            // Full: count what was queued, then wait for room as `send` does.
             self.metrics.sent.fetch_add(queued, Ordering::Relaxed);
             queued = 0;
-            tx.send(m).await.map_err(|_| Closed)?;
-            self.metrics.sent.fetch_add(1, Ordering::Relaxed);
+            self.send(m).await?;
         }
         self.metrics.sent.fetch_add(queued, Ordering::Relaxed);
         Ok(())

@@ -48,8 +48,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           is committed to the database (a batch at a time, before its messages are acknowledged) and \
           the state is loaded from it at start, so it survives a restart; with `memory` it starts \
           empty. A store that fails (PostgreSQL is reconnected once per batch first) fails the \
-          component: its batch is rejected and the supervisor restarts it, which loads the state again. The component \
-          keeps serving after its input ends, until the flow shuts down, when the server stops, its \
+          component: its batch is rejected and the supervisor restarts it, which loads the state \
+          again. The component keeps serving after its input ends, until the flow shuts down, when the server stops, its \
           subscribers are disconnected and the input is drained.",
     kind: Kind::Transform,
     inputs: &[PortSpec {

@@ -56,8 +56,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           `unnest`: binary for integer, float and boolean columns whose values all fit, else \
           each value's text cast by the server; the batch as one JSON parameter expanded by \
           `json_populate_recordset` when the table has an array, composite or domain column), \
-          and the messages are acknowledged only after the COMMIT. A payload that is not an object, or a record the table refuses \
-          (a value its column's type does not take, a constraint), goes to `err` and the rest \
+          and the messages are acknowledged only after the COMMIT. A payload that is not an \
+          object, or a record the table refuses (a value its column's type does not take, a \
+          constraint), goes to `err` and the rest \
           of the batch is committed: the batch is written again inside a transaction, halves \
           under SAVEPOINTs, down to the refused records. While the server is unreachable the \
           component holds its batch, takes no more input (back-pressure) and reconnects \

@@ -61,15 +61,21 @@ impl Server {
         self.config.connect(NoTls).await
     }
 
+    /// One connection attempt, the connection driven by a task of its own.
+    pub(crate) async fn connect_driven(&self) -> Result<Client, tokio_postgres::Error> {
+        let (client, connection) = self.connect().await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
     /// Connects, retrying with `link`'s backoff until it works (the connection
     /// is driven by a task of its own), or `None` if `stop` fires first.
     pub(crate) async fn connect_until_up(&self, link: &mut Link, stop: &CancellationToken) -> Option<Client> {
         loop {
-            match self.connect().await {
-                Ok((client, connection)) => {
-                    tokio::spawn(async move {
-                        let _ = connection.await;
-                    });
+            match self.connect_driven().await {
+                Ok(client) => {
                     link.up();
                     return Some(client);
                 }

@@ -303,13 +303,20 @@ pub(crate) fn last_per_key(records: &[&Value], key: &[String]) -> Vec<usize> {
     if key.is_empty() {
         return (0..records.len()).collect();
     }
-    let mut last = std::collections::HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        if let Some(k) = key_of(r, key) {
+    let keys: Vec<Option<String>> = records.iter().map(|r| key_of(r, key)).collect();
+    last_positions(&keys)
+}
+
+/// The positions of the entries that are the last of their key (and of
+/// those without a key), in order.
+pub(crate) fn last_positions<K: std::hash::Hash + Eq>(keys: &[Option<K>]) -> Vec<usize> {
+    let mut last = std::collections::HashMap::with_capacity(keys.len());
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(k) = k {
             last.insert(k, i);
         }
     }
-    (0..records.len()).filter(|&i| key_of(records[i], key).is_none_or(|k| last[&k] == i)).collect()
+    (0..keys.len()).filter(|&i| keys[i].as_ref().is_none_or(|k| last[k] == i)).collect()
 }
 
 #[cfg(test)]

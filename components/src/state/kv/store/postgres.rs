@@ -5,13 +5,12 @@
 //! tokio-postgres with [`Handle::block_on`]; its connection runs as a task on
 //! the component's runtime.
 
-use std::collections::HashMap;
-
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
 
 use super::Store;
 use crate::storage::postgres::conn::{Server, describe, is_connection_error};
+use crate::storage::postgres::sql::last_positions;
 
 /// Keys of one component in the table `kv_state`; several components (and
 /// several flows) may share a database.
@@ -62,16 +61,9 @@ impl Store for PgStore {
     fn save(&mut self, changes: &[(String, String)]) -> Result<(), String> {
         // A key changed twice in one batch is written once, with its last value
         // (one statement may not update a row twice).
-        let mut last: HashMap<&str, usize> = HashMap::with_capacity(changes.len());
-        for (i, (key, _)) in changes.iter().enumerate() {
-            last.insert(key, i);
-        }
-        let (keys, values): (Vec<&str>, Vec<&str>) = changes
-            .iter()
-            .enumerate()
-            .filter(|(i, (key, _))| last[key.as_str()] == *i)
-            .map(|(_, (k, v))| (k.as_str(), v.as_str()))
-            .unzip();
+        let keys: Vec<Option<&str>> = changes.iter().map(|(k, _)| Some(k.as_str())).collect();
+        let (keys, values): (Vec<&str>, Vec<&str>) =
+            last_positions(&keys).into_iter().map(|i| (changes[i].0.as_str(), changes[i].1.as_str())).unzip();
         match self.upsert(&keys, &values) {
             Ok(()) => Ok(()),
             // The server restarted since the last batch: once more on a new connection.
@@ -90,11 +82,7 @@ fn server(url: &str) -> Result<Server, String> {
 }
 
 async fn connect(server: &Server) -> Result<Client, String> {
-    let (client, connection) = server.connect().await.map_err(|e| fail(server, &e))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
+    server.connect_driven().await.map_err(|e| fail(server, &e))
 }
 
 fn fail(server: &Server, e: &tokio_postgres::Error) -> String {
