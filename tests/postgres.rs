@@ -157,7 +157,7 @@ fn a_server_outage_mid_stream_loses_nothing_and_duplicates_only_batches_in_doubt
     let flow = format!(
         "[flow]\nname = \"outage\"\nconnections = [\"read -> pace\", \"pace -> store\"]\n\
          [components.read]\ntype = \"file-read\"\nconfig = {{ path = \"in.jsonl\" }}\n\
-         [components.pace]\ntype = \"throttle\"\nconfig = {{ rate = 3000 }}\n\
+         [components.pace]\ntype = \"throttle\"\nconfig = {{ rate = 300, per = \"100ms\" }}\n\
          [components.store]\ntype = \"postgres\"\nconfig = {{ url = \"postgresql://postgres@127.0.0.1:{}/test\", \
          table = \"{}\", batch_size = 100, flush_interval = \"20ms\", reconnect = \"50ms..200ms\" }}\n",
         proxy.port(),

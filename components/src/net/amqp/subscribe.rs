@@ -218,11 +218,20 @@ impl Subscribe {
                     link.up();
                     sessions += 1;
                     match self.consume(&ctx, &out, &mut session, &settle_tx, &mut settle_rx).await {
+                        End::Shutdown | End::OutputClosed if self.in_flight.load(Ordering::Acquire) == 0 => {
+                            // Everything is settled: close here, before this task ends, so
+                            // the acknowledgements reach the broker before the process exits.
+                            while let Ok(s) = settle_rx.try_recv() {
+                                let _ = settle(&s).await;
+                            }
+                            finish(session, None).await;
+                            return Ok(());
+                        }
                         End::Shutdown | End::OutputClosed => {
                             // The messages still in the flow are acknowledged as they
                             // drain, after this task has ended (so its out-port closes).
                             drop(settle_tx);
-                            tokio::spawn(finish(session, settle_rx));
+                            tokio::spawn(finish(session, Some(settle_rx)));
                             return Ok(());
                         }
                         End::Lost(e) => e,
@@ -376,18 +385,21 @@ impl Subscribe {
     }
 }
 
-/// After shutdown: settles the messages still in the flow as the sinks
-/// commit them, until every one is (its `Ack` gone) or `DRAIN_LIMIT` passes,
-/// then closes the connection. What is left unacknowledged (the process may
+/// After shutdown: settles the messages still in the flow (`settle_rx`) as
+/// the sinks commit them, until every one is (its `Ack` gone) or
+/// `DRAIN_LIMIT` passes, then closes the connection. What is left unacknowledged (the process may
 /// exit first) the broker delivers again to the next consumer.
-async fn finish(session: Session, mut settle_rx: mpsc::UnboundedReceiver<Settle>) {
+async fn finish(session: Session, settle_rx: Option<mpsc::UnboundedReceiver<Settle>>) {
     let _ = session.channel.basic_cancel(session.consumer.tag(), BasicCancelOptions::default()).await;
-    let drain = async {
-        while let Some(s) = settle_rx.recv().await {
-            let _ = settle(&s).await;
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+    if let Some(mut settle_rx) = settle_rx {
+        let drain = async {
+            while let Some(s) = settle_rx.recv().await {
+                let _ = settle(&s).await;
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_LIMIT, drain).await;
+    }
+    // The close handshake sends what the channel still holds, acknowledgements included.
     let _ = session.conn.close(200, "fbp shutting down".into()).await;
 }
 
