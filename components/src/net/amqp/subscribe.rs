@@ -387,8 +387,9 @@ impl Subscribe {
 
 /// After shutdown: settles the messages still in the flow (`settle_rx`) as
 /// the sinks commit them, until every one is (its `Ack` gone) or
-/// `DRAIN_LIMIT` passes, then closes the connection. What is left unacknowledged (the process may
-/// exit first) the broker delivers again to the next consumer.
+/// `DRAIN_LIMIT` passes, then closes the connection. What is left
+/// unacknowledged (the process may exit first) the broker delivers again to
+/// the next consumer.
 async fn finish(session: Session, settle_rx: Option<mpsc::UnboundedReceiver<Settle>>) {
     let _ = session.channel.basic_cancel(session.consumer.tag(), BasicCancelOptions::default()).await;
     if let Some(mut settle_rx) = settle_rx {
