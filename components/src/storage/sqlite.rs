@@ -6,6 +6,7 @@
 
 mod db;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 
 use fbp_runtime::spec::{KeySpec, KeyType};
@@ -128,8 +129,7 @@ impl Task for Sqlite {
             let mut db = self.open().await?;
             let mut batch = Vec::with_capacity(self.batch_size);
             while input.recv_many(&mut batch, self.batch_size).await {
-                db = commit(db, &batch, &ctx).await?;
-                batch.clear();
+                (db, batch) = commit(db, batch, &ctx).await?;
             }
             Ok(())
         })
@@ -147,30 +147,34 @@ impl Sqlite {
 }
 
 /// Inserts and commits a batch, then sends the records the table refused to
-/// `err`. If nothing could be committed the batch is rejected and the
-/// component fails.
-async fn commit(mut db: Db, batch: &[Message], ctx: &Context) -> Result<Db, Failure> {
-    let payloads = db::payloads(batch);
+/// `err` and drops the batch (acknowledging it); gives the emptied `Vec`
+/// back. The batch itself goes to the blocking thread and back, so no
+/// payload is copied. If nothing could be committed the batch is rejected
+/// and the component fails.
+async fn commit(mut db: Db, batch: Vec<Message>, ctx: &Context) -> Result<(Db, Vec<Message>), Failure> {
     let done = tokio::task::spawn_blocking(move || {
-        let result = db.insert(&payloads);
-        (db, result)
+        // Caught here so the batch comes back (to be rejected) even then.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.insert(batch.iter().map(|m| &m.payload))));
+        (db, batch, result)
     })
     .await;
-    let (db, refused) = match done {
-        Ok((db, Ok(refused))) => (db, refused),
-        Ok((_, Err(e))) => {
-            reject_all(batch);
+    let (db, mut batch, refused) = match done {
+        Ok((db, batch, Ok(Ok(refused)))) => (db, batch, refused),
+        Ok((_, batch, Ok(Err(e)))) => {
+            reject_all(&batch);
             return Err(Failure(e));
         }
-        Err(e) => {
-            reject_all(batch);
-            return Err(Failure(format!("sqlite insert crashed: {e}")));
+        Ok((_, batch, Err(_))) => {
+            reject_all(&batch);
+            return Err(Failure("sqlite insert crashed".into()));
         }
+        Err(e) => return Err(Failure(format!("sqlite insert did not finish: {e}"))),
     };
     for (i, error) in refused {
         ctx.reject(&batch[i], &error).await?;
     }
-    Ok(db)
+    batch.clear();
+    Ok((db, batch))
 }
 
 #[cfg(test)]

@@ -49,14 +49,18 @@ impl Format {
         }
     }
 
-    /// The payload of `raw`, or why it cannot be read in this format. Text
-    /// and bytes share `raw`'s buffer (no copy); JSON is parsed from it.
-    pub(crate) fn decode(self, raw: Bytes) -> Result<Value, String> {
+    /// The payload of `raw`, or why it cannot be read in this format and
+    /// `raw` back (for `err`). Text and bytes share `raw`'s buffer (no
+    /// copy); JSON is parsed from it.
+    pub(crate) fn decode(self, raw: Bytes) -> Result<Value, (String, Bytes)> {
         match self {
-            Format::Json => value::parse_json(&raw).map_err(|e| format!("payload is not JSON: {e}")),
+            Format::Json => match value::parse_json(&raw) {
+                Ok(v) => Ok(v),
+                Err(e) => Err((format!("payload is not JSON: {e}"), raw)),
+            },
             Format::Text => match std::str::from_utf8(&raw) {
                 Ok(_) => Ok(Value::utf8_str(raw)),
-                Err(e) => Err(format!("payload is not UTF-8 text: {e}")),
+                Err(e) => Err((format!("payload is not UTF-8 text: {e}"), raw)),
             },
             Format::Bytes => Ok(Value::byte_str(raw)),
             Format::Auto => Ok(value::parse_json(&raw).unwrap_or_else(|_| undecoded(raw))),

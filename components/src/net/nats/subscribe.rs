@@ -250,6 +250,7 @@ impl Subscribe {
         let mut merged = Merged { subs, next: 0 };
         let mut batch = Batch::default();
         let mut draining = false;
+        let mut up = conn.up.clone();
         loop {
             tokio::select! {
                 m = merged.next() => match m {
@@ -257,7 +258,9 @@ impl Subscribe {
                         // Take what the client already holds, then send it on in one go.
                         let mut next = Some(m);
                         while let Some(m) = next {
-                            self.take(ctx, &mut batch, m, None).await?;
+                            if let Some((msg, e)) = self.take(ctx, &mut batch, m, None) {
+                                ctx.reject(&msg, &e).await?;
+                            }
                             next = if batch.full() { None } else { merged.next().now_or_never().flatten() };
                         }
                         batch.send(out).await?;
@@ -275,6 +278,8 @@ impl Subscribe {
                         break;
                     }
                 }
+                // The server went away during the drain (say both were stopped at once).
+                _ = async { drop(up.wait_for(|up| !*up).await) }, if draining => break,
             }
         }
         Ok(())
@@ -310,7 +315,9 @@ impl Subscribe {
                     m = messages.next() => match m {
                         Some(Ok(m)) => {
                             let (m, acker) = m.split();
-                            self.take(ctx, &mut batch, m, Some(acks.ack(ctx, acker))).await?;
+                            if let Some((msg, e)) = self.take(ctx, &mut batch, m, Some(acks.ack(ctx, acker))) {
+                                ctx.reject(&msg, &e).await?;
+                            }
                             batch.send(out).await?;
                         }
                         Some(Err(e)) => {
@@ -372,26 +379,25 @@ impl Subscribe {
         }
     }
 
-    /// Decodes a NATS message into `batch`, or sends it to `err`.
-    async fn take(
+    /// Decodes a NATS message into `batch`; a message that does not decode
+    /// comes back with the reason, for `err`. (Not `async`: the client's
+    /// message is not moved into a future per message.)
+    fn take(
         &self,
         ctx: &Context,
         batch: &mut Batch,
         m: async_nats::Message,
         ack: Option<fbp_runtime::Ack>,
-    ) -> Result<(), Failure> {
+    ) -> Option<(Message, String)> {
         let mut meta = ctx.meta_at(batch.read_at());
         meta.topic = Some(batch.topic(&m.subject));
         meta.headers = headers_in(m.headers.as_ref());
-        match self.format.decode(m.payload.clone()) {
+        match self.format.decode(m.payload) {
             Ok(payload) => {
                 batch.messages.push(Message { payload, meta: Arc::new(meta), ack });
-                Ok(())
+                None
             }
-            Err(e) => {
-                let msg = Message { payload: undecoded(m.payload), meta: Arc::new(meta), ack };
-                ctx.reject(&msg, &e).await
-            }
+            Err((e, raw)) => Some((Message { payload: undecoded(raw), meta: Arc::new(meta), ack }, e)),
         }
     }
 }

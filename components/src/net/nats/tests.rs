@@ -286,3 +286,23 @@ async fn publishes_over_tls_with_a_user_and_password() {
     let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
     assert_eq!(&m.payload[..], b"over TLS");
 }
+
+#[tokio::test]
+async fn a_shutdown_that_meets_the_server_going_away_ends_at_once() {
+    let (_dir, server) = server("nats-drain-cut");
+    let proxy = fbp_runtime::testbed::Proxy::start(server.addr().parse().unwrap()).unwrap();
+    let via = format!("nats://127.0.0.1:{}", proxy.port());
+    let mut h =
+        Harness::new(&super::subscribe::SPEC, json!({"url": via, "subject": "in.>", "reconnect": "50ms..100ms"}));
+    let (stop, metrics) = (h.shutdown(), h.metrics());
+    let run = tokio::spawn(async move { h.run().await });
+    let c = client(&server).await;
+    until_subscribed(&c, "in.probe", "{}", &metrics).await;
+    // The connection drops as the shutdown starts: the drain cannot complete,
+    // and the source must not wait for a server that is gone.
+    proxy.cut();
+    stop.cancel();
+    let out = tokio::time::timeout(Duration::from_secs(5), run).await;
+    assert!(out.is_ok(), "the source was still draining 5 s after the shutdown");
+    assert!(matches!(out.unwrap().unwrap().result, Some(Ok(()))));
+}

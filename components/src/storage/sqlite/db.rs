@@ -1,13 +1,13 @@
 //! The synchronous side of `sqlite`: one connection, the table's columns,
 //! and batch inserts in one transaction. It runs on tokio's blocking pool.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::Duration;
 
-use fbp_runtime::Message;
 use fbp_runtime::value::{self, Value};
-use rusqlite::types::Value as Sql;
-use rusqlite::{Connection, ErrorCode, Transaction, params_from_iter};
+use rusqlite::types::{ToSql, ToSqlOutput, Value as Sql, ValueRef};
+use rusqlite::{CachedStatement, Connection, ErrorCode, Transaction, params_from_iter};
 
 /// How long a write waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,9 +23,10 @@ pub(super) struct Db {
     target: Option<Target>,
 }
 
-/// The columns to fill and the statement that fills them.
+/// The columns to fill (as the record keys they are looked up by) and the
+/// statement that fills them.
 struct Target {
-    columns: Vec<String>,
+    keys: Vec<Value>,
     sql: String,
 }
 
@@ -34,12 +35,12 @@ impl Target {
         let names: Vec<String> = columns.iter().map(|c| quote(c)).collect();
         let marks = vec!["?"; columns.len()].join(", ");
         let sql = format!("INSERT INTO {} ({}) VALUES ({marks})", quote(table), names.join(", "));
-        Target { columns, sql }
+        Target { keys: columns.into_iter().map(value::string).collect(), sql }
     }
 
-    fn insert(&self, tx: &Transaction<'_>, record: &Value) -> rusqlite::Result<()> {
-        let values = self.columns.iter().map(|c| to_sql(value::get(record, c).unwrap_or(&Value::Null)));
-        tx.prepare_cached(&self.sql)?.execute(params_from_iter(values))?;
+    fn insert(&self, stmt: &mut CachedStatement<'_>, record: &Value) -> rusqlite::Result<()> {
+        let Value::Obj(map) = record else { return Ok(()) };
+        stmt.execute(params_from_iter(self.keys.iter().map(|k| Field(map.get(k).unwrap_or(&Value::Null)))))?;
         Ok(())
     }
 }
@@ -68,23 +69,27 @@ impl Db {
     /// Inserts every record of `batch` it can in one transaction and commits.
     /// `Ok` lists the records refused (not objects, or rejected by the table);
     /// `Err` means nothing was committed.
-    pub(super) fn insert(&mut self, batch: &[Value]) -> Result<Vec<Refused>, String> {
+    pub(super) fn insert<'a>(&mut self, batch: impl IntoIterator<Item = &'a Value>) -> Result<Vec<Refused>, String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         let mut refused = Vec::new();
-        for (i, payload) in batch.iter().enumerate() {
-            if let Err(why) = insert_one(&tx, &mut self.target, &self.table, payload)? {
+        let mut stmt = None;
+        for (i, payload) in batch.into_iter().enumerate() {
+            if let Err(why) = insert_one(&tx, &mut stmt, &mut self.target, &self.table, payload)? {
                 refused.push((i, why));
             }
         }
+        drop(stmt);
         tx.commit().map_err(|e| format!("cannot commit to `{}`: {e}", self.table))?;
         Ok(refused)
     }
 }
 
-/// Inserts one record, first creating the table from it if there is none.
+/// Inserts one record, first creating the table from it if there is none;
+/// `stmt` is the batch's insert statement, prepared at its first record.
 /// `Ok(Err(why))`: the record is refused; `Err`: the database failed.
-fn insert_one(
-    tx: &Transaction<'_>,
+fn insert_one<'tx>(
+    tx: &'tx Transaction<'_>,
+    stmt: &mut Option<CachedStatement<'tx>>,
     target: &mut Option<Target>,
     table: &str,
     record: &Value,
@@ -104,16 +109,17 @@ fn insert_one(
             slot.insert(Target::new(table, columns.into_iter().map(|(name, _)| name).collect()))
         }
     };
-    match target.insert(tx, record) {
+    let stmt = match stmt {
+        Some(stmt) => stmt,
+        slot @ None => {
+            slot.insert(tx.prepare_cached(&target.sql).map_err(|e| format!("cannot insert into `{table}`: {e}"))?)
+        }
+    };
+    match target.insert(stmt, record) {
         Ok(()) => Ok(Ok(())),
         Err(e) if refuses_record(&e) => Ok(Err(format!("the table refused the record: {e}"))),
         Err(e) => Err(format!("cannot insert into `{table}`: {e}")),
     }
-}
-
-/// Reads the payloads of a batch, for [`Db::insert`].
-pub(super) fn payloads(batch: &[Message]) -> Vec<Value> {
-    batch.iter().map(|m| m.payload.clone()).collect()
 }
 
 /// Whether an insert error concerns the record rather than the database.
@@ -162,18 +168,27 @@ fn column_type(v: &Value) -> &'static str {
     }
 }
 
-/// A field as an SQL value: objects and arrays as JSON text.
-fn to_sql(v: &Value) -> Sql {
-    match v {
-        Value::Null => Sql::Null,
-        Value::Bool(b) => Sql::Integer((*b).into()),
-        Value::Num(n) => match n.as_isize() {
-            Some(i) => Sql::Integer(i as i64),
-            None => value::as_f64(v).map_or(Sql::Null, Sql::Real),
-        },
-        Value::TStr(s) => Sql::Text(String::from_utf8_lossy(s).into_owned()),
-        Value::BStr(b) => Sql::Blob(b.to_vec()),
-        Value::Arr(_) | Value::Obj(_) => Sql::Text(value::to_json_string(v)),
+/// A field bound as an SQL value, borrowed from the record where it can be:
+/// objects and arrays as JSON text, text that is not UTF-8 made valid.
+struct Field<'a>(&'a Value);
+
+impl ToSql for Field<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        let v = self.0;
+        Ok(match v {
+            Value::Null => ToSqlOutput::Owned(Sql::Null),
+            Value::Bool(b) => ToSqlOutput::Owned(Sql::Integer((*b).into())),
+            Value::Num(n) => ToSqlOutput::Owned(match n.as_isize() {
+                Some(i) => Sql::Integer(i as i64),
+                None => value::as_f64(v).map_or(Sql::Null, Sql::Real),
+            }),
+            Value::TStr(s) => match String::from_utf8_lossy(s) {
+                Cow::Borrowed(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+                Cow::Owned(text) => ToSqlOutput::Owned(Sql::Text(text)),
+            },
+            Value::BStr(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+            Value::Arr(_) | Value::Obj(_) => ToSqlOutput::Owned(Sql::Text(value::to_json_string(v))),
+        })
     }
 }
 
