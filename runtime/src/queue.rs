@@ -111,6 +111,20 @@ impl InPort {
         self
     }
 
+    /// Whether every connection is closed and drained: nothing more will come.
+    pub fn is_done(&self) -> bool {
+        self.rxs.iter().all(|r| r.is_closed() && r.is_empty())
+    }
+
+    /// Resolves once [`InPort::is_done`], looking every 100 ms: for a sink
+    /// that waits on something else (its broker coming back) to learn that
+    /// the flow is stopping with nothing left for it. Takes no message.
+    pub async fn done(&self) {
+        while !self.is_done() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits for the next message; `None` once every connection is closed and drained.
     pub async fn recv(&mut self) -> Option<Message> {
         let mut buf = Vec::with_capacity(1);

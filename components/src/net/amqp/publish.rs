@@ -171,7 +171,11 @@ impl Publish {
                 reject_all(&batch);
                 return Err(Failure(format!("{}: the broker refused: {error}", self.broker.target)));
             }
-            tokio::time::sleep(link.down(&error)).await;
+            // While the broker is away, an input that ends with nothing in hand ends the component.
+            tokio::select! {
+                () = tokio::time::sleep(link.down(&error)) => {}
+                () = input.done(), if batch.is_empty() => return Ok(()),
+            }
         }
     }
 
@@ -317,5 +321,14 @@ mod tests {
         assert!(out.result.unwrap().unwrap_err().0.contains("batch_size"));
         let out = Harness::new(&SPEC, json!({"routing_key": "a", "url": "amqps://h/%2f"})).run().await;
         assert!(out.result.unwrap().unwrap_err().0.contains("amqps"));
+    }
+
+    #[tokio::test]
+    async fn with_the_broker_away_it_stops_once_its_input_ends_with_nothing_in_hand() {
+        let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", fbp_runtime::testbed::free_port());
+        let mut h = Harness::new(&SPEC, json!({"routing_key": "a", "url": url, "reconnect": "5s..10s"}));
+        let out = tokio::time::timeout(std::time::Duration::from_secs(5), h.run_to_end()).await;
+        let out = out.expect("the publisher still waited for the broker 5 s after its input ended");
+        assert!(matches!(out.result, Some(Ok(()))), "{:?}", out.result);
     }
 }

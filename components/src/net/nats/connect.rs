@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event, ServerAddr};
 use fbp_runtime::link::{Backoff, Link};
+use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::{BuildContext, Failure};
 use serde::Deserialize;
@@ -207,9 +208,14 @@ impl Conn {
 }
 
 impl Connection {
-    /// Waits until connected; `false` if the client is gone.
-    pub(super) async fn wait_up(&mut self) -> bool {
-        self.up.wait_for(|up| *up).await.is_ok()
+    /// Waits until connected (`Some(true)`); `Some(false)` if `input` ends
+    /// meanwhile (nothing is left to publish, so a flow stopping while the
+    /// server is away need not wait for it); `None` if the client is gone.
+    pub(super) async fn wait_up(&mut self, input: &InPort) -> Option<bool> {
+        tokio::select! {
+            up = self.up.wait_for(|up| *up) => up.is_ok().then_some(true),
+            () = input.done() => Some(false),
+        }
     }
 }
 

@@ -156,7 +156,11 @@ impl Task for Publisher {
                 None => self.core(&ctx, &mut input, &mut conn).await,
                 Some(js) => self.jetstream(&ctx, &mut input, &mut conn, js).await,
             };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.client.flush()).await;
+            // Every batch was flushed before it was dropped; a last flush only while connected
+            // (disconnected there is no one to flush to, and it would wait out its time-out).
+            if *conn.up.borrow() {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), conn.client.flush()).await;
+            }
             result
         })
     }
@@ -188,8 +192,10 @@ impl Publisher {
         let mut batch = Vec::with_capacity(BATCH);
         let client = conn.client.clone();
         loop {
-            if !conn.wait_up().await {
-                return Err(Failure(format!("{}: the client closed", conn.target)));
+            match conn.wait_up(input).await {
+                Some(true) => {}
+                Some(false) => return Ok(()),
+                None => return Err(Failure(format!("{}: the client closed", conn.target))),
             }
             if !input.recv_many(&mut batch, BATCH).await {
                 return Ok(());
@@ -227,8 +233,10 @@ impl Publisher {
         }
         let mut batch = Vec::with_capacity(BATCH);
         loop {
-            if !conn.wait_up().await {
-                return Err(Failure(format!("{}: the client closed", conn.target)));
+            match conn.wait_up(input).await {
+                Some(true) => {}
+                Some(false) => return Ok(()),
+                None => return Err(Failure(format!("{}: the client closed", conn.target))),
             }
             if !input.recv_many(&mut batch, BATCH).await {
                 return Ok(());

@@ -306,3 +306,14 @@ async fn a_shutdown_that_meets_the_server_going_away_ends_at_once() {
     assert!(out.is_ok(), "the source was still draining 5 s after the shutdown");
     assert!(matches!(out.unwrap().unwrap().result, Some(Ok(()))));
 }
+
+#[tokio::test]
+async fn with_the_server_away_a_publisher_stops_once_its_input_ends() {
+    let url = format!("nats://127.0.0.1:{}", fbp_runtime::testbed::free_port());
+    for config in [json!({"url": url, "subject": "out"}), json!({"url": url, "subject": "out", "stream": "S"})] {
+        let mut h = Harness::new(&super::publish::SPEC, config.clone());
+        let out = tokio::time::timeout(Duration::from_secs(5), h.run_to_end()).await;
+        let out = out.unwrap_or_else(|_| panic!("{config}: still waiting for the server 5 s after the input ended"));
+        assert!(matches!(out.result, Some(Ok(()))), "{config}: {:?}", out.result);
+    }
+}
