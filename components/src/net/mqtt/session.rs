@@ -138,7 +138,7 @@ impl Poller {
                     if !ack.session_present {
                         self.subscribe();
                     }
-                    let dropped_unwritten = if ack.session_present { 0 } else { unwritten };
+                    let dropped_unwritten = if ack.session_present { 0 } else { self.stale_writes() + unwritten };
                     self.held.push_back(Event::Connected {
                         generation,
                         session_present: ack.session_present,
@@ -169,6 +169,16 @@ impl Poller {
                 return;
             }
         }
+    }
+
+    /// After a new session began: removes the notices of publishes written
+    /// on the connection that ended which rumqttc still buffers (a flush
+    /// that failed leaves its own) and says how many. Those publishes went
+    /// with the old session, and the component never learnt their packet
+    /// ids: they count as never written, so they are published again, and a
+    /// late notice cannot pair an old packet id with a newer message.
+    fn stale_writes(&mut self) -> usize {
+        drop_writes(&mut self.eventloop.state.events)
     }
 
     /// Publish requests rumqttc holds for the next connection and never wrote.
@@ -215,5 +225,46 @@ impl Poller {
             }
         }
         true
+    }
+}
+
+/// Removes the publish-written notices from rumqttc's buffered events; how many.
+fn drop_writes(events: &mut VecDeque<RawEvent>) -> usize {
+    let before = events.len();
+    events.retain(|e| !matches!(e, RawEvent::Outgoing(Outgoing::Publish(_))));
+    before - events.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::PubAck;
+
+    use super::super::acks::Window;
+    use super::*;
+
+    /// A flush fails right after rumqttc wrote message 1 (packet id 7): its
+    /// notice is still buffered when the new session's CONNACK comes.
+    /// Counted as dropped, message 1 is published again; left in place, the
+    /// notice paired packet id 7 with message 1 in the new session, and the
+    /// new session's own packet id 7 (message 2) then confirmed message 1,
+    /// which was never published again: lost.
+    #[test]
+    fn a_write_notice_left_from_the_old_connection_counts_as_dropped() {
+        let mut buffered: VecDeque<RawEvent> = VecDeque::from([
+            RawEvent::Outgoing(Outgoing::Publish(7)),
+            RawEvent::Incoming(Incoming::PubAck(PubAck::new(3))),
+        ]);
+        let mut w = Window::default();
+        w.requested(1);
+        let dropped = drop_writes(&mut buffered);
+        assert_eq!(dropped, 1);
+        assert_eq!(buffered.len(), 1, "other events stay");
+        assert_eq!(w.new_session(dropped), [1], "message 1 is published again");
+        w.requested(1);
+        w.requested(2);
+        assert_eq!(w.written(7), None);
+        assert_eq!(w.written(8), None);
+        assert_eq!(w.confirmed(7), Some(1));
+        assert_eq!(w.confirmed(8), Some(2));
     }
 }
