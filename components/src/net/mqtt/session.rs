@@ -138,7 +138,8 @@ impl Poller {
                     if !ack.session_present {
                         self.subscribe();
                     }
-                    let dropped_unwritten = if ack.session_present { 0 } else { self.stale_writes() + unwritten };
+                    let dropped_unwritten =
+                        if ack.session_present { 0 } else { drop_writes(&mut self.eventloop.state.events) + unwritten };
                     self.held.push_back(Event::Connected {
                         generation,
                         session_present: ack.session_present,
@@ -169,16 +170,6 @@ impl Poller {
                 return;
             }
         }
-    }
-
-    /// After a new session began: removes the notices of publishes written
-    /// on the connection that ended which rumqttc still buffers (a flush
-    /// that failed leaves its own) and says how many. Those publishes went
-    /// with the old session, and the component never learnt their packet
-    /// ids: they count as never written, so they are published again, and a
-    /// late notice cannot pair an old packet id with a newer message.
-    fn stale_writes(&mut self) -> usize {
-        drop_writes(&mut self.eventloop.state.events)
     }
 
     /// Publish requests rumqttc holds for the next connection and never wrote.
@@ -228,7 +219,12 @@ impl Poller {
     }
 }
 
-/// Removes the publish-written notices from rumqttc's buffered events; how many.
+/// After a new session began: removes from rumqttc's buffered `events` the
+/// notices of publishes written on the connection that ended (a flush that
+/// failed leaves its own) and says how many. Those publishes went with the
+/// old session, and the component never learnt their packet ids: they count
+/// as never written, so they are published again, and a late notice cannot
+/// pair an old packet id with a newer message.
 fn drop_writes(events: &mut VecDeque<RawEvent>) -> usize {
     let before = events.len();
     events.retain(|e| !matches!(e, RawEvent::Outgoing(Outgoing::Publish(_))));

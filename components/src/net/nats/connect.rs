@@ -208,13 +208,16 @@ impl Conn {
 }
 
 impl Connection {
-    /// Waits until connected (`Some(true)`); `Some(false)` if `input` ends
-    /// meanwhile (nothing is left to publish, so a flow stopping while the
-    /// server is away need not wait for it); `None` if the client is gone.
-    pub(super) async fn wait_up(&mut self, input: &InPort) -> Option<bool> {
+    /// Waits until connected (`true`); `false` if `input` ends meanwhile
+    /// (nothing is left to publish, so a flow stopping while the server is
+    /// away need not wait for it); an error if the client is gone.
+    pub(super) async fn wait_up(&mut self, input: &InPort) -> Result<bool, Failure> {
         tokio::select! {
-            up = self.up.wait_for(|up| *up) => up.is_ok().then_some(true),
-            () = input.done() => Some(false),
+            up = self.up.wait_for(|up| *up) => match up {
+                Ok(_) => Ok(true),
+                Err(_) => Err(Failure(format!("{}: the client closed", self.target))),
+            },
+            () = input.done() => Ok(false),
         }
     }
 }

@@ -192,12 +192,7 @@ impl Publisher {
         let mut batch = Vec::with_capacity(BATCH);
         let client = conn.client.clone();
         loop {
-            match conn.wait_up(input).await {
-                Some(true) => {}
-                Some(false) => return Ok(()),
-                None => return Err(Failure(format!("{}: the client closed", conn.target))),
-            }
-            if !input.recv_many(&mut batch, BATCH).await {
+            if !conn.wait_up(input).await? || !input.recv_many(&mut batch, BATCH).await {
                 return Ok(());
             }
             for msg in &batch {
@@ -233,12 +228,7 @@ impl Publisher {
         }
         let mut batch = Vec::with_capacity(BATCH);
         loop {
-            match conn.wait_up(input).await {
-                Some(true) => {}
-                Some(false) => return Ok(()),
-                None => return Err(Failure(format!("{}: the client closed", conn.target))),
-            }
-            if !input.recv_many(&mut batch, BATCH).await {
+            if !conn.wait_up(input).await? || !input.recv_many(&mut batch, BATCH).await {
                 return Ok(());
             }
             let mut todo: Vec<(Message, u32)> = batch.drain(..).map(|m| (m, 0)).collect();

@@ -273,12 +273,9 @@ impl Subscribe {
                     for sub in &mut merged.subs {
                         let _ = sub.drain().await;
                     }
-                    // While disconnected a drain cannot complete: stop now.
-                    if !*conn.up.borrow() {
-                        break;
-                    }
                 }
-                // The server went away during the drain (say both were stopped at once).
+                // Disconnected, a drain cannot complete: stop (also when the server
+                // goes away during the drain, say both were stopped at once).
                 _ = async { drop(up.wait_for(|up| !*up).await) }, if draining => break,
             }
         }

@@ -38,8 +38,7 @@ impl Target {
         Target { keys: columns.into_iter().map(value::string).collect(), sql }
     }
 
-    fn insert(&self, stmt: &mut CachedStatement<'_>, record: &Value) -> rusqlite::Result<()> {
-        let Value::Obj(map) = record else { return Ok(()) };
+    fn insert(&self, stmt: &mut CachedStatement<'_>, map: &value::Map) -> rusqlite::Result<()> {
         stmt.execute(params_from_iter(self.keys.iter().map(|k| Field(map.get(k).unwrap_or(&Value::Null)))))?;
         Ok(())
     }
@@ -94,10 +93,10 @@ fn insert_one<'tx>(
     table: &str,
     record: &Value,
 ) -> Result<Result<(), String>, String> {
-    if !matches!(record, Value::Obj(_)) {
+    let Value::Obj(fields) = record else {
         let what = value::type_name(record);
         return Ok(Err(format!("a {what} is not a record; sqlite takes objects")));
-    }
+    };
     let target = match target {
         Some(target) => target,
         slot @ None => {
@@ -115,7 +114,7 @@ fn insert_one<'tx>(
             slot.insert(tx.prepare_cached(&target.sql).map_err(|e| format!("cannot insert into `{table}`: {e}"))?)
         }
     };
-    match target.insert(stmt, record) {
+    match target.insert(stmt, fields) {
         Ok(()) => Ok(Ok(())),
         Err(e) if refuses_record(&e) => Ok(Err(format!("the table refused the record: {e}"))),
         Err(e) => Err(format!("cannot insert into `{table}`: {e}")),
