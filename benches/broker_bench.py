@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Broker relays, whole process: `fbp relay` against hand-written relays and
 against the broker alone, side by side in one run. Run from the repository
-root after `cargo build --release --bins --examples`:
+root after `cargo build --release --examples && cargo build --release --bins`
+(in that order: built together with the examples, `fbp` takes the features the
+dev-dependencies add, so its symbols no longer match cli/symbol-order.txt):
 
     python3 benches/broker_bench.py [--runs 5] [--messages 200000] [--rate 5000] [--seconds 10]
 
@@ -131,10 +133,10 @@ def load(publish, receive, count, rate=0, timeout=120):
     return json.loads(out.stdout.decode().strip().splitlines()[-1])
 
 
-def start_relay(argv, publish, receive, log):
+def start_relay(argv, publish, receive, log, timeout=20):
     """Starts the relay while the load tool probes IN -> OUT; returns the
     process and the seconds from spawn until a probe came through."""
-    probe = subprocess.Popen([LOAD, "--probe", "--publish", publish, "--receive", receive, "--timeout", "20"],
+    probe = subprocess.Popen([LOAD, "--probe", "--publish", publish, "--receive", receive, "--timeout", str(timeout)],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert json.loads(probe.stdout.readline())["subscribed"]
@@ -143,10 +145,10 @@ def start_relay(argv, publish, receive, log):
         ready = json.loads(probe.stdout.readline())
         elapsed = time.perf_counter() - start
     finally:
-        probe.wait(timeout=30)
+        probe.wait(timeout=timeout + 10)
     if not ready.get("ready"):
         stop(relay)
-        raise RuntimeError(f"{argv}: no probe came through in 20 s")
+        raise RuntimeError(f"{argv}: no probe came through in {timeout} s")
     return relay, elapsed
 
 
@@ -208,17 +210,22 @@ def max_rowid(db):
         return 0
 
 
+def wait_row(db, relay, publish, seconds=20):
+    """Publishes probes until one lands in the table."""
+    deadline = time.monotonic() + seconds
+    while max_rowid(db) == 0:
+        if time.monotonic() > deadline or relay.poll() is not None:
+            raise RuntimeError(f"{relay.args}: no probe row in {seconds} s")
+        load(publish, "none", 1, timeout=10)
+        time.sleep(0.05)
+
+
 def sqlite_run(argv, db, publish, count, log):
     """One MQTT -> SQLite process: wait until a probe lands in the table, then
     publish `count` readings and time the rows until the last one lands."""
     relay = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        deadline = time.monotonic() + 20
-        while max_rowid(db) == 0:
-            if time.monotonic() > deadline or relay.poll() is not None:
-                raise RuntimeError(f"{argv}: no probe row in 20 s")
-            load(publish, "none", 1, timeout=10)
-            time.sleep(0.05)
+        wait_row(db, relay, publish)
         time.sleep(0.5)
         probes = max_rowid(db)
         idle = memory_mib(relay.pid, "VmRSS")
