@@ -49,20 +49,20 @@ fn rust_lld() -> bool {
         return false;
     }
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let Ok(out) = Command::new(rustc).arg("--version").output() else { return false };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut parts = text.split_whitespace().nth(1).unwrap_or("").split('.').map(|p| p.parse::<u32>().ok());
-    matches!((parts.next().flatten(), parts.next().flatten()), (Some(a), Some(b)) if (a, b) >= (1, 90))
+    version_at_least(Command::new(rustc).arg("--version"), (1, 90))
 }
 
 /// Whether this machine's glibc (`getconf GNU_LIBC_VERSION`: "glibc 2.36")
 /// is at least `major.minor`.
 fn glibc_at_least(major: u32, minor: u32) -> bool {
-    let Ok(out) = Command::new("getconf").arg("GNU_LIBC_VERSION").output() else { return false };
+    version_at_least(Command::new("getconf").arg("GNU_LIBC_VERSION"), (major, minor))
+}
+
+/// Whether the second word `command` prints ("glibc 2.36", "rustc 1.95.0 (...)")
+/// is a version of at least `(major, minor)`.
+fn version_at_least(command: &mut Command, least: (u32, u32)) -> bool {
+    let Ok(out) = command.output() else { return false };
     let text = String::from_utf8_lossy(&out.stdout);
     let mut parts = text.split_whitespace().nth(1).unwrap_or("").split('.').map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(a), Some(b)) => (a, b) >= (major, minor),
-        _ => false,
-    }
+    matches!((parts.next().flatten(), parts.next().flatten()), (Some(a), Some(b)) if (a, b) >= least)
 }

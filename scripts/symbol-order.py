@@ -71,53 +71,40 @@ def dumps(out):
     return [os.path.join(os.path.dirname(out), p) for p in parts]
 
 
+def merge(into, more):
+    for name, cost in more.items():
+        into[name] = into.get(name, 0) + cost
+    return into
+
+
+def dump_ready(relay):
+    """Ends callgrind's first part: what start-up and the first message ran."""
+    subprocess.run(["callgrind_control", "--dump=ready", str(relay.pid)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
+def phases(out):
+    """(start-up costs, traffic costs) of a run: its first dump, then the rest."""
+    files = dumps(out)
+    traffic = {}
+    for f in files[1:]:
+        merge(traffic, costs(f))
+    return costs(files[0]), traffic
+
+
 def profile(name, argv, publish, receive, traffic, workdir, log):
     """Start-up and one probe (dumped), then `traffic` (msgs, rate) at QoS as
     given by the URIs, then SIGTERM. Returns (start-up costs, traffic costs)."""
     out = os.path.join(workdir, f"{name}.callgrind")
     relay, ready = bench.start_relay(under_callgrind(argv, out), publish, receive, log, timeout=120)
     try:
-        subprocess.run(["callgrind_control", "--dump=ready", str(relay.pid)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        dump_ready(relay)
         for count, rate in traffic:
             bench.load(publish, receive, count, rate, timeout=300)
     finally:
         bench.stop(relay, seconds=120)
-    files = dumps(out)
-    print(f"  {name}: ready in {ready:.1f} s under callgrind, {len(files)} dumps", file=sys.stderr)
-    return costs(files[0]), {k: v for f in files[1:] for k, v in costs(f).items()}
-
-
-def main():
-    with tempfile.TemporaryDirectory() as workdir, open(os.path.join(workdir, "relay.log"), "w") as log:
-        brokers = bench.Brokers(workdir)
-        try:
-            phases = []
-            for scheme, port in (("mqtt", brokers.mqtt), ("nats", brokers.nats)):
-                for qos in (0, 1):
-                    src, dst, _ = bench.uris(scheme, port, qos)
-                    argv = bench.relay_argvs(scheme, src, dst)["fbp"]
-                    phases.append(profile(f"{scheme}-qos{qos}", argv, src, dst, [(2000, 0), (500, 500)],
-                                          workdir, log))
-            db = os.path.join(workdir, "rows.db")
-            src = f"mqtt://127.0.0.1:{brokers.mqtt}/bench/sqlite?qos=0"
-            argv = [bench.FBP, "--log-level", "warn", "relay", src, f"sqlite://{db}?table=readings"]
-            phases.append(profile_sqlite(argv, db, src, workdir, log))
-        finally:
-            brokers.close()
-    start, traffic = {}, {}
-    for s, t in phases:
-        for k, v in s.items():
-            start[k] = start.get(k, 0) + v
-        for k, v in t.items():
-            traffic[k] = traffic.get(k, 0) + v
-    ours = symbols(bench.FBP)
-    first = [k for k in sorted(start, key=lambda k: -start[k]) if k in ours]
-    then = [k for k in sorted(traffic, key=lambda k: -traffic[k]) if k in ours and k not in start]
-    with open(OUT, "w") as f:
-        f.write("".join(name + "\n" for name in first + then))
-    print(f"{OUT}: {len(first)} start-up and first-message functions, then {len(then)} more from traffic",
-          file=sys.stderr)
+    print(f"  {name}: ready in {ready:.1f} s under callgrind", file=sys.stderr)
+    return phases(out)
 
 
 def profile_sqlite(argv, db, src, workdir, log):
@@ -127,22 +114,52 @@ def profile_sqlite(argv, db, src, workdir, log):
                              stderr=log)
     try:
         bench.wait_row(db, relay, src, seconds=120)
-        subprocess.run(["callgrind_control", "--dump=ready", str(relay.pid)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        dump_ready(relay)
+        rows = bench.max_rowid(db) + 5000
         bench.load(src, "none", 5000, timeout=300)
         deadline = time.monotonic() + 120
-        while bench.max_rowid(db) < 5001 and time.monotonic() < deadline:
+        while bench.max_rowid(db) < rows and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         bench.stop(relay, seconds=120)
-    files = dumps(out)
-    return costs(files[0]), {k: v for f in files[1:] for k, v in costs(f).items()}
+    return phases(out)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as workdir, open(os.path.join(workdir, "relay.log"), "w") as log:
+        brokers = bench.Brokers(workdir)
+        try:
+            runs = []
+            for scheme, port in (("mqtt", brokers.mqtt), ("nats", brokers.nats)):
+                for qos in (0, 1):
+                    src, dst, _ = bench.uris(scheme, port, qos)
+                    argv = bench.relay_argvs(scheme, src, dst)["fbp"]
+                    runs.append(profile(f"{scheme}-qos{qos}", argv, src, dst, [(2000, 0), (500, 500)],
+                                          workdir, log))
+            db = os.path.join(workdir, "rows.db")
+            src = f"mqtt://127.0.0.1:{brokers.mqtt}/bench/sqlite?qos=0"
+            argv = [bench.FBP, "--log-level", "warn", "relay", src, f"sqlite://{db}?table=readings"]
+            runs.append(profile_sqlite(argv, db, src, workdir, log))
+        finally:
+            brokers.close()
+    start, traffic = {}, {}
+    for s, t in runs:
+        merge(start, s)
+        merge(traffic, t)
+    ours = symbols(bench.FBP)
+    first = [k for k in sorted(start, key=lambda k: -start[k]) if k in ours]
+    then = [k for k in sorted(traffic, key=lambda k: -traffic[k]) if k in ours and k not in start]
+    with open(OUT, "w") as f:
+        f.write("".join(name + "\n" for name in first + then))
+    print(f"{OUT}: {len(first)} start-up and first-message functions, then {len(then)} more from traffic",
+          file=sys.stderr)
 
 
 def symbols(binary):
     """The function symbols the binary defines (so the file lists only those)."""
     out = subprocess.run(["nm", "--defined-only", binary], stdout=subprocess.PIPE, check=True, text=True).stdout
-    return {line.split()[2] for line in out.splitlines() if len(line.split()) == 3 and line.split()[1] in "tTwW"}
+    rows = (line.split() for line in out.splitlines())
+    return {row[2] for row in rows if len(row) == 3 and row[1] in "tTwW"}
 
 
 if __name__ == "__main__":
