@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use async_channel::{Receiver, Sender, TryRecvError};
+use crate::channel::{self, Receiver, Sender, TrySendError};
 
 use crate::deadletter::ErrorRoute;
 use crate::message::Message;
@@ -47,15 +47,15 @@ impl WhenFull {
 /// One connection's queue.
 #[derive(Clone, Debug)]
 pub struct Queue {
-    tx: Sender<Message>,
-    rx: Receiver<Message>,
+    tx: Sender,
+    rx: Receiver,
     when_full: WhenFull,
 }
 
 impl Queue {
     /// A bounded queue holding at most `capacity` messages.
     pub fn new(capacity: usize, when_full: WhenFull) -> Self {
-        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        let (tx, rx) = channel::bounded(capacity);
         Queue { tx, rx, when_full }
     }
 
@@ -80,19 +80,19 @@ impl Queue {
     }
 
     /// The receiving end, for an in-port.
-    pub fn receiver(&self) -> Receiver<Message> {
+    pub fn receiver(&self) -> Receiver {
         self.rx.clone()
     }
 
     /// The sending end, for an out-port.
-    pub fn sender(&self) -> (Sender<Message>, WhenFull) {
+    pub fn sender(&self) -> (Sender, WhenFull) {
         (self.tx.clone(), self.when_full)
     }
 }
 
 /// An in-port: the receiving ends of every connection into it (merge).
 pub struct InPort {
-    rxs: Vec<Receiver<Message>>,
+    rxs: Vec<Receiver>,
     next: usize,
     metrics: Arc<Metrics>,
     check: Option<(PortType, ErrorRoute)>,
@@ -100,7 +100,7 @@ pub struct InPort {
 
 impl InPort {
     /// An in-port reading from these queues.
-    pub fn new(rxs: Vec<Receiver<Message>>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(rxs: Vec<Receiver>, metrics: Arc<Metrics>) -> Self {
         InPort { rxs, next: 0, metrics, check: None }
     }
 
@@ -190,29 +190,23 @@ impl InPort {
         }
     }
 
-    /// Takes what is queued, up to `max`, round-robin over the connections.
+    /// Takes what is queued, up to `max`, from the connections in turn
+    /// (each run under one lock), starting after the last one taken from.
     fn try_fill(&mut self, buf: &mut Vec<Message>, max: usize) -> usize {
         let start = buf.len();
         let mut idle = 0;
         while buf.len() - start < max && idle < self.rxs.len() {
             let i = self.next % self.rxs.len();
-            match self.rxs[i].try_recv() {
-                Ok(m) => {
-                    buf.push(m);
-                    idle = 0;
-                    if self.rxs.len() > 1 {
-                        self.next = i + 1;
-                    }
-                }
-                Err(TryRecvError::Empty) => {
-                    idle += 1;
-                    self.next = i + 1;
-                }
-                Err(TryRecvError::Closed) => {
+            match self.rxs[i].try_recv_many(buf, max - (buf.len() - start)) {
+                Ok(0) => idle += 1,
+                Ok(_) => idle = 0,
+                Err(channel::Closed) => {
                     self.rxs.swap_remove(i);
                     idle = 0;
+                    continue;
                 }
             }
+            self.next = i + 1;
         }
         buf.len() - start
     }
@@ -237,7 +231,7 @@ impl InPort {
 /// An out-port: the sending ends of every connection out of it (fan-out copies).
 #[derive(Clone)]
 pub struct OutPort {
-    txs: Vec<(Sender<Message>, WhenFull)>,
+    txs: Vec<(Sender, WhenFull)>,
     metrics: Arc<Metrics>,
 }
 
@@ -248,7 +242,7 @@ pub struct Closed;
 
 impl OutPort {
     /// An out-port writing to these queues.
-    pub fn new(txs: Vec<(Sender<Message>, WhenFull)>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(txs: Vec<(Sender, WhenFull)>, metrics: Arc<Metrics>) -> Self {
         OutPort { txs, metrics }
     }
 
@@ -282,38 +276,22 @@ impl OutPort {
             }
             return Ok(());
         };
-        let mut queued = 0;
-        for m in batch {
-            let m = match tx.try_send(m) {
-                Ok(()) => {
-                    queued += 1;
-                    continue;
-                }
-                Err(async_channel::TrySendError::Full(m)) => m,
-                Err(async_channel::TrySendError::Closed(_)) => {
-                    self.metrics.sent.fetch_add(queued, Ordering::Relaxed);
-                    return Err(Closed);
-                }
-            };
-            // Full: count what was queued, then wait for room as `send` does.
-            self.metrics.sent.fetch_add(queued, Ordering::Relaxed);
-            queued = 0;
-            self.send(m).await?;
-        }
-        self.metrics.sent.fetch_add(queued, Ordering::Relaxed);
-        Ok(())
+        let count = |n: usize| {
+            self.metrics.sent.fetch_add(n as u64, Ordering::Relaxed);
+        };
+        tx.send_from(&mut batch.into_iter(), count).await.map_err(|_| Closed)
     }
 
-    async fn send_one(&self, tx: &Sender<Message>, mode: WhenFull, msg: Message) -> Result<(), Closed> {
+    async fn send_one(&self, tx: &Sender, mode: WhenFull, msg: Message) -> Result<(), Closed> {
         match mode {
             WhenFull::Block => tx.send(msg).await.map_err(|_| Closed),
             WhenFull::DropNewest => match tx.try_send(msg) {
                 Ok(()) => Ok(()),
-                Err(async_channel::TrySendError::Full(_)) => {
+                Err(TrySendError::Full(_)) => {
                     self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
                     Ok(())
                 }
-                Err(async_channel::TrySendError::Closed(_)) => Err(Closed),
+                Err(TrySendError::Closed(_)) => Err(Closed),
             },
             WhenFull::DropOldest => match tx.force_send(msg) {
                 Ok(Some(_displaced)) => {
