@@ -28,6 +28,9 @@ mod endpoint;
 
 use endpoint::{Endpoint, Scheme};
 
+/// Messages the NATS receiver may hold unread (more than a run sends).
+const RECEIVE_CAPACITY: usize = 1 << 21;
+
 #[derive(Parser)]
 struct Args {
     /// Where to publish.
@@ -161,7 +164,10 @@ async fn receiver(ep: &Endpoint, tx: mpsc::UnboundedSender<(Vec<u8>, u64)>) -> R
             timeout(Duration::from_secs(10), live_rx).await.map_err(|_| "no SUBACK within 10 s")?.ok();
         }
         Scheme::Nats => {
-            let client = endpoint::nats_client(ep).await?;
+            // The client's own default (65 536 messages held) drops a burst
+            // the tool reads slower than a relay writes: hold the whole run.
+            let options = async_nats::ConnectOptions::new().subscription_capacity(RECEIVE_CAPACITY);
+            let client = endpoint::nats_client_holding(ep, options).await?;
             let mut sub = client.subscribe(ep.topic.clone()).await.map_err(|e| e.to_string())?;
             client.flush().await.map_err(|e| e.to_string())?;
             tokio::spawn(async move {

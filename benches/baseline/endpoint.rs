@@ -79,5 +79,13 @@ fn fastrand_id() -> u32 {
 
 /// A core NATS client.
 pub async fn nats_client(ep: &Endpoint) -> Result<async_nats::Client, String> {
-    async_nats::connect(format!("{}:{}", ep.host, ep.port)).await.map_err(|e| e.to_string())
+    nats_client_holding(ep, async_nats::ConnectOptions::new()).await
+}
+
+/// A core NATS client with these options (say, a subscription capacity).
+pub async fn nats_client_holding(
+    ep: &Endpoint,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, String> {
+    options.connect(format!("{}:{}", ep.host, ep.port)).await.map_err(|e| e.to_string())
 }

@@ -166,17 +166,17 @@ impl Task for Publisher {
     }
 }
 
-/// A message ready to go: its subject, headers and payload.
+/// A message ready to go: its subject, headers (if any) and payload.
 struct Outgoing {
     subject: Subject,
-    headers: HeaderMap,
+    headers: Option<HeaderMap>,
     payload: Bytes,
 }
 
 impl Publisher {
     /// Renders a message, or says why it cannot be published.
     fn render(&self, msg: &Message) -> Result<Outgoing, String> {
-        let headers = headers_out(&msg.meta.headers)?;
+        let headers = if msg.meta.headers.is_empty() { None } else { Some(headers_out(&msg.meta.headers)?) };
         if let Some(subject) = &self.static_subject {
             return Ok(Outgoing { subject: subject.clone(), headers, payload: encode(&msg.payload) });
         }
@@ -291,7 +291,11 @@ impl Publisher {
             Some(t) => t.render(msg).map_err(|e| format!("msg_id: {e}"))?,
             None => format!("{}-{}-{}", process_nonce(), msg.meta.source, msg.meta.seq),
         };
-        let publish = Publish::build().payload(o.payload).headers(o.headers).message_id(id).expected_stream(&js.stream);
+        let publish = Publish::build()
+            .payload(o.payload)
+            .headers(o.headers.unwrap_or_default())
+            .message_id(id)
+            .expected_stream(&js.stream);
         Ok((o.subject, publish))
     }
 
@@ -335,9 +339,8 @@ fn retryable(kind: PublishErrorKind, tries: u32) -> bool {
 }
 
 async fn publish(client: &Client, o: Outgoing) -> Result<(), async_nats::PublishError> {
-    if o.headers.is_empty() {
-        client.publish(o.subject, o.payload).await
-    } else {
-        client.publish_with_headers(o.subject, o.headers, o.payload).await
+    match o.headers {
+        None => client.publish(o.subject, o.payload).await,
+        Some(headers) => client.publish_with_headers(o.subject, headers, o.payload).await,
     }
 }
