@@ -327,6 +327,21 @@ def loadavg():
         return " ".join(f.read().split()[:3])
 
 
+def stale_symbols():
+    """How many of cli/symbol-order.txt's names the fbp binary no longer
+    has, and how many it lists (a stale list leaves the code that runs spread
+    over the binary: idle RSS goes up by a MiB or two)."""
+    listed = os.path.join(os.path.dirname(__file__), "..", "cli", "symbol-order.txt")
+    try:
+        out = subprocess.run(["nm", FBP], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+        with open(listed) as f:
+            names = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return 0, 0
+    have = {line.split()[-1] for line in out.splitlines() if line.strip()}
+    return sum(1 for n in names if n not in have), len(names)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
@@ -339,6 +354,10 @@ def main():
     args = ap.parse_args()
     cases = args.cases.split(",")
     print(f"load average before: {loadavg()}, median of {args.runs} runs")
+    missing, listed = stale_symbols()
+    if missing > listed // 20:
+        print(f"warning: {missing} of the {listed} functions in cli/symbol-order.txt are not in {FBP}; "
+              "run scripts/symbol-order.py and rebuild (the idle RSS is measured with a stale list)")
     with tempfile.TemporaryDirectory() as d:
         brokers = Brokers(d, args.mqtt_inflight)
         try:
