@@ -160,7 +160,10 @@ impl Sender {
 
     /// Queues every message of `batch`, in order, as many as fit under one
     /// lock at a time, waiting for room in between; `on_queued` hears each
-    /// run's count as it goes in. On `Closed` the rest of `batch` is dropped.
+    /// run's count as it goes in. On `Closed` nothing more is queued; the
+    /// message taken from `batch` and not queued yet is dropped then, and
+    /// when the future is dropped while it waits for room (as a dropped
+    /// `send` drops its message).
     pub async fn send_from(
         &self,
         batch: &mut impl Iterator<Item = Message>,
