@@ -177,9 +177,14 @@ def uris(scheme, port, qos):
     return f"{base}/bench/in{q}", f"{base}/bench/out{q}", f"{base}/bench/direct{q}"
 
 
+def fbp_relay(src, dst, fbp=FBP):
+    """The command line of `fbp relay SRC DST`."""
+    return [fbp, "--log-level", "warn", "relay", src, dst]
+
+
 def relay_argvs(scheme, src, dst):
     hand = os.path.join(EXAMPLES, f"{scheme}-relay-baseline")
-    return {"fbp": [FBP, "--log-level", "warn", "relay", src, dst], "hand": [hand, src, dst]}
+    return {"fbp": fbp_relay(src, dst), "hand": [hand, src, dst]}
 
 
 def bus_case(scheme, port, args, log):
@@ -256,7 +261,7 @@ def sqlite_case(port, workdir, args, log):
         order = ["fbp", "hand"] if run % 2 == 0 else ["hand", "fbp"]
         for variant in order:
             db = os.path.join(workdir, f"run{run}-{variant}.db")
-            argv = {"fbp": [FBP, "--log-level", "warn", "relay", src, f"sqlite://{db}?table=readings"],
+            argv = {"fbp": fbp_relay(src, f"sqlite://{db}?table=readings"),
                     "hand": [hand, src, db, "readings", "500"]}[variant]
             r = sqlite_run(argv, db, src, args.sqlite_messages, log)
             results[variant].append(r)

@@ -44,7 +44,7 @@ def main():
                     order = list(variants) if run % 2 == 0 else list(reversed(variants))
                     for name in order:
                         path = variants[name]
-                        argv = [path, "--log-level", "warn", "relay", src, dst] \
+                        argv = bench.fbp_relay(src, dst, path) \
                             if os.path.basename(path).startswith("fbp") else [path, src, dst]
                         results[name].append(bench.relay_run(argv, src, dst, args.messages, 0, log))
         finally:

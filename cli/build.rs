@@ -13,9 +13,9 @@
 //! the functions listed in `cli/symbol-order.txt` first in `.text`, hottest
 //! first: the code an idle or working relay runs then shares a few of the
 //! kernel's 64 KB fault-around windows instead of keeping pages resident all
-//! over the binary. `scripts/symbol-order.py` regenerates the list; names it no
-//! longer matches are skipped without a warning, so a stale list costs only
-//! the packing.
+//! over the binary. `scripts/symbol-order.py` regenerates the list; the linker
+//! skips names it no longer matches without a warning (`benches/broker_bench.py`
+//! counts them), so a stale list costs only the packing.
 
 use std::env;
 use std::path::Path;

@@ -133,12 +133,12 @@ def main():
             for scheme, port in (("mqtt", brokers.mqtt), ("nats", brokers.nats)):
                 for qos in (0, 1):
                     src, dst, _ = bench.uris(scheme, port, qos)
-                    argv = bench.relay_argvs(scheme, src, dst)["fbp"]
+                    argv = bench.fbp_relay(src, dst)
                     runs.append(profile(f"{scheme}-qos{qos}", argv, src, dst, [(2000, 0), (500, 500)],
                                           workdir, log))
             db = os.path.join(workdir, "rows.db")
             src = f"mqtt://127.0.0.1:{brokers.mqtt}/bench/sqlite?qos=0"
-            argv = [bench.FBP, "--log-level", "warn", "relay", src, f"sqlite://{db}?table=readings"]
+            argv = bench.fbp_relay(src, f"sqlite://{db}?table=readings")
             runs.append(profile_sqlite(argv, db, src, workdir, log))
         finally:
             brokers.close()

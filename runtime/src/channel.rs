@@ -238,10 +238,14 @@ pub struct Receiver(Arc<Shared>);
 impl Receiver {
     /// The next message, if one is queued.
     pub fn try_recv(&self) -> Result<Message, TryRecvError> {
-        let mut buf = Vec::with_capacity(1);
-        match self.try_recv_many(&mut buf, 1) {
-            Ok(_) => buf.pop().ok_or(TryRecvError::Empty),
-            Err(Closed) => Err(TryRecvError::Closed),
+        let mut state = self.0.lock();
+        match state.items.pop_front() {
+            Some(m) => {
+                self.0.taken(state);
+                Ok(m)
+            }
+            None if state.closed => Err(TryRecvError::Closed),
+            None => Err(TryRecvError::Empty),
         }
     }
 
