@@ -134,6 +134,32 @@ pub enum TryRecvError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+/// Messages waiting to be sent, taken from the front as they are queued.
+trait Pending {
+    fn take(&mut self) -> Option<Message>;
+    fn is_empty(&self) -> bool;
+}
+
+impl Pending for Option<Message> {
+    fn take(&mut self) -> Option<Message> {
+        Option::take(self)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.is_none()
+    }
+}
+
+impl Pending for VecDeque<Message> {
+    fn take(&mut self) -> Option<Message> {
+        self.pop_front()
+    }
+
+    fn is_empty(&self) -> bool {
+        VecDeque::is_empty(self)
+    }
+}
+
 /// The sending end; clones share the channel.
 #[derive(Clone)]
 pub struct Sender(Arc<Shared>);
@@ -155,23 +181,21 @@ impl Sender {
 
     /// Queues `msg`, waiting for room.
     pub async fn send(&self, msg: Message) -> Result<(), Closed> {
-        self.send_from(&mut std::iter::once(msg), |_| {}).await
+        self.send_pending(&mut Some(msg), |_| {}).await
     }
 
-    /// Queues every message of `batch`, in order, as many as fit under one
-    /// lock at a time, waiting for room in between; `on_queued` hears each
-    /// run's count as it goes in. On `Closed` nothing more is queued; the
-    /// message taken from `batch` and not queued yet is dropped then, and
-    /// when the future is dropped while it waits for room (as a dropped
-    /// `send` drops its message).
-    pub async fn send_from(
-        &self,
-        batch: &mut impl Iterator<Item = Message>,
-        mut on_queued: impl FnMut(usize),
-    ) -> Result<(), Closed> {
+    /// Queues the messages of `batch` from the front, in order, as many as
+    /// fit under one lock at a time, waiting for room in between; `on_queued`
+    /// hears each run's count as it goes in. A message leaves `batch` only
+    /// as it is queued: on `Closed`, or when the future is dropped while it
+    /// waits for room, `batch` holds exactly the messages not queued.
+    pub async fn send_from(&self, batch: &mut VecDeque<Message>, on_queued: impl FnMut(usize)) -> Result<(), Closed> {
+        self.send_pending(batch, on_queued).await
+    }
+
+    async fn send_pending(&self, batch: &mut impl Pending, mut on_queued: impl FnMut(usize)) -> Result<(), Closed> {
         let mut waiting = Waiting::new(&self.0, true);
-        let mut next = batch.next();
-        while next.is_some() {
+        while !batch.is_empty() {
             let writable = self.0.writable.notified();
             let queued = {
                 let mut state = self.0.lock();
@@ -181,12 +205,11 @@ impl Sender {
                 }
                 let before = state.items.len();
                 while self.0.room(&state)
-                    && let Some(m) = next.take()
+                    && let Some(m) = batch.take()
                 {
                     state.items.push_back(m);
-                    next = batch.next();
                 }
-                if next.is_some() {
+                if !batch.is_empty() {
                     waiting.count(&mut state, true);
                 }
                 let queued = state.items.len() - before;
@@ -198,7 +221,7 @@ impl Sender {
             if queued > 0 {
                 on_queued(queued);
             }
-            if next.is_some() {
+            if !batch.is_empty() {
                 writable.await;
             }
         }
@@ -356,7 +379,7 @@ mod tests {
         let (tx, rx) = bounded(3);
         let writer = tokio::spawn(async move {
             let mut queued = 0;
-            tx.send_from(&mut (0..100).map(msg), |n| queued += n).await.map(|()| queued)
+            tx.send_from(&mut (0..100).map(msg).collect(), |n| queued += n).await.map(|()| queued)
         });
         let mut got = Vec::new();
         while got.len() < 100 {
@@ -450,5 +473,19 @@ mod tests {
         assert_eq!(rx.try_recv_many(&mut buf, 10), Ok(2));
         assert_eq!(buf.iter().map(num).collect::<Vec<_>>(), vec![2, 4]);
         assert!(rx.is_empty() && !rx.is_closed());
+    }
+
+    #[tokio::test]
+    async fn a_batch_cancelled_while_it_waits_keeps_what_it_did_not_queue() {
+        let (tx, rx) = bounded(3);
+        let mut batch: VecDeque<Message> = (0..5).map(msg).collect();
+        let mut queued = 0;
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), tx.send_from(&mut batch, |n| queued += n)).await;
+        assert!(gave_up.is_err());
+        assert_eq!(queued, 3);
+        assert_eq!(batch.iter().map(num).collect::<Vec<_>>(), vec![3, 4]);
+        let mut buf = Vec::new();
+        assert_eq!(rx.try_recv_many(&mut buf, 10), Ok(3));
+        assert_eq!(buf.iter().map(num).collect::<Vec<_>>(), vec![0, 1, 2]);
     }
 }

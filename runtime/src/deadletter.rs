@@ -61,11 +61,16 @@ impl ErrorRoute {
     }
 
     pub(crate) async fn route(&self, msg: &Message, error: &str, attempts: u32) -> Result<(), Failure> {
-        self.metrics.errors.fetch_add(1, Ordering::Relaxed);
         let err = self.error_message(msg, error, attempts);
         if self.port.is_connected() {
-            self.port.send(err).await?;
-        } else if let Some(dl) = &self.dead_letter {
+            // Counted once the send is over (a send cancelled while it waits counts nothing).
+            let sent = self.port.send(err).await;
+            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            sent?;
+            return Ok(());
+        }
+        self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(dl) = &self.dead_letter {
             if let Err(e) = dl.write(&err) {
                 tracing::error!(component = %self.component, error = %e, "Could not write to the dead-letter file; the message is logged instead.");
                 log_rejected(&err);

@@ -7,6 +7,7 @@
 //! closes only when the network says so: when every instance of its upstream
 //! component has finished.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -96,12 +97,14 @@ pub struct InPort {
     next: usize,
     metrics: Arc<Metrics>,
     check: Option<(PortType, ErrorRoute)>,
+    /// Messages taken that failed the check, not yet on the error route.
+    mistyped: VecDeque<Message>,
 }
 
 impl InPort {
     /// An in-port reading from these queues.
     pub fn new(rxs: Vec<Receiver>, metrics: Arc<Metrics>) -> Self {
-        InPort { rxs, next: 0, metrics, check: None }
+        InPort { rxs, next: 0, metrics, check: None, mistyped: VecDeque::new() }
     }
 
     /// Checks every message against `ty` (for a port fed by a dynamically typed
@@ -134,38 +137,52 @@ impl InPort {
 
     /// Appends up to `max` messages to `buf`, waiting for at least one.
     /// Returns `false` once every connection is closed and drained.
+    /// Cancel-safe: what was taken when the future is dropped is in `buf`
+    /// (and counted), or, failing the port's type check, still goes to the
+    /// error route on the next call.
     pub async fn recv_many(&mut self, buf: &mut Vec<Message>, max: usize) -> bool {
         let start = buf.len();
         loop {
-            let more = self.recv_many_uncounted(buf, max).await;
-            self.metrics.received.fetch_add((buf.len() - start) as u64, Ordering::Relaxed);
-            self.reject_mistyped(buf, start).await;
+            self.route_mistyped().await;
+            let more = self.take(buf, max).await;
+            self.set_aside_mistyped(buf, start);
+            self.route_mistyped().await;
             if !more || buf.len() > start {
                 return more;
             }
         }
     }
 
-    async fn reject_mistyped(&mut self, buf: &mut Vec<Message>, start: usize) {
-        let Some((ty, route)) = &self.check else { return };
+    /// Moves the messages of `buf[start..]` that fail the check aside, for the error route.
+    fn set_aside_mistyped(&mut self, buf: &mut Vec<Message>, start: usize) {
+        let Some((ty, _)) = &self.check else { return };
         if buf[start..].iter().all(|m| ty.accepts(&m.payload)) {
             return;
         }
-        let mut kept = Vec::with_capacity(buf.len());
-        for m in buf.drain(start..) {
-            if ty.accepts(&m.payload) {
-                kept.push(m);
+        let mut i = start;
+        while i < buf.len() {
+            if ty.accepts(&buf[i].payload) {
+                i += 1;
             } else {
-                let error =
-                    format!("payload is {}, not `{ty}` as this port requires", crate::value::type_name(&m.payload));
-                // A route failure means the err port is gone; the message is then only counted.
-                let _ = route.route(&m, &error, 1).await;
+                self.mistyped.push_back(buf.remove(i));
             }
         }
-        buf.extend(kept);
     }
 
-    async fn recv_many_uncounted(&mut self, buf: &mut Vec<Message>, max: usize) -> bool {
+    /// Sends the messages set aside to the error route, each leaving the
+    /// queue once routed.
+    async fn route_mistyped(&mut self) {
+        let Some((ty, route)) = &self.check else { return };
+        while let Some(m) = self.mistyped.front() {
+            let error = format!("payload is {}, not `{ty}` as this port requires", crate::value::type_name(&m.payload));
+            // A route failure means the err port is gone; the message is then only counted.
+            let _ = route.route(m, &error, 1).await;
+            self.mistyped.pop_front();
+        }
+    }
+
+    /// Takes up to `max` messages, waiting for at least one, and counts them.
+    async fn take(&mut self, buf: &mut Vec<Message>, max: usize) -> bool {
         loop {
             if self.rxs.is_empty() {
                 return false;
@@ -179,6 +196,7 @@ impl InPort {
             let before = buf.len();
             self.wait_any(buf).await;
             if buf.len() > before {
+                self.metrics.received.fetch_add(1, Ordering::Relaxed);
                 // One message arrived; let its sender go on a little, then take
                 // what else is queued, up to `max` in all (fewer wake-ups).
                 if max > 1 {
@@ -208,6 +226,7 @@ impl InPort {
             }
             self.next = i + 1;
         }
+        self.metrics.received.fetch_add((buf.len() - start) as u64, Ordering::Relaxed);
         buf.len() - start
     }
 
@@ -266,20 +285,30 @@ impl OutPort {
         Ok(())
     }
 
-    /// Sends every message of `batch`, in order. With one `block` connection
-    /// (the common case) it queues what fits without waiting and counts once
-    /// per run of queued messages, waiting only when the queue is full.
+    /// Sends every message of `batch`, in order; see [`OutPort::send_batch`].
     pub async fn send_all(&self, batch: impl IntoIterator<Item = Message>) -> Result<(), Closed> {
+        self.send_batch(&mut batch.into_iter().collect()).await
+    }
+
+    /// Sends the messages of `batch` from the front, in order, each leaving
+    /// `batch` once every connection has it: when the future is dropped (a
+    /// source told to stop) `batch` holds the messages not sent, for the
+    /// source to reject (one fanned out to some connections but not all
+    /// stays too). With one `block` connection (the common case) it queues
+    /// what fits without waiting and counts once per run of queued
+    /// messages, waiting only when the queue is full.
+    pub async fn send_batch(&self, batch: &mut VecDeque<Message>) -> Result<(), Closed> {
         let [(tx, WhenFull::Block)] = self.txs.as_slice() else {
-            for m in batch {
-                self.send(m).await?;
+            while let Some(m) = batch.front() {
+                self.send(m.clone()).await?;
+                batch.pop_front();
             }
             return Ok(());
         };
         let count = |n: usize| {
             self.metrics.sent.fetch_add(n as u64, Ordering::Relaxed);
         };
-        tx.send_from(&mut batch.into_iter(), count).await.map_err(|_| Closed)
+        tx.send_from(batch, count).await.map_err(|_| Closed)
     }
 
     async fn send_one(&self, tx: &Sender, mode: WhenFull, msg: Message) -> Result<(), Closed> {
@@ -438,6 +467,41 @@ mod tests {
         let rejected = err.receiver().try_recv().unwrap();
         let text = value::to_json_string(&rejected.payload);
         assert!(text.contains("payload is string, not `number`"), "{text}");
+        assert_eq!(metrics.errors.load(Ordering::Relaxed), 1);
+    }
+
+    /// A receive dropped while the error route is full (a timeout around
+    /// `recv_many`) keeps what it took: the good message in `buf`, the
+    /// mistyped one for the next call, all counted once.
+    #[tokio::test]
+    async fn a_cancelled_receive_loses_and_repeats_nothing() {
+        use futures_util::FutureExt;
+        let q = Queue::new(4, WhenFull::Block);
+        let err = Queue::new(1, WhenFull::Block);
+        let metrics = Arc::new(Metrics::default());
+        let out = OutPort::new(vec![q.sender()], metrics.clone());
+        out.send(Message::new(value::string("x"), Meta::new("t".into(), 9))).await.unwrap();
+        out.send(msg(1)).await.unwrap();
+        q.close();
+        let err_out = OutPort::new(vec![err.sender()], Arc::default());
+        err_out.send(msg(0)).await.unwrap();
+        let route = ErrorRoute {
+            component: "c".into(),
+            type_name: "t",
+            port: err_out,
+            dead_letter: None,
+            metrics: metrics.clone(),
+        };
+        let mut port = InPort::new(vec![q.receiver()], metrics.clone()).with_check(PortType::Number, route);
+        let mut buf = Vec::new();
+        assert!(port.recv_many(&mut buf, 10).now_or_never().is_none(), "the full error route holds it");
+        assert_eq!(buf.iter().map(|m| value::as_f64(&m.payload)).collect::<Vec<_>>(), [Some(1.0)]);
+        assert_eq!(err.receiver().try_recv().map(|m| value::as_f64(&m.payload)).ok().flatten(), Some(0.0));
+        assert!(!port.recv_many(&mut buf, 10).await, "closed and drained");
+        let rejected = value::to_json_string(&err.receiver().try_recv().unwrap().payload);
+        assert!(rejected.contains("payload is string"), "{rejected}");
+        assert_eq!(buf.len(), 1);
+        assert_eq!(metrics.received.load(Ordering::Relaxed), 2);
         assert_eq!(metrics.errors.load(Ordering::Relaxed), 1);
     }
 }

@@ -2,7 +2,8 @@
 //! `postgres`), `file-read`, a source that reads (and can follow) a file, and
 //! `postgres-read`, which polls a query or listens to a channel.
 //!
-//! The sinks take a batch of what is queued, write it whole, flush or commit it,
+//! The sinks take a batch of what is queued (the database sinks also what
+//! arrives within `flush_interval`), write it whole, flush or commit it,
 //! and only then drop the batch's messages, which acknowledges them. If the
 //! write fails, the batch's acknowledgements are marked rejected before the
 //! component fails, so no source is told that lost data was delivered.
@@ -13,8 +14,38 @@ pub mod postgres;
 pub mod postgres_read;
 pub mod sqlite;
 
+use std::time::Duration;
+
 use fbp_runtime::Message;
+use fbp_runtime::queue::InPort;
+use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Value};
+use tokio::time::Instant;
+
+/// The database sinks' `flush_interval` key.
+pub(crate) const FLUSH_INTERVAL_KEY: KeySpec = KeySpec::new(
+    "flush_interval",
+    KeyType::Duration,
+    "\"50ms\"",
+    "How long a batch that is not full waits for more records after its first; `0s` \
+     writes what is queued at once.",
+);
+
+/// Takes what is queued, up to `size`, then what arrives within `linger`
+/// of the first message. `false` once the input has ended and is drained.
+pub(crate) async fn next_batch(input: &mut InPort, batch: &mut Vec<Message>, size: usize, linger: Duration) -> bool {
+    if !input.recv_many(batch, size).await {
+        return false;
+    }
+    let deadline = Instant::now() + linger;
+    while batch.len() < size && !linger.is_zero() {
+        match tokio::time::timeout_at(deadline, input.recv_many(batch, size - batch.len())).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break,
+        }
+    }
+    true
+}
 
 /// Marks every message of a batch that could not be written as rejected.
 pub(crate) fn reject_all(batch: &[Message]) {

@@ -18,6 +18,7 @@ use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpe
 use serde::Deserialize;
 
 use self::conn::Server;
+use super::FLUSH_INTERVAL_KEY;
 
 /// The `sslmode` key `postgres` and `postgres-read` share.
 pub(crate) const SSLMODE_KEY: KeySpec = KeySpec::new(
@@ -94,13 +95,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
              existing table keeps its own columns.",
         ),
         KeySpec::new("batch_size", KeyType::Integer, "500", "Most records written in one transaction."),
-        KeySpec::new(
-            "flush_interval",
-            KeyType::Duration,
-            "\"50ms\"",
-            "How long a batch that is not full waits for more records after its first; `0s` \
-             writes what is queued at once.",
-        ),
+        FLUSH_INTERVAL_KEY,
         SSLMODE_KEY,
         RECONNECT_KEY,
     ],

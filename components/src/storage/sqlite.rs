@@ -8,6 +8,7 @@ mod db;
 
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::{
@@ -16,7 +17,7 @@ use fbp_runtime::{
 use serde::Deserialize;
 
 use self::db::Db;
-use crate::storage::reject_all;
+use crate::storage::{FLUSH_INTERVAL_KEY, next_batch, reject_all};
 
 /// The `sqlite` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -27,8 +28,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           stored as JSON text). If the table does not exist it is created, from `columns` when \
           set, else from the first record's fields (integers and booleans INTEGER, other numbers \
           REAL, strings, arrays and objects TEXT, bytes BLOB). What is queued, up to \
-          `batch_size`, is inserted in one transaction and committed before the messages are \
-          acknowledged. A payload that is not an object, or a record the table refuses (a \
+          `batch_size`, and what arrives within `flush_interval` of the first, is inserted in one \
+          transaction and committed before the messages are acknowledged. A payload that is not an object, or a record the table refuses (a \
           constraint, a type), goes to `err` and the rest of the batch is committed. A database \
           that cannot be opened or written is a failure.",
     kind: Kind::Sink,
@@ -51,6 +52,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "500",
             "Most records inserted in one transaction; a batch takes what is queued, up to this.",
         ),
+        FLUSH_INTERVAL_KEY,
         KeySpec::optional(
             "columns",
             KeyType::Any,
@@ -72,6 +74,8 @@ struct Config {
     path: String,
     table: String,
     batch_size: usize,
+    #[serde(deserialize_with = "fbp_runtime::units::duration")]
+    flush_interval: Duration,
     columns: Option<serde_json::Value>,
 }
 
@@ -79,6 +83,7 @@ struct Sqlite {
     path: PathBuf,
     table: String,
     batch_size: usize,
+    flush_interval: Duration,
     declared: Vec<(String, String)>,
 }
 
@@ -92,6 +97,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         path: ctx.path(&config.path),
         table: config.table,
         batch_size: config.batch_size,
+        flush_interval: config.flush_interval,
         declared: config.columns.as_ref().map(declared_columns).transpose()?.unwrap_or_default(),
     }))
 }
@@ -128,7 +134,7 @@ impl Task for Sqlite {
             let mut input = ctx.input("in");
             let mut db = self.open().await?;
             let mut batch = Vec::with_capacity(self.batch_size);
-            while input.recv_many(&mut batch, self.batch_size).await {
+            while next_batch(&mut input, &mut batch, self.batch_size, self.flush_interval).await {
                 (db, batch) = commit(db, batch, &ctx).await?;
             }
             Ok(())
@@ -234,7 +240,10 @@ mod tests {
 
     #[test]
     fn config_mistakes_are_build_errors() {
-        let ctx = |config: serde_json::Value| BuildContext { name: "store".into(), config, base_dir: ".".into() };
+        let ctx = |mut config: serde_json::Value| {
+            config["flush_interval"] = json!("0s");
+            BuildContext { name: "store".into(), config, base_dir: ".".into() }
+        };
         let error = |config| build(&ctx(config)).err().unwrap();
         let err = error(json!({"path": "x.db", "table": "t; DROP TABLE u", "batch_size": 1}));
         assert!(err.contains("a table name is letters"), "{err}");

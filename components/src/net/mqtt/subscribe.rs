@@ -1,7 +1,8 @@
 //! `mqtt-subscribe`: messages from an MQTT broker, acknowledged once delivered.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use fbp_runtime::link::Link;
 use fbp_runtime::queue::OutPort;
@@ -68,6 +69,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
 const EVENTS: usize = 64;
 /// Room in rumqttc's request channel (acknowledgements).
 const REQUESTS: usize = 1024;
+/// Messages taken from the connection at a time, before they are sent on.
+const BATCH: usize = 64;
 /// How long a shutdown waits for messages in flight to be acknowledged.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -141,6 +144,10 @@ struct Running {
     outcome_rx: mpsc::UnboundedReceiver<(u64, Outcome)>,
     /// Acknowledgements released but not yet queued in rumqttc.
     unsent: VecDeque<ToAck>,
+    /// Decoded messages waiting to be sent on.
+    batch: VecDeque<Message>,
+    /// The last topic seen and its `Arc<str>`, shared by the messages of that topic.
+    topic: Option<(String, Arc<str>)>,
 }
 
 impl Running {
@@ -161,6 +168,8 @@ impl Running {
             outcome_tx,
             outcome_rx,
             unsent: VecDeque::new(),
+            batch: VecDeque::with_capacity(BATCH),
+            topic: None,
         })
     }
 
@@ -173,12 +182,11 @@ impl Running {
                 _ = shutdown.cancelled() => break,
                 Some((id, outcome)) = self.outcome_rx.recv() => self.settle(id, outcome),
                 event = self.session.events.recv() => match event {
-                    Some(Event::Message { generation, publish }) => {
-                        if !self.ingest(generation, publish).await? {
+                    Some(event) => {
+                        if !self.ingest(event).await? {
                             break;
                         }
                     }
-                    Some(event) => self.connection_event(event),
                     None => return Err(Failure("the MQTT connection task ended".into())),
                 },
                 _ = tokio::time::sleep(Duration::from_millis(10)), if !self.unsent.is_empty() => {}
@@ -218,34 +226,71 @@ impl Running {
         }
     }
 
-    /// Sends one received message on; `false` when the flow shut down meanwhile.
-    async fn ingest(&mut self, generation: u64, publish: rumqttc::Publish) -> Result<bool, Failure> {
-        let mut meta = self.ctx.meta();
-        meta.topic = Some(publish.topic.as_str().into());
-        let decoded = decode(self.format, &publish.payload);
-        let payload = match &decoded {
-            Ok(v) | Err((v, _)) => v.clone(),
-        };
-        let mut msg = Message::new(payload, meta);
-        if publish.qos != QoS::AtMostOnce {
-            let id = self.order.arrive(generation, publish.qos, publish.pkid);
-            let tx = self.outcome_tx.clone();
-            msg.ack = Some(self.ctx.ack(move |outcome| {
-                let _ = tx.send((id, outcome));
-            }));
+    /// Takes `first` and the events already waiting (up to [`BATCH`]
+    /// messages) and sends the messages on in one go; `false` when the flow
+    /// shut down meanwhile. (One clock reading and one wake-up downstream
+    /// per batch, not per message.)
+    async fn ingest(&mut self, first: Event) -> Result<bool, Failure> {
+        let read_at = SystemTime::now();
+        let mut taken = 0;
+        let mut next = Some(first);
+        while let Some(event) = next {
+            match event {
+                Event::Message { generation, publish } => {
+                    taken += 1;
+                    if let Some((msg, error)) = self.take(generation, publish, read_at) {
+                        self.ctx.reject(&msg, &error).await?;
+                    }
+                }
+                event => self.connection_event(event),
+            }
+            next = if taken < BATCH { self.session.events.try_recv().ok() } else { None };
         }
-        if let Err((_, error)) = decoded {
-            self.ctx.reject(&msg, &error).await?;
+        if self.batch.is_empty() {
             return Ok(true);
         }
         tokio::select! {
-            sent = self.out.send(msg.clone()) => sent.map(|()| true).map_err(Failure::from),
+            sent = self.out.send_batch(&mut self.batch) => sent.map(|()| true).map_err(Failure::from),
             _ = self.ctx.shutdown().cancelled() => {
                 // Not sent: not delivered (left to the broker to deliver again).
-                if let Some(ack) = &msg.ack {
-                    ack.reject();
+                for msg in self.batch.drain(..) {
+                    if let Some(ack) = &msg.ack {
+                        ack.reject();
+                    }
                 }
                 Ok(false)
+            }
+        }
+    }
+
+    /// Decodes a received message into the batch; one that does not decode
+    /// comes back with the reason, for `err`.
+    fn take(&mut self, generation: u64, publish: rumqttc::Publish, read_at: SystemTime) -> Option<(Message, String)> {
+        let mut meta = self.ctx.meta_at(read_at);
+        meta.topic = Some(self.topic(publish.topic));
+        let ack = (publish.qos != QoS::AtMostOnce).then(|| {
+            let id = self.order.arrive(generation, publish.qos, publish.pkid);
+            let tx = self.outcome_tx.clone();
+            self.ctx.ack(move |outcome| {
+                let _ = tx.send((id, outcome));
+            })
+        });
+        match decode(self.format, &publish.payload) {
+            Ok(payload) => {
+                self.batch.push_back(Message { payload, meta: Arc::new(meta), ack });
+                None
+            }
+            Err((raw, error)) => Some((Message { payload: raw, meta: Arc::new(meta), ack }, error)),
+        }
+    }
+
+    fn topic(&mut self, topic: String) -> Arc<str> {
+        match &self.topic {
+            Some((last, shared)) if *last == topic => shared.clone(),
+            _ => {
+                let shared: Arc<str> = topic.as_str().into();
+                self.topic = Some((topic, shared.clone()));
+                shared
             }
         }
     }

@@ -6,10 +6,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use fbp_runtime::link::Link;
-use fbp_runtime::queue::InPort;
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{Context, Failure, Message, Task, TaskFuture};
-use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{describe, is_connection_error, is_record_error};
 use super::sql::{Column, ColumnKind, Param};
 use super::{Postgres, sql};
-use crate::storage::reject_all;
+use crate::storage::{next_batch, reject_all};
 
 /// Why a batch was not written.
 enum WriteError {
@@ -40,7 +38,7 @@ impl Task for Postgres {
             let never = CancellationToken::new();
             let mut writer: Option<Writer> = None;
             let mut batch = Vec::with_capacity(self.batch_size);
-            while self.next_batch(&mut input, &mut batch).await {
+            while next_batch(&mut input, &mut batch, self.batch_size, self.flush_interval).await {
                 loop {
                     let mut w = match writer.take() {
                         Some(w) => w,
@@ -78,25 +76,6 @@ impl Task for Postgres {
             }
             Ok(())
         })
-    }
-}
-
-impl Postgres {
-    /// Takes what is queued, up to `batch_size`, then what arrives within
-    /// `flush_interval`. `false` once the input has ended and is drained.
-    async fn next_batch(&self, input: &mut InPort, batch: &mut Vec<Message>) -> bool {
-        if !input.recv_many(batch, self.batch_size).await {
-            return false;
-        }
-        let deadline = Instant::now() + self.flush_interval;
-        while batch.len() < self.batch_size && !self.flush_interval.is_zero() {
-            let room = self.batch_size - batch.len();
-            match tokio::time::timeout_at(deadline, input.recv_many(batch, room)).await {
-                Ok(true) => {}
-                Ok(false) | Err(_) => break,
-            }
-        }
-        true
     }
 }
 
