@@ -16,7 +16,9 @@ alternating between runs):
 - hand:   the hand-written relay (benches/baseline/*_relay.rs);
 
 and for MQTT -> SQLite, `fbp relay mqtt://.. sqlite://..` against the batched
-rusqlite loop (benches/baseline/mqtt_sqlite.rs). The load tool is
+rusqlite loop (benches/baseline/mqtt_sqlite.rs; both commit batches of up to 500,
+the loop what is queued, fbp also what comes within its default `flush_interval`
+of 50 ms). The load tool is
 benches/baseline/broker_load.rs. Figures per relay process:
 
 - throughput: --messages readings at QoS 0 as fast as possible, received/s end
