@@ -7,9 +7,10 @@ dev-dependencies add, so its symbols no longer match cli/symbol-order.txt):
 
     python3 benches/broker_bench.py [--runs 5] [--messages 200000] [--rate 5000] [--seconds 10]
 
-It starts its own mosquitto and nats-server on free loopback ports (killed by
-PID at the end), then, for MQTT -> MQTT and NATS -> NATS, runs in turn (order
-alternating between runs):
+It starts its own mosquitto (with no limit on the messages it queues for a
+subscriber, so that a QoS 0 burst reaches each relay whole) and nats-server on
+free loopback ports (killed by PID at the end), then, for MQTT -> MQTT and
+NATS -> NATS, runs in turn (order alternating between runs):
 
 - broker: the load tool publishes straight to its own subscriber (the ceiling);
 - fbp:    `fbp relay IN OUT`;
@@ -99,7 +100,7 @@ def stop(proc, seconds=10):
 class Brokers:
     """mosquitto and nats-server on free loopback ports, in a temporary dir."""
 
-    def __init__(self, workdir, mqtt_inflight=None):
+    def __init__(self, workdir, mqtt_inflight=None, mqtt_queued=0):
         self.procs = []
         self.mqtt = free_port()
         self.nats = free_port()
@@ -111,6 +112,11 @@ class Brokers:
                 f.write("user root\n")
             if mqtt_inflight is not None:
                 f.write(f"max_inflight_messages {mqtt_inflight}\n")
+            # mosquitto drops QoS 0 messages for a subscriber with this many
+            # packets not yet written to it (its default is 1 000): flat out, the
+            # load tool outruns a relay's reader, and the relay that drains more
+            # slowly would get less work. 0 is no limit, so every relay gets all.
+            f.write(f"max_queued_messages {mqtt_queued}\n")
         self.procs.append(subprocess.Popen(["mosquitto", "-c", conf], stdin=subprocess.DEVNULL,
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         self.procs.append(subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(self.nats),
@@ -358,6 +364,8 @@ def main():
     ap.add_argument("--sqlite-messages", type=int, default=100_000)
     ap.add_argument("--cases", default="mqtt,nats,sqlite")
     ap.add_argument("--mqtt-inflight", type=int, help="mosquitto's max_inflight_messages (default: its own, 20)")
+    ap.add_argument("--mqtt-queued", type=int, default=0,
+                    help="mosquitto's max_queued_messages (default: 0, no limit; its own default is 1000)")
     args = ap.parse_args()
     cases = args.cases.split(",")
     print(f"load average before: {loadavg()}, median of {args.runs} runs")
@@ -366,7 +374,7 @@ def main():
         print(f"warning: {missing} of the {listed} functions in cli/symbol-order.txt are not in {FBP}; "
               "run scripts/symbol-order.py and rebuild (the idle RSS is measured with a stale list)")
     with tempfile.TemporaryDirectory() as d:
-        brokers = Brokers(d, args.mqtt_inflight)
+        brokers = Brokers(d, args.mqtt_inflight, args.mqtt_queued)
         try:
             with open(os.path.join(d, "relays.log"), "wb") as log:
                 # Each case reports as soon as it is done, so a later failure keeps it.

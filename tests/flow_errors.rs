@@ -555,3 +555,33 @@ fn check_reports_every_file_given() {
     assert!(err.contains("error: could not load `unknown-port.toml`: 1 error"), "{err}");
     assert!(err.contains("error: could not load `invalid-duration.toml`: 1 error"), "{err}");
 }
+
+#[test]
+fn limits_out_of_range_or_misspelt() {
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "limits.toml",
+        "[flow]\nname = \"l\"\nconnections = [\"a -> b\"]\n\
+         [flow.limits]\nmax_depth = 100000\njq_timeout = \"soon\"\njq_max_step = 5\n\
+         [components.a]\ntype = \"counter\"\n[components.b]\ntype = \"null\"\n",
+    );
+    let out = fbp().current_dir(dir.path()).args(["check", "limits.toml"]).output().unwrap();
+    assert_rejected(
+        &out,
+        "limits.toml",
+        &[
+            diag(
+                "`max_depth` must be from 1 to 1024 levels, found `100000`",
+                "limits.toml:5:13",
+                Some("the default, 128, fits any sensor reading or API answer"),
+            ),
+            diag(
+                "`jq_timeout` must be a duration like \"1s\", found `soon`",
+                "limits.toml:6:14",
+                Some("durations are a number and a unit: 500ms, 1s, 2m"),
+            ),
+            diag("unknown `[flow.limits]` key `jq_max_step`", "limits.toml:7:1", Some("did you mean `jq_max_steps`?")),
+        ],
+    );
+}

@@ -44,7 +44,7 @@ impl Drop for Running {
 }
 
 /// One HTTP/1.1 request with `Connection: close`: the status and the body.
-fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(

@@ -16,14 +16,14 @@ use fbp_runtime::testbed::{free_port, wait_for_port};
 use crate::util::{fbp, lines, rss_kib, signal, summary, tempdir, wait_until, write};
 
 /// `fbp run` of a flow, JSON logs collected as they come; killed on drop.
-struct Running {
+pub(crate) struct Running {
     child: Child,
     log: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
-    fn start(dir: &Path, flow: &str) -> Running {
+    pub(crate) fn start(dir: &Path, flow: &str) -> Running {
         write(dir, "flow.toml", flow);
         let mut cmd = fbp();
         cmd.current_dir(dir).args(["--log-format", "json", "run", "flow.toml"]);
@@ -44,7 +44,7 @@ impl Running {
         Running { child, log, reader: Some(reader) }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
 
@@ -54,7 +54,7 @@ impl Running {
     }
 
     /// SIGTERM, wait for the exit (it must be clean); the whole log.
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         // fbp installs its SIGTERM handler on a thread of its own, which a
         // loaded machine may start late: signal once it is in place.
         let pid = self.child.id();
@@ -87,12 +87,12 @@ impl Drop for Running {
 }
 
 /// The envelopes of a JSON lines file.
-fn envelopes(path: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn envelopes(path: &Path) -> Vec<serde_json::Value> {
     lines(path).iter().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect()
 }
 
 /// A flow `src -> out` (file-write `out.jsonl`), `src.err -> bad` (`bad.jsonl`).
-fn listen_flow(ty: &str, config: &str) -> String {
+pub(crate) fn listen_flow(ty: &str, config: &str) -> String {
     format!(
         "[flow]\nname = \"net\"\nconnections = [\"src.out -> out.in\", \"src.err -> bad.in\"]\n\
          [components.src]\ntype = \"{ty}\"\nconfig = {{ {config} }}\n\

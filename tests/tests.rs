@@ -6,6 +6,7 @@ mod catalogue;
 mod cli;
 mod exec;
 mod flow_errors;
+mod hostile;
 mod http;
 mod kv_state;
 mod mqtt;

@@ -10,6 +10,7 @@
 //! choice of representation stays in this one file.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use base64::Engine as _;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
@@ -19,9 +20,72 @@ pub use jaq_json::Val as Value;
 /// An ordered JSON object map.
 pub type Map = jaq_json::Map;
 
-/// Parses one JSON document.
+mod read;
+
+/// How deep a JSON document may nest unless the flow says otherwise.
+pub const DEFAULT_MAX_DEPTH: usize = 128;
+
+/// The most `[flow.limits] max_depth` may be: every reader, printer and
+/// comparison of a value recurses once per level, on a thread stack.
+pub const MAX_MAX_DEPTH: usize = 1024;
+
+static MAX_DEPTH: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_DEPTH);
+
+/// Sets how deep any JSON document or value may nest, for the whole process
+/// (`[flow.limits] max_depth`; at most [`MAX_MAX_DEPTH`]).
+pub fn set_max_depth(levels: usize) {
+    MAX_DEPTH.store(levels.min(MAX_MAX_DEPTH), Ordering::Relaxed);
+}
+
+/// How deep a JSON document or value may nest.
+pub fn max_depth() -> usize {
+    MAX_DEPTH.load(Ordering::Relaxed)
+}
+
+/// Parses one JSON document (jq's syntax: integers of any size and decimals
+/// are kept exact), nested at most [`max_depth`] levels; deeper is an error,
+/// found before the reader recurses any further.
 pub fn parse_json(text: &[u8]) -> Result<Value, String> {
-    jaq_json::read::parse_single(text).map_err(|e| e.to_string())
+    read::parse(text, max_depth()).map_err(|e| e.to_string())
+}
+
+/// Whether `v` nests more than `levels` arrays and objects deep. It walks the
+/// value without recursing, so any depth is safe to ask about.
+pub fn deeper_than(v: &Value, levels: usize) -> bool {
+    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Arr(a) => Box::new(a.iter()),
+            Value::Obj(o) => Box::new(o.iter().flat_map(|(k, v)| [k, v])),
+            _ => continue,
+        };
+        if depth == levels {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    false
+}
+
+/// Drops a value of any depth without recursing (dropping a deeply nested
+/// value the usual way recurses once per level and can overflow the stack).
+pub fn drop_deep(v: Value) {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Arr(a) => {
+                if let Ok(items) = std::sync::Arc::try_unwrap(a) {
+                    stack.extend(items);
+                }
+            }
+            Value::Obj(o) => {
+                if let Ok(map) = std::sync::Arc::try_unwrap(o) {
+                    stack.extend(map.into_iter().flat_map(|(k, v)| [k, v]));
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Builds a value from a `serde_json::Value`.
@@ -108,7 +172,9 @@ pub fn truthy(v: &Value) -> bool {
 }
 
 /// Serialises a value as standard JSON: byte strings become base64 strings,
-/// non-finite numbers become `null`.
+/// numbers past `f64` (a 400-digit integer, `1e400`) are written exactly as
+/// they came, and only a computed infinity or NaN becomes `null` (JSON has
+/// neither).
 #[derive(Clone, Copy)]
 pub struct Json<'a>(pub &'a Value);
 
@@ -119,10 +185,13 @@ impl Serialize for Json<'_> {
             Value::Null => s.serialize_unit(),
             Value::Bool(b) => s.serialize_bool(*b),
             Value::Num(Num::Int(i)) => s.serialize_i64(*i as i64),
-            Value::Num(n) => match as_f64(&Value::Num(n.clone())) {
-                Some(f) if f.is_finite() => s.serialize_f64(f),
-                _ => s.serialize_unit(),
+            Value::Num(Num::Float(f)) if f.is_finite() => s.serialize_f64(*f),
+            Value::Num(Num::Float(_)) => s.serialize_unit(),
+            Value::Num(Num::Dec(d)) => match d.parse::<f64>() {
+                Ok(f) if f.is_finite() => s.serialize_f64(f),
+                _ => exact(d, s),
             },
+            Value::Num(Num::BigInt(b)) => exact(&b.to_string(), s),
             Value::TStr(b) => s.serialize_str(&String::from_utf8_lossy(b)),
             Value::BStr(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&b[..])),
             Value::Arr(a) => {
@@ -143,6 +212,17 @@ impl Serialize for Json<'_> {
                 map.end()
             }
         }
+    }
+}
+
+/// A number written as its digits: what the reader kept of a number that does
+/// not fit `f64`. The digits came from the JSON reader (so they are a JSON
+/// number) or from integer arithmetic.
+fn exact<S: Serializer>(digits: &str, s: S) -> Result<S::Ok, S::Error> {
+    let digits = digits.strip_prefix('+').unwrap_or(digits);
+    match serde_json::value::RawValue::from_string(digits.to_string()) {
+        Ok(raw) => raw.serialize(s),
+        Err(_) => s.serialize_str(digits),
     }
 }
 
@@ -179,6 +259,34 @@ mod tests {
         let v = Value::byte_str(vec![0u8, 255]);
         assert_eq!(to_json_string(&v), "\"AP8=\"");
         assert_eq!(&decode_base64("AP8=").unwrap()[..], &[0, 255]);
+    }
+
+    #[test]
+    fn the_deepest_allowed_value_reads_prints_and_drops_on_a_small_stack() {
+        let text = format!("{}{}", "[".repeat(MAX_MAX_DEPTH), "]".repeat(MAX_MAX_DEPTH));
+        // Test threads have 2 MiB of stack, as tokio's do.
+        let v = read::parse(text.as_bytes(), MAX_MAX_DEPTH).ok().expect("parses");
+        assert_eq!(to_json_string(&v), text);
+        assert!(!deeper_than(&v, MAX_MAX_DEPTH));
+        assert!(deeper_than(&v, MAX_MAX_DEPTH - 1));
+        assert!(!deeper_than(&int(1), 0));
+        drop_deep(v);
+    }
+
+    #[test]
+    fn a_value_built_deeper_than_any_limit_drops_without_recursing() {
+        let mut v = Value::Null;
+        for _ in 0..200_000 {
+            v = Value::Arr(vec![v].into());
+        }
+        assert!(deeper_than(&v, 1000));
+        drop_deep(v);
+    }
+
+    #[test]
+    fn numbers_past_f64_are_written_exactly() {
+        let v = parse_json(b"[1e400, -1e400, 123456789012345678901234567890, 2.50, 1e2]").unwrap();
+        assert_eq!(to_json_string(&v), "[1e400,-1e400,123456789012345678901234567890,2.5,100.0]");
     }
 
     #[test]

@@ -39,10 +39,10 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
 
 impl Transform for Map {
     fn process(&mut self, msg: &Message, out: &mut Outbox) -> Result<(), String> {
-        for v in self.program.run(msg)? {
+        self.program.each(msg, |v| {
             out.send(msg.with_payload(v));
-        }
-        Ok(())
+            true
+        })
     }
 }
 

@@ -10,16 +10,18 @@ use toml::de::DeTable;
 
 use super::diag::{Diagnostic, Diagnostics, did_you_mean};
 use super::raw::{self, RawValue, Sp};
-use super::{DEFAULT_CAPACITY, Edge, Export, Flow, Node, OnFailure, Policy, PortRef, Restart};
+use super::{DEFAULT_CAPACITY, Edge, Export, Flow, Limits, Node, OnFailure, Policy, PortRef, Restart};
 use crate::port::PortType;
 use crate::queue::WhenFull;
 use crate::spec::{BuildContext, Catalogue, ComponentSpec, KeyType};
 use crate::units::parse_duration;
+use crate::value::{DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH};
 
 type Table = Vec<(Sp<String>, Sp<RawValue>)>;
 
 const TOP_KEYS: &[&str] = &["flow", "components", "ports"];
-const FLOW_KEYS: &[&str] = &["name", "description", "connections", "dead_letter", "on_component_failure"];
+const FLOW_KEYS: &[&str] = &["name", "description", "connections", "dead_letter", "on_component_failure", "limits"];
+const LIMIT_KEYS: &[&str] = &["max_depth", "jq_timeout", "jq_max_steps", "jq_max_outputs"];
 const COMPONENT_KEYS: &[&str] = &["type", "config", "restart", "capacity", "workers", "description"];
 const RESTART_KEYS: &[&str] = &["policy", "max_restarts", "within", "backoff"];
 const EDGE_KEYS: &[&str] = &["from", "to", "capacity", "when_full"];
@@ -172,6 +174,7 @@ impl Checker<'_> {
             edges: Vec::new(),
             dead_letter: None,
             on_component_failure: OnFailure::Stop,
+            limits: Limits::default(),
             exports: Vec::new(),
         };
         let flow_table = match get("flow") {
@@ -276,8 +279,55 @@ impl Checker<'_> {
                         .suggest(v.value.as_str().unwrap_or(""), ["stop", "isolate"]),
                     ),
                 },
+                "limits" => {
+                    if let Some(t) = self.table_of(v, "`[flow.limits]`") {
+                        self.limits(&t, &mut flow.limits);
+                    }
+                }
                 _ => {
                     let d = unknown_key(k, "`[flow]` key", FLOW_KEYS);
+                    self.err(d);
+                }
+            }
+        }
+    }
+
+    /// `[flow.limits]`: what a peer's message or a jq program may make fbp do.
+    fn limits(&mut self, t: &Table, limits: &mut Limits) {
+        for (k, v) in t {
+            match k.value.as_str() {
+                "max_depth" => match int_of(&v.value) {
+                    Some(n) if (1..=MAX_MAX_DEPTH as i64).contains(&n) => limits.max_depth = n as usize,
+                    _ => self.err(
+                        Diagnostic::at(
+                            v.span.clone(),
+                            format!("`max_depth` must be from 1 to {MAX_MAX_DEPTH} levels, found {}", v.value.shown()),
+                        )
+                        .help(format!("the default, {DEFAULT_MAX_DEPTH}, fits any sensor reading or API answer")),
+                    ),
+                },
+                "jq_timeout" => match v.value.as_str().map(parse_duration) {
+                    Some(Ok(d)) if !d.is_zero() => limits.jq.timeout = d,
+                    _ => self.err(
+                        Diagnostic::at(
+                            v.span.clone(),
+                            format!("`jq_timeout` must be a duration like \"1s\", found {}", v.value.shown()),
+                        )
+                        .help("durations are a number and a unit: 500ms, 1s, 2m"),
+                    ),
+                },
+                "jq_max_steps" => {
+                    if let Some(n) = self.positive(v, "jq_max_steps") {
+                        limits.jq.max_steps = n as u64;
+                    }
+                }
+                "jq_max_outputs" => {
+                    if let Some(n) = self.positive(v, "jq_max_outputs") {
+                        limits.jq.max_outputs = n as u64;
+                    }
+                }
+                _ => {
+                    let d = unknown_key(k, "`[flow.limits]` key", LIMIT_KEYS);
                     self.err(d);
                 }
             }

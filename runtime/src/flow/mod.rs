@@ -41,8 +41,34 @@ pub struct Flow {
     pub dead_letter: Option<PathBuf>,
     /// `[flow] on_component_failure`.
     pub on_component_failure: OnFailure,
+    /// `[flow.limits]`.
+    pub limits: Limits,
     /// `[ports]`: inner ports this flow exports when another flow uses it as `flow:PATH`.
     pub exports: Vec<Export>,
+}
+
+/// `[flow.limits]`: how deep a JSON document may nest, and what a jq program
+/// may do with one message. They hold for the whole process.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// `max_depth`: levels of arrays and objects in any JSON read or value made.
+    pub max_depth: usize,
+    /// `jq_timeout`, `jq_max_steps`, `jq_max_outputs`.
+    pub jq: crate::jq::Limits,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_depth: crate::value::DEFAULT_MAX_DEPTH, jq: crate::jq::Limits::DEFAULT }
+    }
+}
+
+impl Limits {
+    /// Makes these the limits of the whole process.
+    pub fn apply(&self) {
+        crate::value::set_max_depth(self.max_depth);
+        crate::jq::set_limits(self.jq);
+    }
 }
 
 /// A port a subflow exports: `[ports] in = "decode.in"`.
