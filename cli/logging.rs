@@ -5,6 +5,10 @@
 //! `--log-level` that needs span or field filters, takes the full
 //! [`EnvFilter`] syntax. (`EnvFilter` compiles regular expressions to parse
 //! even `warn`: a quarter of a megabyte of code resident in every process.)
+//!
+//! A bare level is fbp's own: other crates stay at `warn` (some print a
+//! server URL with its password at debug level) unless a directive names them,
+//! `--log-level debug,async_nats=debug`.
 
 use std::io::IsTerminal;
 
@@ -19,12 +23,34 @@ use crate::args::LogFormat;
 /// component's link already logs each outage once (`RUST_LOG` is taken as it is).
 const CHATTY: &[(&str, LevelFilter)] = &[("lapin", LevelFilter::OFF), ("async_nats", LevelFilter::WARN)];
 
+/// fbp's own crates: a bare level is theirs.
+const OURS: &[&str] = &["fbp", "fbp_runtime", "fbp_components"];
+
+/// `--log-level` directives as `Targets`: a bare level for fbp's crates and at
+/// most `warn` for the rest, named targets as given; `None` when they need
+/// `EnvFilter`.
+fn targets(spec: &str) -> Option<Targets> {
+    let mut level = LevelFilter::INFO;
+    let mut named: Vec<(String, LevelFilter)> = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let t: Targets = part.parse().ok()?;
+        match part.contains('=') {
+            true => named.extend(t.iter().map(|(target, l)| (target.to_string(), l))),
+            false => level = t.default_level().unwrap_or(LevelFilter::INFO),
+        }
+    }
+    let is_named = |target: &str| named.iter().any(|(n, _)| n == target);
+    let ours = OURS.iter().filter(|o| !is_named(o)).map(|o| (o.to_string(), level));
+    let chatty = CHATTY.iter().filter(|(c, _)| !is_named(c)).map(|(c, l)| (c.to_string(), (*l).min(level)));
+    let others = level.min(LevelFilter::WARN);
+    Some(Targets::new().with_default(others).with_targets(chatty).with_targets(ours).with_targets(named))
+}
+
 /// The filter of the run: `Targets` for levels, else `EnvFilter` (one of the two).
 fn filter(level: Option<&str>) -> (Option<Targets>, Option<EnvFilter>) {
-    let quiet = |l: &str| match l.parse::<Targets>() {
-        Ok(t) if matches!(l, "debug" | "trace") => (Some(t), None),
-        Ok(t) => (Some(t.with_targets(CHATTY.iter().copied())), None),
-        Err(_) => (None, Some(EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")))),
+    let quiet = |l: &str| match targets(l) {
+        Some(t) => (Some(t), None),
+        None => (None, Some(EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")))),
     };
     match level {
         Some(l) => quiet(l),
@@ -56,7 +82,16 @@ mod tests {
         assert!(!t.would_enable("fbp", &tracing::Level::INFO));
         assert!(!t.would_enable("lapin", &tracing::Level::ERROR));
         let (Some(t), None) = filter(Some("debug")) else { panic!("`debug` is a Targets filter") };
-        assert!(t.would_enable("lapin", &tracing::Level::DEBUG));
+        assert!(t.would_enable("fbp_components::net", &tracing::Level::DEBUG));
+        assert!(!t.would_enable("lapin", &tracing::Level::ERROR));
+        assert!(!t.would_enable("async_nats", &tracing::Level::INFO), "other crates stay at warn");
+        assert!(!t.would_enable("rumqttc::state", &tracing::Level::DEBUG));
+        assert!(t.would_enable("rumqttc::state", &tracing::Level::WARN));
+        let (Some(t), None) = filter(Some("trace,async_nats=debug,lapin=info")) else { panic!("Targets") };
+        assert!(t.would_enable("async_nats::connector", &tracing::Level::DEBUG), "named, so as asked");
+        assert!(t.would_enable("lapin", &tracing::Level::INFO));
+        assert!(t.would_enable("fbp", &tracing::Level::TRACE));
+        assert!(!t.would_enable("hyper", &tracing::Level::INFO));
         let (Some(t), None) = filter(Some("fbp_runtime=debug,info")) else { panic!("directives are Targets") };
         assert!(t.would_enable("fbp_runtime::link", &tracing::Level::DEBUG));
         assert!(!t.would_enable("fbp_components", &tracing::Level::DEBUG));

@@ -222,3 +222,62 @@ fn numbers_past_f64_pass_through_exactly_never_as_null() {
     let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
     assert!(text.contains(&format!("{{\"big\":{big},\"huge\":1e400,\"tiny\":-1e400,\"v\":21.5}}")), "{text}");
 }
+
+#[test]
+fn passwords_in_broker_and_database_urls_never_reach_the_log_even_at_trace() {
+    let dir = tempdir();
+    let port = free_port(); // nothing listens there
+    let urls = [
+        format!("nats://bob:hunter2@127.0.0.1:{port}/in"),
+        format!("mqtt://bob:hunter2@127.0.0.1:{port}/in?qos=1"),
+        format!("amqp://bob:hunter2@127.0.0.1:{port}/ex/in"),
+    ];
+    for url in &urls {
+        let mut cmd = fbp();
+        cmd.current_dir(dir.path()).args([
+            "--log-format",
+            "json",
+            "--log-level",
+            "trace",
+            "relay",
+            url,
+            "file:out.jsonl",
+        ]);
+        let fbp = Running::spawn(cmd);
+        assert!(fbp.wait_log("reconnecting in the background", 1), "{url}: {}", fbp.log());
+        let log = fbp.stop();
+        assert!(!log.contains("hunter2"), "{url}: {log}");
+        assert!(log.contains(&format!("127.0.0.1:{port}")), "{url}: the target is named: {log}");
+    }
+}
+
+#[test]
+fn a_flood_of_tcp_clients_at_the_defaults_leaves_descriptors_for_http_listen() {
+    let (dir, tcp, web) = (tempdir(), free_port(), free_port());
+    let flow = format!(
+        "[flow]\nname = \"two\"\nconnections = [\"devices -> sink\", \"hooks -> sink\"]\n\
+         [components.devices]\ntype = \"tcp-listen\"\nconfig = {{ bind = \"127.0.0.1:{tcp}\" }}\n\
+         [components.hooks]\ntype = \"http-listen\"\nconfig = {{ bind = \"127.0.0.1:{web}\" }}\n\
+         [components.sink]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n"
+    );
+    write(dir.path(), "flow.toml", &flow);
+    // A gateway whose hard limit is 256 descriptors.
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--nofile=256:256", "--", env!("CARGO_BIN_EXE_fbp"), "--log-format", "json", "run", "flow.toml"]);
+    cmd.current_dir(dir.path()).env_remove("RUST_LOG").stdin(std::process::Stdio::null());
+    let fbp = Running::spawn(cmd);
+    assert!(wait_for_port(tcp, Duration::from_secs(20)) && wait_for_port(web, Duration::from_secs(20)));
+    // More idle clients than the process has descriptors; those past
+    // tcp-listen's share wait in the kernel's accept queue, and once that is
+    // full a connect waits for a retry the test does not wait for.
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], tcp));
+    let clients: Vec<TcpStream> =
+        (0..300).filter_map(|_| TcpStream::connect_timeout(&to, Duration::from_millis(50)).ok()).collect();
+    assert!(clients.len() >= 150, "{} connected", clients.len());
+    let (status, body) = http(web, "POST", "/", "{\"n\":1}");
+    assert_eq!(status, 200, "http-listen still accepts: {body}\n{}", fbp.log());
+    drop(clients);
+    let log = fbp.stop();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert_eq!(envelopes(&dir.path().join("out.jsonl"))[0]["data"]["n"], 1);
+}

@@ -31,7 +31,7 @@ impl Running {
     }
 
     /// Spawns `cmd` (an `fbp` command with JSON logs), reading its stderr as it comes.
-    fn spawn(mut cmd: Command) -> Running {
+    pub(crate) fn spawn(mut cmd: Command) -> Running {
         let mut child = cmd.stderr(Stdio::piped()).spawn().expect("fbp starts");
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = BufReader::new(child.stderr.take().unwrap());
@@ -49,7 +49,7 @@ impl Running {
     }
 
     /// Waits until the log holds `n` lines containing `needle`.
-    fn wait_log(&self, needle: &str, n: usize) -> bool {
+    pub(crate) fn wait_log(&self, needle: &str, n: usize) -> bool {
         wait_until(Duration::from_secs(20), || self.log().matches(needle).count() >= n)
     }
 

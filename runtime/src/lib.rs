@@ -20,7 +20,8 @@
 //! - [`uri`] and [`relay`]: the table of URI schemes, and the two-component
 //!   flow `fbp relay` builds from a source and a sink URI.
 //! - [`link`]: a network component's connection state (logged once per
-//!   change) and its reconnection backoff.
+//!   change) and its reconnection backoff; [`secret`]: secrets in URLs masked.
+//! - [`fd`]: the descriptor limit, raised at start, and listeners' share of it.
 //! - [`docs`], [`units`], [`testing`]: text for `describe` and the docs,
 //!   durations and sizes, and a harness to test one component without a flow;
 //!   [`testbed`]: real brokers started on free ports for tests.
@@ -30,6 +31,7 @@ pub mod component;
 pub mod deadletter;
 pub mod docs;
 mod drive;
+pub mod fd;
 pub mod flow;
 pub mod graph;
 pub mod jq;
@@ -41,6 +43,7 @@ pub mod network;
 pub mod port;
 pub mod queue;
 pub mod relay;
+pub mod secret;
 pub mod spec;
 pub mod supervisor;
 pub mod testbed;

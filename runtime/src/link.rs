@@ -80,11 +80,13 @@ pub struct Link {
 }
 
 impl Link {
-    /// A link of `component` to `target` (say `mqtt 127.0.0.1:1883`), not connected yet.
+    /// A link of `component` to `target` (say `mqtt 127.0.0.1:1883`), not
+    /// connected yet. A URL in `target` is logged with its secrets masked.
     pub fn new(component: Arc<str>, target: impl Into<String>, backoff: Backoff) -> Self {
+        let target = target.into();
         Link {
             component,
-            target: target.into(),
+            target: crate::secret::mask_urls(&target).into_owned(),
             backoff,
             state: State::Connecting,
             next_delay: backoff.min,

@@ -82,6 +82,7 @@ pub fn run(flow: Flow, opts: RunOptions) -> RunReport {
 
 fn run_inner(flow: Flow, opts: &RunOptions, metrics: &Arc<Registry>) -> Result<(), RunError> {
     flow.limits.apply();
+    crate::fd::raise_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all().thread_name("fbp-data");
     if let Some(n) = opts.threads {

@@ -54,7 +54,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "The longest frame, as a size (`\"64KiB\"`); a longer one goes to `err`, and closes the \
              connection with `framing = \"length\"`. It bounds the memory of each connection.",
         ),
-        KeySpec::new("max_connections", KeyType::Integer, "1024", "Clients served at once; more wait to be accepted."),
+        KeySpec::optional(
+            "max_connections",
+            KeyType::Integer,
+            "Clients served at once; more wait to be accepted. Unset: 1024, or a quarter of the \
+             process's descriptor limit when that is less (fbp raises its soft limit to the hard \
+             one at start), so a flood of clients never takes the descriptors other listeners need.",
+        ),
         KeySpec::new(
             "idle_timeout",
             KeyType::Duration,
@@ -75,7 +81,7 @@ struct Config {
     framing: Framing,
     format: Format,
     max_frame_size: String,
-    max_connections: i64,
+    max_connections: Option<i64>,
     #[serde(deserialize_with = "fbp_runtime::units::duration")]
     idle_timeout: Duration,
 }
@@ -103,9 +109,11 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
 impl TcpListen {
     fn new(config: Config) -> Result<Self, String> {
         super::check_bind(&config.bind)?;
-        if config.max_connections < 1 {
-            return Err("`max_connections` must be at least 1".into());
-        }
+        let max_connections = match config.max_connections {
+            Some(n) if n < 1 => return Err("`max_connections` must be at least 1".into()),
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => fbp_runtime::fd::connection_cap(1024),
+        };
         if config.idle_timeout.is_zero() {
             return Err("`idle_timeout` must be more than 0s".into());
         }
@@ -114,7 +122,7 @@ impl TcpListen {
             bind: config.bind,
             framing: config.framing,
             format: config.format,
-            max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
+            max_connections,
             idle_timeout: config.idle_timeout,
         })
     }
