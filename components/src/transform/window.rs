@@ -12,9 +12,9 @@ mod state;
 
 use std::time::Duration;
 
-use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::spec::{KeySpec, KeyType, config_duration};
 use fbp_runtime::units::parse_duration;
-use fbp_runtime::{BuildContext, ComponentSpec, Context, Delivery, Instance, Kind, PortSpec, Task, TaskFuture};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Context, Delivery, Instance, Kind, PortSpec, Task, TaskFuture};
 use serde::Deserialize;
 
 use self::run::Clock;
@@ -95,11 +95,30 @@ pub static SPEC: ComponentSpec = ComponentSpec {
          (default) an input is acknowledged once counted, with `ack = \"on_emit\"` once the result \
          holding it is delivered",
     ),
+    acks: Acks::Holds {
+        when: "with `ack = \"on_fold\"` (default) as soon as a message is counted (an open window is lost on a \
+               crash); with `ack = \"on_emit\"` once \
+               the result of every window holding it is delivered: a window period (`size` for sliding \
+               windows, until `count` messages of a group for count windows)",
+        hold,
+        fix: "set `ack = \"on_fold\"` (an open window is then lost on a crash)",
+    },
     stateless: false,
     example: "[components.avg]\ntype = \"window\"\nconfig = { every = \"10s\", group_by = \"sensor\", field = \"value\", aggregates = [\"avg\", \"min\", \"max\"] }\n",
     build,
     ports: None,
 };
+
+/// How long a window with `config` holds its inputs' acknowledgements.
+fn hold(config: &serde_json::Value) -> Option<Duration> {
+    if config.get("ack").and_then(serde_json::Value::as_str) != Some("on_emit") {
+        return None;
+    }
+    if config.get("count").is_some_and(|c| !c.is_null()) {
+        return Some(Duration::MAX);
+    }
+    config_duration(config, "size").or_else(|| config_duration(config, "every"))
+}
 
 #[derive(Deserialize)]
 struct Config {

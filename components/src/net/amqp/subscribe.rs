@@ -16,7 +16,7 @@ use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
     TaskFuture,
 };
 use futures_util::StreamExt;
@@ -98,6 +98,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Budget {
+        limit: "the broker sends at most `prefetch` deliveries not yet acknowledged, then waits: a component \
+                downstream that holds acknowledgements for a time stalls the queue",
+        bounded: |_| true,
+    },
     stateless: false,
     example: "[components.orders]\ntype = \"amqp-subscribe\"\nconfig = { url = \"amqp://guest:guest@127.0.0.1:5672/%2f\", exchange = \"shop\", routing_key = \"orders.#\", queue = \"fbp-orders\", prefetch = 100 }\n",
     build,

@@ -9,7 +9,7 @@ use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
     TaskFuture,
 };
 use rumqttc::{QoS, SubscribeFilter};
@@ -57,6 +57,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     }],
     config: &KEYS,
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Budget {
+        limit: "with QoS 1/2 the broker sends only so many messages not yet acknowledged (mosquitto: \
+                `max_inflight_messages`, 20 by default), queues the rest (`max_queued_messages`, 1 000) \
+                and then drops what comes: a component downstream that holds acknowledgements for a time \
+                loses readings at the broker",
+        bounded: |config| config.get("qos").and_then(serde_json::Value::as_u64).is_some_and(|q| q > 0),
+    },
     stateless: false,
     example: "[components.sensors]\ntype = \"mqtt-subscribe\"\n\
               config = { url = \"mqtt://127.0.0.1:1883\", topics = [\"sensors/#\"], qos = 1, \

@@ -114,6 +114,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
          loses nothing only on a graceful stop); with `stream` and `durable` (JetStream) at-least-once: \
          a message is acknowledged only once delivered, and redelivered after a crash",
     ),
+    acks: fbp_runtime::spec::Acks::Budget {
+        limit: "JetStream: the server sends at most `max_ack_pending` messages not yet acknowledged, then \
+                waits, and delivers again a message not acknowledged within `ack_wait`: a component \
+                downstream that holds acknowledgements longer stalls the consumer or duplicates messages",
+        bounded: |config| config.get("durable").is_some_and(|d| !d.is_null()),
+    },
     stateless: false,
     example: "[components.readings]\ntype = \"nats-subscribe\"\nconfig = { url = \"nats://127.0.0.1:4222\", subject = \"sensors.>\", queue_group = \"workers\" }\n",
     build,
