@@ -746,3 +746,63 @@ config = {{ path = "readings.db", table = "readings", columns = {{ sensor = "TEX
     assert_eq!(counted(&windows), total, "counted twice:\n{log}");
     assert_eq!(summary(&log, "sub", "errors"), Some(0), "{log}");
 }
+
+/// The `fields` of the JSON log lines whose message starts with `start`.
+fn logged(log: &str, start: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["fields"].clone())
+        .filter(|f| f["message"].as_str().is_some_and(|m| m.starts_with(start)))
+        .collect()
+}
+
+#[test]
+fn a_subscription_stuck_behind_held_acknowledgements_warns_once_naming_the_holder() {
+    let dir = tempdir();
+    let broker = Server::mosquitto(&dir.path().join("broker")).unwrap();
+    let flow = write(
+        dir.path(),
+        "held.toml",
+        &format!(
+            r#"[flow]
+name = "held"
+connections = ["sub -> keep", "keep -> avg", "avg -> out"]
+
+[components.sub]
+type = "mqtt-subscribe"
+config = {{ port = {}, topics = ["sensors/#"], qos = 1 }}
+
+[components.keep]
+type = "filter"
+config = {{ expr = ".value != null" }}
+
+[components.avg]
+type = "window"
+config = {{ every = "1h", group_by = "sensor", ack = "on_emit" }}
+
+[components.out]
+type = "file-write"
+config = {{ path = "windows.jsonl", format = "lines" }}
+"#,
+            broker.port()
+        ),
+    );
+    let run = Fbp::start(dir.path(), &["run", flow.to_str().unwrap()], &[]);
+    run.wait_connected(1);
+    let readings =
+        (0..100u64).map(|i| ("sensors/a".to_string(), format!(r#"{{"sensor": "a", "value": {i}}}"#).into_bytes()));
+    publish(broker.port(), readings.collect(), QoS::AtLeastOnce);
+    let start = "Messages stay unacknowledged";
+    let warned = wait_until(Duration::from_secs(15), || !logged(&run.log(), start).is_empty());
+    assert!(warned, "no warning:\n{}", run.log());
+    let log = run.stop();
+    let warnings = logged(&log, start);
+    assert_eq!(warnings.len(), 1, "{log}");
+    let w = &warnings[0];
+    assert_eq!(w["component"], "sub");
+    assert_eq!(w["unacknowledged"], 20, "mosquitto's default in-flight limit: {w}");
+    assert!(w["held_by"].as_str().unwrap().contains("`avg` (window) holds them up to 1h"), "{w}");
+    assert!(w["help"].as_str().unwrap().contains(r#"set `ack = "on_fold"`"#), "{w}");
+    // The broker sent 20 and kept the rest: the window flushes those 20 when the flow stops.
+    assert_eq!(counted(&dir.path().join("windows.jsonl")), 20, "{log}");
+}

@@ -5,6 +5,7 @@
 //! connections against the catalogue and type-checks every connection. Every
 //! error found is collected into [`Diagnostics`], rendered the way rustc does.
 
+pub mod acks;
 pub mod check;
 pub mod diag;
 pub mod raw;
