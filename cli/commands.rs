@@ -60,14 +60,19 @@ fn check(paths: &[std::path::PathBuf]) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for path in paths {
         match flow::load(path, &CATALOGUE) {
-            Ok(f) => println!(
-                "{}: ok ({} component{}, {} connection{})",
-                path.display(),
-                f.nodes.len(),
-                if f.nodes.len() == 1 { "" } else { "s" },
-                f.edges.len(),
-                if f.edges.len() == 1 { "" } else { "s" }
-            ),
+            Ok(f) => {
+                if let Some(w) = &f.warnings {
+                    eprint!("{}", w.render_warnings());
+                }
+                println!(
+                    "{}: ok ({} component{}, {} connection{})",
+                    path.display(),
+                    f.nodes.len(),
+                    if f.nodes.len() == 1 { "" } else { "s" },
+                    f.edges.len(),
+                    if f.edges.len() == 1 { "" } else { "s" }
+                )
+            }
             Err(d) => code = report(&d),
         }
     }

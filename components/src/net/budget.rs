@@ -87,8 +87,7 @@ fn holders(ctx: &Context) -> (String, String) {
     }
     let names = held.iter().map(|h| h.describe()).collect::<Vec<_>>().join("; ");
     let fixes = held.iter().filter(|h| !h.fix.is_empty()).map(|h| format!("`{}`: {}", h.name, h.fix));
-    let help = fixes.chain(["or put a disk buffer on the connection before it".to_string()]).collect::<Vec<_>>();
-    (names, help.join("; "))
+    (names, fixes.collect::<Vec<_>>().join("; "))
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         when: "passes each message on with its acknowledgement after `duration`: the source waits at least \
                that long for it",
         hold: |config| config_duration(config, "duration"),
-        fix: "shorten `duration`, or put a disk buffer before it",
+        fix: "shorten `duration`",
     },
     stateless: false,
     example: "[components.later]\ntype = \"delay\"\nconfig = { duration = \"500ms\" }\n",

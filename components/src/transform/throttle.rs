@@ -49,7 +49,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             Some(true) => None,
             _ => config_duration(config, "per"),
         },
-        fix: "set `drop = true`, or put a disk buffer before it",
+        fix: "raise `rate`, or set `drop = true`",
     },
     stateless: false,
     example: "[components.pace]\ntype = \"throttle\"\nconfig = { rate = 10, per = \"1s\", drop = false }\n",

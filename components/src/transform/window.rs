@@ -35,7 +35,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           the input ends. With `ack = \"on_fold\"` (the default) a message is acknowledged as soon \
           as it is folded into the window's state, so the source's broker never waits on a window \
           period; an open window is then lost on a crash (its messages were acknowledged, its \
-          result not yet written): put a disk buffer before `window` where that matters. With \
+          result not yet written). With \
           `ack = \"on_emit\"` each output carries its inputs' acknowledgements, which are settled \
           when the result is delivered: nothing is lost on a crash, but the source must afford \
           to leave a whole window period unacknowledged (an MQTT broker sends only 20 \

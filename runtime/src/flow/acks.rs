@@ -6,8 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Flow;
-use crate::spec::Delivery;
+use std::ops::Range;
+
+use super::{Diagnostic, Flow};
+use crate::spec::{Acks, Delivery};
 
 /// A hold from this long up is more than a source with a broker's budget can
 /// afford: at a modest rate it fills mosquitto's 20 in flight.
@@ -54,7 +56,7 @@ pub fn holders(flow: &Flow, source: usize) -> Vec<AckHolder> {
             match node.spec.acks.hold(&node.config) {
                 Some(hold) => {
                     let fix = match node.spec.acks {
-                        crate::spec::Acks::Holds { fix, .. } => fix,
+                        Acks::Holds { fix, .. } => fix,
                         _ => "",
                     };
                     out.push(AckHolder { name: node.name.clone(), type_name: node.spec.name, hold, fix });
@@ -65,4 +67,36 @@ pub fn holders(flow: &Flow, source: usize) -> Vec<AckHolder> {
         }
     }
     out
+}
+
+/// A warning for each component that holds, for [`AFFORDABLE`] or longer, the
+/// acknowledgements of a source whose broker bounds what it leaves
+/// unacknowledged; at the component's place (`span_of` its name).
+pub(crate) fn warnings(flow: &Flow, span_of: impl Fn(&str) -> Option<Range<usize>>) -> Vec<Diagnostic> {
+    let sources = flow.nodes.iter().enumerate().filter(|(_, n)| n.spec.acks.budgeted(&n.config));
+    let mut out = Vec::new();
+    for (i, source) in sources {
+        for h in holders(flow, i).into_iter().filter(|h| h.hold >= AFFORDABLE) {
+            let message = format!(
+                "`{}` holds the acknowledgements of `{}` ({}) longer than its broker lets them wait",
+                h.name, source.name, source.spec.name
+            );
+            let d = match span_of(&h.name) {
+                Some(span) => Diagnostic::at(span, message),
+                None => Diagnostic::whole(message),
+            };
+            let broker = match source.spec.acks {
+                Acks::Budget { limit, .. } => limit,
+                _ => "",
+            };
+            let label = h.describe().replacen(" them", &format!(" `{}`'s acknowledgements", source.name), 1);
+            out.push(d.label(label).help(help(&h, broker)));
+        }
+    }
+    out
+}
+
+fn help(h: &AckHolder, broker: &str) -> String {
+    let fix = if h.fix.is_empty() { "hold them for less time".to_string() } else { h.fix.to_string() };
+    format!("in `{}`, {fix}; {broker}", h.name)
 }

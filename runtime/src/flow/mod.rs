@@ -44,6 +44,9 @@ pub struct Flow {
     pub on_component_failure: OnFailure,
     /// `[ports]`: inner ports this flow exports when another flow uses it as `flow:PATH`.
     pub exports: Vec<Export>,
+    /// What `check` found that does not stop the flow (a source that cannot
+    /// afford the acknowledgements held downstream); `None` when nothing.
+    pub warnings: Option<Diagnostics>,
 }
 
 /// A port a subflow exports: `[ports] in = "decode.in"`.

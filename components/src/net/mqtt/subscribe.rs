@@ -48,7 +48,10 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           component stops reading (keeping the connection alive with pings), so the broker holds the \
           backlog. A broker that is down or lost is retried with `reconnect` backoff, logged once per \
           outage; the flow never fails because of it. On shutdown it waits up to 5 s for the messages \
-          in flight to be acknowledged, then disconnects.",
+          in flight to be acknowledged, then disconnects. When its unacknowledged messages stay so \
+          for 3 s with nothing coming in or going out (the broker's in-flight limit reached), it \
+          warns once, naming the component downstream that holds them and what to change, and \
+          again only after it recovered.",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec {
@@ -62,8 +65,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         limit: "with QoS 1/2 the broker sends only so many messages not yet acknowledged (mosquitto: \
                 `max_inflight_messages`, 20 by default), queues the rest (`max_queued_messages`, 1 000) \
                 and then drops what comes: a component downstream that holds acknowledgements for a time \
-                loses readings at the broker. When messages stay unacknowledged for a few seconds with \
-                nothing moving, it warns once (again after it recovered), naming the component holding them",
+                loses readings at the broker",
         bounded: |config| config.get("qos").and_then(serde_json::Value::as_u64).is_some_and(|q| q > 0),
     },
     stateless: false,
