@@ -122,6 +122,9 @@ fn generated(
 }
 
 fn run(flow: Flow, shutdown_timeout: Duration) -> ExitCode {
+    for w in flow.warnings.iter().flat_map(|d| &d.errors) {
+        tracing::warn!(warning = %w.message, help = w.help.as_deref().unwrap_or(""), "The flow check warns.");
+    }
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
     let report = network::run(flow, RunOptions { shutdown_timeout, shutdown, threads: None });

@@ -804,6 +804,8 @@ config = {{ path = "windows.jsonl", format = "lines" }}
     let w = &warnings[0];
     assert_eq!(w["component"], "sub");
     assert_eq!(w["unacknowledged"], 20, "mosquitto's default in-flight limit: {w}");
+    let checked = logged(&log, "The flow check warns.");
+    assert!(checked.len() == 1 && checked[0]["warning"].as_str().unwrap().starts_with("`avg` holds"), "{log}");
     assert!(w["held_by"].as_str().unwrap().contains("`avg` (window) holds them up to 1h"), "{w}");
     assert!(w["help"].as_str().unwrap().contains(r#"set `ack = "on_fold"`"#), "{w}");
     // The broker sent 20 and kept the rest: the window flushes those 20 when the flow stops.
