@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fbp_runtime::flow::check::check_source;
 use fbp_runtime::network::{RunOptions, run};
-use fbp_runtime::spec::{BuildContext, Catalogue, ComponentSpec, Delivery, Kind, PortSpec};
+use fbp_runtime::spec::{Acks, BuildContext, Catalogue, ComponentSpec, Delivery, Kind, PortSpec};
 use fbp_runtime::{Instance, Message, Outbox, Transform, value};
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
@@ -41,6 +41,7 @@ static PASS: ComponentSpec = ComponentSpec {
     outputs: &[PortSpec { name: "out", ty: "same", doc: "" }],
     config: &[],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: true,
     example: "",
     build: |_: &BuildContext| Ok(Instance::transform(Pass)),

@@ -60,14 +60,19 @@ fn check(paths: &[std::path::PathBuf]) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     for path in paths {
         match flow::load(path, &CATALOGUE) {
-            Ok(f) => println!(
-                "{}: ok ({} component{}, {} connection{})",
-                path.display(),
-                f.nodes.len(),
-                if f.nodes.len() == 1 { "" } else { "s" },
-                f.edges.len(),
-                if f.edges.len() == 1 { "" } else { "s" }
-            ),
+            Ok(f) => {
+                if let Some(w) = &f.warnings {
+                    eprint!("{}", w.render_warnings());
+                }
+                println!(
+                    "{}: ok ({} component{}, {} connection{})",
+                    path.display(),
+                    f.nodes.len(),
+                    if f.nodes.len() == 1 { "" } else { "s" },
+                    f.edges.len(),
+                    if f.edges.len() == 1 { "" } else { "s" }
+                )
+            }
             Err(d) => code = report(&d),
         }
     }
@@ -117,6 +122,9 @@ fn generated(
 }
 
 fn run(flow: Flow, shutdown_timeout: Duration) -> ExitCode {
+    for w in flow.warnings.iter().flat_map(|d| &d.errors) {
+        tracing::warn!(warning = %w.message, help = w.help.as_deref().unwrap_or(""), "The flow check warns.");
+    }
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
     let report = network::run(flow, RunOptions { shutdown_timeout, shutdown, threads: None });

@@ -508,3 +508,33 @@ fn a_graceful_stop_acknowledges_everything_written_and_nothing_else() {
     let _ = wait_until(Duration::from_secs(5), || written + rabbit.count(&queue) >= 3000);
     assert_eq!(written + rabbit.count(&queue), 3000, "{written} written");
 }
+
+#[test]
+fn a_queue_at_prefetch_behind_a_window_warns_once_naming_it() {
+    let mut rabbit = Rabbit::new();
+    let queue = rabbit.queue(None);
+    rabbit.publish("", &queue, numbered(0..50));
+    let dir = tempdir();
+    let flow = format!(
+        "[flow]\nname = \"held\"\nconnections = [\"amqp -> avg\", \"avg -> out\"]\n\
+         [components.amqp]\ntype = \"amqp-subscribe\"\nconfig = {{ queue = \"{queue}\", prefetch = 10 }}\n\
+         [components.avg]\ntype = \"window\"\nconfig = {{ every = \"1h\", field = \"i\", ack = \"on_emit\" }}\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"windows.jsonl\", format = \"lines\" }}\n"
+    );
+    write(dir.path(), "flow.toml", &flow);
+    let child = start(dir.path(), &["run", "flow.toml"]);
+    let warnings = |log: &str| -> Vec<serde_json::Value> {
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["fields"].clone())
+            .filter(|f| f["message"].as_str().is_some_and(|m| m.starts_with("Messages stay unacknowledged")))
+            .collect()
+    };
+    let warned = wait_until(Duration::from_secs(20), || !warnings(&log(dir.path())).is_empty());
+    assert!(warned, "no warning:\n{}", log(dir.path()));
+    let log = stop(child, dir.path());
+    let w = warnings(&log);
+    assert_eq!(w.len(), 1, "{log}");
+    assert_eq!((&w[0]["component"], &w[0]["unacknowledged"]), (&serde_json::json!("amqp"), &serde_json::json!(10)));
+    assert!(w[0]["held_by"].as_str().unwrap().contains("`avg` (window) holds them up to 1h"), "{w:?}");
+}

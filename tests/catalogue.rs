@@ -7,7 +7,7 @@ use fbp_components::CATALOGUE;
 use fbp_runtime::docs;
 use fbp_runtime::flow::check::check_source;
 use fbp_runtime::port::PortType;
-use fbp_runtime::spec::Kind;
+use fbp_runtime::spec::{Acks, Kind};
 
 use crate::util::root;
 
@@ -106,4 +106,37 @@ fn writing_components_guide_matches_the_code() {
         checked += 1;
     }
     assert!(checked >= 5, "the guide quotes the walk-through component and an exec provider");
+}
+
+#[test]
+fn components_that_hold_messages_say_when_they_acknowledge() {
+    for name in ["window", "delay", "throttle", "batch", "kv-state", "exec"] {
+        let s = CATALOGUE.get(name).unwrap();
+        assert!(matches!(s.acks, Acks::Holds { .. }), "`{name}` holds messages but does not say when it acknowledges");
+        assert!(docs::describe(s).contains("\nAcknowledgements: "), "`{name}`: describe does not say");
+    }
+    for name in ["mqtt-subscribe", "nats-subscribe", "amqp-subscribe"] {
+        let s = CATALOGUE.get(name).unwrap();
+        assert!(matches!(s.acks, Acks::Budget { .. }), "`{name}` does not state its broker's budget");
+    }
+}
+
+#[test]
+fn how_long_acknowledgements_are_held_follows_the_config() {
+    let hold = |name: &str, config: serde_json::Value| CATALOGUE.get(name).unwrap().acks.hold(&config);
+    let secs = |s| Some(std::time::Duration::from_secs(s));
+    let window = serde_json::json!({"every": "5s", "size": null, "count": null, "ack": "on_fold"});
+    assert_eq!(hold("window", window.clone()), None, "on_fold holds nothing");
+    let on_emit = serde_json::json!({"every": "5s", "size": null, "count": null, "ack": "on_emit"});
+    assert_eq!(hold("window", on_emit), secs(5));
+    let sliding = serde_json::json!({"every": "5s", "size": "1m", "ack": "on_emit"});
+    assert_eq!(hold("window", sliding), secs(60));
+    assert_eq!(hold("window", serde_json::json!({"count": 10, "ack": "on_emit"})), Some(std::time::Duration::MAX));
+    assert_eq!(hold("delay", serde_json::json!({"duration": "3s"})), secs(3));
+    assert_eq!(hold("throttle", serde_json::json!({"per": "1m", "drop": true})), None);
+    assert_eq!(hold("batch", serde_json::json!({"timeout": "0s"})), None);
+    let budgeted = |name: &str, config: serde_json::Value| CATALOGUE.get(name).unwrap().acks.budgeted(&config);
+    assert!(budgeted("mqtt-subscribe", serde_json::json!({"qos": 1})));
+    assert!(!budgeted("mqtt-subscribe", serde_json::json!({"qos": 0})));
+    assert!(!budgeted("nats-subscribe", serde_json::json!({"subject": "a", "durable": null})));
 }

@@ -47,6 +47,16 @@ fn describe_shows_ports_config_delivery_and_example() {
 }
 
 #[test]
+fn describe_says_when_window_acknowledges_and_what_a_crash_loses() {
+    let o = fbp().args(["describe", "window"]).output().unwrap();
+    assert!(o.status.success());
+    let out = stdout(&o);
+    let acks = out.lines().find(|l| l.starts_with("Acknowledgements: ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(acks.contains("on_fold") && acks.contains("lost on a"), "{acks}");
+    assert!(out.contains("ack (\"on_fold\" | \"on_emit\", default \"on_fold\")"), "{out}");
+}
+
+#[test]
 fn check_accepts_every_flow_in_flows() {
     let mut checked = 0;
     let lib = std::fs::read_dir(root().join("flows/lib")).unwrap();

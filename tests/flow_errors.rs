@@ -585,3 +585,80 @@ fn limits_out_of_range_or_misspelt() {
         ],
     );
 }
+
+#[test]
+fn check_warns_when_a_qos1_source_feeds_a_component_holding_its_acknowledgements() {
+    let dir = tempdir();
+    let flow = r#"[flow]
+name = "held"
+connections = ["sub -> keep", "keep -> avg", "sub -> group", "quiet -> late", "avg -> out", "group -> out", "late -> out"]
+
+[components.sub]
+type = "mqtt-subscribe"
+config = { topics = ["sensors/#"], qos = 1 }
+
+[components.keep]
+type = "filter"
+config = { expr = ".value != null" }
+
+[components.avg]
+type = "window"
+config = { every = "10s", ack = "on_emit" }
+
+[components.group]
+type = "batch"
+config = { timeout = "200ms" }
+
+[components.quiet]
+type = "mqtt-subscribe"
+config = { topics = ["other/#"], qos = 0, client_id = "q" }
+
+[components.late]
+type = "window"
+config = { every = "1m", ack = "on_emit" }
+
+[components.out]
+type = "console"
+"#;
+    write(dir.path(), "held.toml", flow);
+    let o = fbp().current_dir(dir.path()).args(["check", "held.toml"]).output().unwrap();
+    assert!(o.status.success(), "a warning does not fail the check:\n{}", stderr(&o));
+    assert!(stdout(&o).contains("held.toml: ok (7 components, 7 connections)"), "{}", stdout(&o));
+    let err = stderr(&o);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("warning: `")).collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: `avg` holds the acknowledgements of `sub` (mqtt-subscribe) longer than its broker lets them wait",
+            "warning: `held.toml`: 1 warning"
+        ],
+        "{err}"
+    );
+    assert!(err.contains("--> held.toml:13:13"), "at `[components.avg]`:\n{err}");
+    assert!(err.contains("`avg` (window) holds `sub`'s acknowledgements up to 10s"), "{err}");
+    assert!(err.contains(r#"= help: in `avg`, set `ack = "on_fold"`"#), "{err}");
+}
+
+#[test]
+fn check_is_quiet_about_a_window_that_acknowledges_on_fold() {
+    let dir = tempdir();
+    let flow = r#"[flow]
+name = "folded"
+connections = ["sub -> avg", "avg -> out"]
+
+[components.sub]
+type = "mqtt-subscribe"
+config = { topics = ["sensors/#"], qos = 1 }
+
+[components.avg]
+type = "window"
+config = { every = "10s" }
+
+[components.out]
+type = "console"
+"#;
+    write(dir.path(), "folded.toml", flow);
+    let o = fbp().current_dir(dir.path()).args(["check", "folded.toml"]).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "", "no warning");
+}

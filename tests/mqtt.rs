@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fbp_runtime::testbed::Server;
+use fbp_runtime::testbed::{Server, UNLIMITED_QUEUE};
 use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
 
 use crate::util::{fbp, lines, root, signal, summary, tempdir, wait_until, write};
@@ -204,7 +204,12 @@ fn wait_flowing(port: u16, topic: &str, arrived: impl Fn() -> bool) {
 #[test]
 fn relay_moves_10000_qos1_messages_between_brokers_without_loss() {
     let dir = tempdir();
-    let (a, b) = (Server::mosquitto(&dir.path().join("a")).unwrap(), Server::mosquitto(&dir.path().join("b")).unwrap());
+    // The test publishes 10 000 messages in a burst, faster than any
+    // subscriber that mosquitto sends only 20 unacknowledged messages at a
+    // time; with its default queue of 1 000 it would drop the rest. What is
+    // measured is fbp's relay, not the broker's queue: lift both limits.
+    let unlimited = |name: &str| Server::mosquitto_with(&dir.path().join(name), UNLIMITED_QUEUE).unwrap();
+    let (a, b) = (unlimited("a"), unlimited("b"));
     let far = Collector::start(b.port(), "sensors/#");
     let source = format!("mqtt://{}/sensors/%23?qos=1", a.addr());
     let sink = format!("mqtt://{}/", b.addr());
@@ -237,9 +242,12 @@ fn broker_stopped_mid_stream_and_restarted_loses_nothing_with_a_persistent_sessi
     // SIGTERM, not SIGKILL: Mosquitto writes its store (the session, the
     // subscription, the queued messages) on a clean exit and otherwise only
     // every `autosave_interval`, so a SIGKILL would lose messages the broker
-    // itself had acknowledged to the publisher: its loss, not fbp's.
+    // itself had acknowledged to the publisher: its loss, not fbp's. The
+    // test's publisher bursts 3 000 messages just before the stop: the broker
+    // keeps them all for the session across its restart only with no limit
+    // on its queue (by default it keeps 1 000 and drops the rest).
     let dir = tempdir();
-    let mut broker = Server::mosquitto(&dir.path().join("broker")).unwrap();
+    let mut broker = Server::mosquitto_with(&dir.path().join("broker"), UNLIMITED_QUEUE).unwrap();
     let out = dir.path().join("out.jsonl");
     let source = format!("mqtt://{}/sensors/%23?qos=1&client_id=fbp-outage&clean_session=false", broker.addr());
     let mut relay = Fbp::start(
@@ -273,7 +281,10 @@ fn broker_stopped_mid_stream_and_restarted_loses_nothing_with_a_persistent_sessi
 #[test]
 fn fbp_killed_with_sigkill_and_started_again_loses_nothing() {
     let dir = tempdir();
-    let broker = Server::mosquitto(&dir.path().join("broker")).unwrap();
+    // The publisher goes on while fbp is dead: mosquitto keeps what comes for
+    // the offline session, by default 1 000 messages and then drops. The test
+    // is about fbp's restart, so the broker may queue all 8 000.
+    let broker = Server::mosquitto_with(&dir.path().join("broker"), UNLIMITED_QUEUE).unwrap();
     let db = dir.path().join("readings.db");
     let env = vec![
         ("MQTT_PORT", broker.port().to_string()),
@@ -623,4 +634,180 @@ fn mqtt_flows_check() {
         let o = fbp().arg("check").arg(root().join(flow)).output().unwrap();
         assert!(o.status.success(), "{flow}: {}", String::from_utf8_lossy(&o.stderr));
     }
+}
+
+/// Publishes `messages` at QoS 1, `per_second` of them (in steps of 10 ms),
+/// and returns once the broker confirmed them all. Bounded: it panics past
+/// `limit`.
+fn publish_paced(port: u16, messages: Vec<(String, Vec<u8>)>, per_second: usize, limit: Duration) {
+    let n = messages.len();
+    let (client, mut conn) = Client::new(options(port, "paced"), 1000);
+    let started = Instant::now();
+    let publisher = thread::spawn(move || {
+        let per_tick = (per_second / 100).max(1);
+        for (i, chunk) in messages.chunks(per_tick).enumerate() {
+            let due = started + Duration::from_millis(10 * i as u64);
+            thread::sleep(due.saturating_duration_since(Instant::now()));
+            for (topic, payload) in chunk {
+                client.publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone()).expect("queue a publish");
+            }
+        }
+        client
+    });
+    let mut done = 0;
+    for event in conn.iter() {
+        assert!(started.elapsed() < limit, "published {done} of {n} in {limit:?}");
+        match event {
+            Ok(Event::Incoming(Packet::PubAck(_))) => done += 1,
+            Err(e) => panic!("test publisher: {e}"),
+            _ => {}
+        }
+        if done == n {
+            break;
+        }
+    }
+    let client = publisher.join().unwrap();
+    let _ = client.disconnect();
+}
+
+/// The sum of `count` over the window results in `path` whose sensor is not the probe.
+fn counted(path: &Path) -> u64 {
+    lines(path)
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|w| w["sensor"] != "probe")
+        .filter_map(|w| w["count"].as_u64())
+        .sum()
+}
+
+#[test]
+fn a_window_on_a_qos1_subscription_counts_every_reading_with_the_brokers_default_limits() {
+    // Issue 20: a window holding its inputs' acknowledgements for its period
+    // left the subscription 20 messages per period; mosquitto queued 1 000
+    // more and dropped the rest, silently.
+    let dir = tempdir();
+    let broker_dir = dir.path().join("broker");
+    let broker = Server::mosquitto(&broker_dir).unwrap();
+    let flow = write(
+        dir.path(),
+        "windows.toml",
+        &format!(
+            r#"[flow]
+name = "windows"
+connections = ["sub -> avg", "avg -> windows", "sub -> hot", "hot -> store"]
+
+[components.sub]
+type = "mqtt-subscribe"
+config = {{ port = {}, topics = ["sensors/#"], qos = 1 }}
+
+[components.avg]
+type = "window"
+config = {{ every = "2s", group_by = "sensor", aggregates = ["avg", "max"] }}
+
+[components.windows]
+type = "file-write"
+config = {{ path = "windows.jsonl", format = "lines" }}
+
+[components.hot]
+type = "filter"
+config = {{ expr = ".value >= 40" }}
+
+[components.store]
+type = "sqlite"
+config = {{ path = "readings.db", table = "readings", columns = {{ sensor = "TEXT", value = "REAL", id = "INTEGER" }} }}
+"#,
+            broker.port()
+        ),
+    );
+    let run = Fbp::start(dir.path(), &["run", flow.to_str().unwrap()], &[]);
+    run.wait_connected(1);
+    let db = dir.path().join("readings.db");
+    let probe = br#"{"sensor": "probe", "value": 99}"#;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !any_rows(&db) {
+        assert!(Instant::now() < deadline, "no probe went through fbp in 15 s:\n{}", run.log());
+        publish(broker.port(), vec![("sensors/probe".into(), probe.to_vec())], QoS::AtLeastOnce);
+        wait_until(Duration::from_millis(300), || any_rows(&db));
+    }
+
+    let total = 20_000u64;
+    let reading = |i: u64| format!(r#"{{"sensor": "s{}", "value": {}, "id": {i}}}"#, i % 10, i % 50);
+    let readings = (0..total).map(|i| (format!("sensors/s{}", i % 10), reading(i).into_bytes())).collect();
+    publish_paced(broker.port(), readings, 2000, Duration::from_secs(40));
+    let hot = (0..total).filter(|i| i % 50 >= 40).count() as i64;
+    let windows = dir.path().join("windows.jsonl");
+    let all = wait_until(Duration::from_secs(20), || counted(&windows) == total && rows(&db) == hot);
+    let broker_log = fbp_runtime::testbed::mosquitto_log(&broker_dir);
+    let dropped = broker_log.lines().filter(|l| l.contains("dropped")).take(3).collect::<Vec<_>>();
+    assert!(
+        all,
+        "{} of {total} counted in windows, {} of {hot} rows; broker: {dropped:?}",
+        counted(&windows),
+        rows(&db)
+    );
+    let log = run.stop();
+    assert_eq!(counted(&windows), total, "counted twice:\n{log}");
+    assert_eq!(summary(&log, "sub", "errors"), Some(0), "{log}");
+}
+
+/// The `fields` of the JSON log lines whose message starts with `start`.
+fn logged(log: &str, start: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["fields"].clone())
+        .filter(|f| f["message"].as_str().is_some_and(|m| m.starts_with(start)))
+        .collect()
+}
+
+#[test]
+fn a_subscription_stuck_behind_held_acknowledgements_warns_once_naming_the_holder() {
+    let dir = tempdir();
+    let broker = Server::mosquitto(&dir.path().join("broker")).unwrap();
+    let flow = write(
+        dir.path(),
+        "held.toml",
+        &format!(
+            r#"[flow]
+name = "held"
+connections = ["sub -> keep", "keep -> avg", "avg -> out"]
+
+[components.sub]
+type = "mqtt-subscribe"
+config = {{ port = {}, topics = ["sensors/#"], qos = 1 }}
+
+[components.keep]
+type = "filter"
+config = {{ expr = ".value != null" }}
+
+[components.avg]
+type = "window"
+config = {{ every = "1h", group_by = "sensor", ack = "on_emit" }}
+
+[components.out]
+type = "file-write"
+config = {{ path = "windows.jsonl", format = "lines" }}
+"#,
+            broker.port()
+        ),
+    );
+    let run = Fbp::start(dir.path(), &["run", flow.to_str().unwrap()], &[]);
+    run.wait_connected(1);
+    let readings =
+        (0..100u64).map(|i| ("sensors/a".to_string(), format!(r#"{{"sensor": "a", "value": {i}}}"#).into_bytes()));
+    publish(broker.port(), readings.collect(), QoS::AtLeastOnce);
+    let start = "Messages stay unacknowledged";
+    let warned = wait_until(Duration::from_secs(15), || !logged(&run.log(), start).is_empty());
+    assert!(warned, "no warning:\n{}", run.log());
+    let log = run.stop();
+    let warnings = logged(&log, start);
+    assert_eq!(warnings.len(), 1, "{log}");
+    let w = &warnings[0];
+    assert_eq!(w["component"], "sub");
+    assert_eq!(w["unacknowledged"], 20, "mosquitto's default in-flight limit: {w}");
+    let checked = logged(&log, "The flow check warns.");
+    assert!(checked.len() == 1 && checked[0]["warning"].as_str().unwrap().starts_with("`avg` holds"), "{log}");
+    assert!(w["held_by"].as_str().unwrap().contains("`avg` (window) holds them up to 1h"), "{w}");
+    assert!(w["help"].as_str().unwrap().contains(r#"set `ack = "on_fold"`"#), "{w}");
+    // The broker sent 20 and kept the rest: the window flushes those 20 when the flow stops.
+    assert_eq!(counted(&dir.path().join("windows.jsonl")), 20, "{log}");
 }

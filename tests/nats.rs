@@ -481,3 +481,52 @@ fn a_nats_relay_with_defaults_forwards_a_burst_of_payloads_byte_for_byte() {
     let text = log(dir.path(), "fbp.log");
     assert_eq!(summary(&text, "source", "errors"), Some(0), "{text}");
 }
+
+#[test]
+fn a_jetstream_consumer_at_max_ack_pending_behind_a_window_warns_once_naming_it() {
+    let dir = tempdir();
+    let bus = Bus::start(dir.path());
+    bus.stream("HELD", "held");
+    (0..50).for_each(|id| bus.js_publish("held", job(id)));
+    let flow = format!(
+        r#"[flow]
+name = "held"
+connections = ["sub -> avg", "avg -> out"]
+
+[components.sub]
+type = "nats-subscribe"
+config = {{ url = "{}", subject = "held", stream = "HELD", durable = "fbp", max_ack_pending = 10 }}
+
+[components.avg]
+type = "window"
+config = {{ every = "1h", field = "n", ack = "on_emit" }}
+
+[components.out]
+type = "file-write"
+config = {{ path = "windows.jsonl", format = "lines" }}
+"#,
+        bus.url()
+    );
+    let flow = write(dir.path(), "held.toml", &flow);
+    let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
+    let warnings = || -> Vec<serde_json::Value> {
+        log(dir.path(), "fbp.log")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["fields"].clone())
+            .filter(|f| f["message"].as_str().is_some_and(|m| m.starts_with("Messages stay unacknowledged")))
+            .collect()
+    };
+    let warned = wait_until(Duration::from_secs(20), || !warnings().is_empty());
+    assert!(warned, "no warning:\n{}", log(dir.path(), "fbp.log"));
+    assert_eq!(bus.consumer("HELD", "fbp").0, 10, "JetStream stops at max_ack_pending");
+    assert!(stop(&mut run).success(), "{}", log(dir.path(), "fbp.log"));
+    let w = warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!((&w[0]["component"], &w[0]["unacknowledged"]), (&serde_json::json!("sub"), &serde_json::json!(10)));
+    assert!(w[0]["held_by"].as_str().unwrap().contains("`avg` (window) holds them up to 1h"), "{w:?}");
+    let windows = lines(&dir.path().join("windows.jsonl"));
+    let counted: u64 =
+        windows.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64()).sum();
+    assert_eq!(counted, 10, "the window flushes what it held when the flow stops: {windows:?}");
+}

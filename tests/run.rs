@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fbp_runtime::flow::check::check_source;
 use fbp_runtime::network::{RunOptions, run};
-use fbp_runtime::spec::{BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec};
+use fbp_runtime::spec::{Acks, BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec};
 use fbp_runtime::{Ack, Context, Failure, Instance, Message, Outcome, Task, TaskFuture, value};
 
 use crate::util::{fbp, root, rss_kib, signal, stderr, stdout, summary, tempdir, wait_until, write};
@@ -85,6 +85,7 @@ static ACK_SOURCE: ComponentSpec = ComponentSpec {
     outputs: &[PortSpec { name: "out", ty: "object", doc: "numbers" }],
     config: &[KeySpec::new("count", KeyType::Integer, "10", "How many messages to emit.")],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "",
     build: |ctx: &BuildContext| Ok(Instance::task(AckSource { count: ctx.config["count"].as_u64().unwrap_or(10) })),

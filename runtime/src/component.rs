@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::deadletter::ErrorRoute;
+use crate::flow::acks::AckHolder;
 use crate::message::{Ack, Message, Meta, Outcome};
 use crate::metrics::Metrics;
 use crate::queue::{Closed, InPort, OutPort};
@@ -127,6 +128,8 @@ pub struct Context {
     pub(crate) carry: Arc<Mutex<Carry>>,
     /// Set when the network abandons a shutdown that timed out.
     aborted: Arc<AtomicBool>,
+    /// Components downstream that hold this source's acknowledgements for a time.
+    ack_holders: Arc<[AckHolder]>,
 }
 
 /// What a failed instance of a transform leaves for the next one: the message
@@ -162,7 +165,21 @@ impl Context {
             seq,
             carry: Arc::default(),
             aborted: Arc::default(),
+            ack_holders: Vec::new().into(),
         }
+    }
+
+    /// Tells the component who downstream holds its acknowledgements.
+    pub(crate) fn with_ack_holders(mut self, holders: Arc<[AckHolder]>) -> Self {
+        self.ack_holders = holders;
+        self
+    }
+
+    /// The components downstream (directly or through pass-through
+    /// components) that hold this component's messages' acknowledgements for
+    /// a time: whom a source names when its broker stops sending.
+    pub fn ack_holders(&self) -> &[AckHolder] {
+        &self.ack_holders
     }
 
     /// Shares the supervisor's carry-over between this instance and the next.

@@ -44,6 +44,9 @@ pub fn describe(s: &ComponentSpec) -> String {
         let _ = writeln!(out, "  {} ({}, {default})\n      {}", k.name, k.ty.name(), k.doc);
     }
     let _ = writeln!(out, "\nDelivery: {}", s.delivery.describe());
+    if let Some(acks) = s.acks.describe() {
+        let _ = writeln!(out, "Acknowledgements: {acks}");
+    }
     if s.stateless {
         let _ = writeln!(out, "Workers: stateless; `workers = N` runs N competing instances.");
     }
@@ -84,7 +87,11 @@ pub fn markdown(catalogue: &Catalogue) -> String {
                 let _ = writeln!(out, "| `{}` | {} | {default} | {} |", k.name, k.ty.name().replace('|', "\\|"), k.doc);
             }
         }
-        let _ = write!(out, "\nDelivery: {}.\n\n```toml\n{}```\n", s.delivery.describe(), s.example);
+        let _ = writeln!(out, "\nDelivery: {}.", s.delivery.describe());
+        if let Some(acks) = s.acks.describe() {
+            let _ = writeln!(out, "\nAcknowledgements: {acks}.");
+        }
+        let _ = write!(out, "\n```toml\n{}```\n", s.example);
     }
     out
 }

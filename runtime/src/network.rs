@@ -133,6 +133,7 @@ pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
                 checks: (0..node.inputs.len()).map(check).collect(),
                 inputs: node.inputs.iter().enumerate().map(|(p, port)| (port.name.clone(), ins(p))).collect(),
                 outputs: node.outputs.iter().enumerate().map(|(p, port)| (port.name.clone(), outs(p))).collect(),
+                ack_holders: crate::flow::acks::holders(flow, i).into(),
             }
         })
         .collect()

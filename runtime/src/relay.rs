@@ -79,7 +79,7 @@ pub fn to_flow_toml(source: &str, sink: &str, sets: &[String], catalogue: &Catal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{ComponentSpec, Delivery, KeySpec, KeyType, Kind};
+    use crate::spec::{Acks, ComponentSpec, Delivery, KeySpec, KeyType, Kind};
 
     static EMPTY: Catalogue = Catalogue(&[]);
 
@@ -149,6 +149,7 @@ mod tests {
                 KeySpec::new("n", KeyType::Integer, "1", ""),
             ],
             delivery: Delivery::AtLeastOnce,
+            acks: Acks::Prompt,
             stateless: false,
             example: "",
             build,

@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::component::Instance;
 
@@ -65,6 +66,65 @@ impl Delivery {
             Delivery::Depends(how) => how,
         }
     }
+}
+
+/// When a component acknowledges its inputs, or, for a source, what its
+/// broker lets it leave unacknowledged. `fbp describe` prints the sentence;
+/// `fbp check` and the sources' budget warnings read the functions.
+#[derive(Clone, Copy, Debug)]
+pub enum Acks {
+    /// Holds no acknowledgement for a time of its own: it settles or passes
+    /// on each message as it handles it (what [`Delivery`] says).
+    Prompt,
+    /// Holds its inputs' acknowledgements for a time.
+    Holds {
+        /// When it acknowledges, one sentence for `describe` and the docs.
+        when: &'static str,
+        /// How long at most it holds them with a config; `None` when it
+        /// holds none with that config. [`Duration::MAX`]: no bound in time.
+        hold: HoldFn,
+        /// What to change in the component so that it holds none, for a warning.
+        fix: &'static str,
+    },
+    /// A source whose broker bounds the messages it may leave unacknowledged.
+    Budget {
+        /// What the broker does past the bound, one sentence.
+        limit: &'static str,
+        /// Whether a config acknowledges to the broker at all (not QoS 0, say).
+        bounded: fn(&serde_json::Value) -> bool,
+    },
+}
+
+/// How long a component holds its inputs' acknowledgements with a config.
+pub type HoldFn = fn(&serde_json::Value) -> Option<Duration>;
+
+impl Acks {
+    /// The sentence `describe` prints, if there is more to say than [`Delivery`].
+    pub fn describe(self) -> Option<&'static str> {
+        match self {
+            Acks::Prompt => None,
+            Acks::Holds { when, .. } => Some(when),
+            Acks::Budget { limit, .. } => Some(limit),
+        }
+    }
+
+    /// How long a component with `config` holds its inputs' acknowledgements.
+    pub fn hold(self, config: &serde_json::Value) -> Option<Duration> {
+        match self {
+            Acks::Holds { hold, .. } => hold(config),
+            Acks::Prompt | Acks::Budget { .. } => None,
+        }
+    }
+
+    /// Whether a source with `config` has a broker's budget of unacknowledged messages.
+    pub fn budgeted(self, config: &serde_json::Value) -> bool {
+        matches!(self, Acks::Budget { bounded, .. } if bounded(config))
+    }
+}
+
+/// The duration in config key `key`, when it is set and well-formed.
+pub fn config_duration(config: &serde_json::Value, key: &str) -> Option<Duration> {
+    config.get(key)?.as_str().and_then(|d| crate::units::parse_duration(d).ok())
 }
 
 /// A port declaration.
@@ -220,6 +280,9 @@ pub struct ComponentSpec {
     pub config: &'static [KeySpec],
     /// Delivery semantics.
     pub delivery: Delivery,
+    /// When it acknowledges its inputs, if it holds them for a time; a
+    /// source's broker budget.
+    pub acks: Acks,
     /// Whether `workers = N` may run parallel instances.
     pub stateless: bool,
     /// An example: a `[components.NAME]` table that passes `fbp check`.

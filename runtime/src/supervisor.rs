@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{Carry, Context as ComponentContext, Failure, Instance};
 use crate::deadletter::{DeadLetter, ErrorRoute};
 use crate::drive::{drive, panic_text};
+use crate::flow::acks::AckHolder;
 use crate::flow::{Node, Policy};
 use crate::message::Message;
 use crate::metrics::Metrics;
@@ -45,6 +46,8 @@ pub(crate) struct Wiring {
     /// Per in-port, a type to check each message against (fed by a `json` port).
     pub(crate) checks: Vec<Option<PortType>>,
     pub(crate) outputs: Vec<(Arc<str>, Vec<Queue>)>,
+    /// Who downstream holds this component's acknowledgements for a time.
+    pub(crate) ack_holders: Arc<[AckHolder]>,
 }
 
 impl Wiring {
@@ -176,6 +179,7 @@ impl Supervisor {
         )
         .with_carry(self.carry.clone())
         .with_abort(self.aborted.clone())
+        .with_ack_holders(self.wiring.ack_holders.clone())
     }
 
     fn launch(&mut self, ctx: &mut actix::Context<Self>) {

@@ -64,6 +64,16 @@ pub fn certificates(dir: &Path, subject_alt_name: &str) -> io::Result<()> {
     openssl(&[&sign[..], &["-out", "server.pem", "-days", "1", "-extfile", "ext.cnf"]].concat())
 }
 
+/// Mosquitto config lines that lift its limits on what it holds for a client
+/// (20 in flight, 1 000 queued): for tests whose publisher outruns a
+/// subscriber on purpose (a burst, a broker restart with a backlog).
+pub const UNLIMITED_QUEUE: &str = "max_queued_messages 0\nmax_inflight_messages 0";
+
+/// The log of a Mosquitto started in `dir` (empty when there is none).
+pub fn mosquitto_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
+}
+
 /// Which server a [`Server`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -79,26 +89,36 @@ pub struct Server {
     kind: Kind,
     port: u16,
     dir: PathBuf,
+    /// Lines added to Mosquitto's config.
+    conf: String,
     child: Option<Child>,
 }
 
 impl Server {
     /// Starts Mosquitto on a free port, keeping its persistence file (and
     /// its log, `mosquitto.log`) in `dir`. Persistent sessions and their
-    /// queued QoS 1/2 messages survive [`Server::restart`]; the queue of an
-    /// offline client is unlimited.
+    /// queued QoS 1/2 messages survive [`Server::restart`]. Its limits are
+    /// the broker's own defaults, as users run it: 20 QoS 1/2 messages in
+    /// flight to a client, 1 000 more queued for it, then the rest dropped.
     pub fn mosquitto(dir: &Path) -> io::Result<Server> {
-        Server::start(Kind::Mosquitto, dir, free_port())
+        Server::mosquitto_with(dir, "")
+    }
+
+    /// [`Server::mosquitto`] with `conf` added to its config, e.g.
+    /// [`UNLIMITED_QUEUE`] for a test whose own publisher outruns a
+    /// subscriber on purpose.
+    pub fn mosquitto_with(dir: &Path, conf: &str) -> io::Result<Server> {
+        Server::start(Kind::Mosquitto, dir, free_port(), conf)
     }
 
     /// Starts nats-server with JetStream on a free port, storing in `dir`.
     pub fn nats(dir: &Path) -> io::Result<Server> {
-        Server::start(Kind::Nats, dir, free_port())
+        Server::start(Kind::Nats, dir, free_port(), "")
     }
 
-    fn start(kind: Kind, dir: &Path, port: u16) -> io::Result<Server> {
+    fn start(kind: Kind, dir: &Path, port: u16, conf: &str) -> io::Result<Server> {
         std::fs::create_dir_all(dir)?;
-        let mut server = Server { kind, port, dir: dir.to_path_buf(), child: None };
+        let mut server = Server { kind, port, dir: dir.to_path_buf(), conf: conf.to_string(), child: None };
         server.spawn()?;
         Ok(server)
     }
@@ -118,10 +138,10 @@ impl Server {
                     &conf,
                     format!(
                         "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
-                         persistence_location {dir}/\nautosave_interval 1\nmax_queued_messages 0\n\
-                         max_inflight_messages 0\nlog_dest file {dir}/mosquitto.log\n",
+                         persistence_location {dir}/\nautosave_interval 1\nlog_dest file {dir}/mosquitto.log\n{conf}\n",
                         port = self.port,
-                        dir = self.dir.display()
+                        dir = self.dir.display(),
+                        conf = self.conf
                     ),
                 )?;
                 cmd.arg("-c").arg(conf);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value;
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 
@@ -40,6 +40,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::Generated,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.ticks]\ntype = \"counter\"\nconfig = { interval = \"500ms\", max_count = 10 }\n",
     build,

@@ -2,7 +2,7 @@
 
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outbox, PortSpec, Task,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outbox, PortSpec, Task,
     TaskFuture, Transform,
 };
 use serde::Deserialize;
@@ -30,6 +30,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.chaos]\ntype = \"fault\"\nconfig = { every = 1000, mode = \"panic\" }\n",
     build,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 
@@ -41,6 +41,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::Generated,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.fixtures]\ntype = \"inject\"\nconfig = { messages = [{ sensor = \"a\", value = 30 }, { sensor = \"b\", value = 20 }], interval = \"100ms\" }\n",
     build,

@@ -9,7 +9,7 @@ use fbp_runtime::message::format_timestamp;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 
@@ -66,6 +66,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         KeySpec::new("unit", KeyType::String, "\"C\"", "The `unit` field of every reading."),
     ],
     delivery: Delivery::Generated,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.sensors]\ntype = \"sensor-sim\"\nconfig = { sensors = 4, interval = \"200ms\", count = 100, seed = 42 }\n",
     build,

@@ -18,7 +18,7 @@ mod tests;
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
 use self::lines::{Lines, stdin_lines};
@@ -55,6 +55,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::AtMostOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.input]\ntype = \"stdin\"\nconfig = { format = \"json\" }\n",
     build,

@@ -11,8 +11,10 @@
 //! - `udp`: `udp-listen`, datagrams, dropped and counted when the flow is full;
 //! - `websocket`: a WebSocket client, receiving and sending;
 //! - `payload`: what a frame's bytes become (`format`), the peer header.
+//! - `budget`: a source's unacknowledged messages watched, a warning when they stay stuck.
 
 pub mod amqp;
+mod budget;
 pub mod http;
 pub mod mqtt;
 pub mod nats;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 use tokio::net::UdpSocket;
@@ -74,6 +74,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::AtMostOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.daq]\ntype = \"udp-listen\"\nconfig = { bind = \"0.0.0.0:5514\", framing = \"lines\", format = \"json\" }\n",
     build,

@@ -11,7 +11,7 @@ use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Json};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 
@@ -34,6 +34,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
          `pretty`: the payload as indented JSON.",
     )],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.alert]\ntype = \"console\"\nconfig = { format = \"json\" }\n",
     build,

@@ -1,6 +1,6 @@
 //! `null`: counts and discards, for benchmarks and for draining a port.
 
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 
 /// The `null` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -13,6 +13,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     outputs: &[],
     config: &[],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.sink]\ntype = \"null\"\n",
     build,

@@ -18,7 +18,7 @@ mod tests;
 use fbp_runtime::jq::Program;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::units::positive_size;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
 use self::store::StoreSpec;
@@ -116,6 +116,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Holds {
+        when: "once its change is committed to the store, a batch at a time as messages arrive (with \
+               `store = \"memory\"` at once); with `emit_changes` once the change sent on `out` is delivered: \
+               it holds nothing for a time of its own",
+        hold: |_| None,
+        fix: "",
+    },
     stateless: false,
     example: "[components.state]\ntype = \"kv-state\"\nconfig = { key = \".sensor\", bind = \"127.0.0.1:8091\", store = \"sqlite:state.db\" }\n",
     build,

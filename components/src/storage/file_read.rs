@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
 use self::parse::{Header, Parser};
@@ -112,6 +112,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::AtMostOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.logs]\ntype = \"file-read\"\nconfig = { path = \"in/readings.jsonl\", follow = true, from = \"end\" }\n",
     build,

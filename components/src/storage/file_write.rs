@@ -14,7 +14,7 @@ use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::units::positive_size;
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 use tokio::fs::{File, OpenOptions};
@@ -73,6 +73,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.archive]\ntype = \"file-write\"\nconfig = { path = \"out/readings.jsonl\", format = \"json\", max_size = \"10MiB\", max_files = 3 }\n",
     build,

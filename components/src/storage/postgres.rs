@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use fbp_runtime::link::RECONNECT_KEY;
 use fbp_runtime::spec::{KeySpec, KeyType};
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
 use self::conn::Server;
@@ -100,6 +100,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.store]\ntype = \"postgres\"\n\
               config = { url = \"postgresql://postgres@127.0.0.1:5432/metrics\", table = \"readings\", key = [\"sensor\"] }\n",

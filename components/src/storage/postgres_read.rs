@@ -8,7 +8,7 @@ use fbp_runtime::link::{Link, RECONNECT_KEY};
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value;
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -75,6 +75,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtMostOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.new_orders]\ntype = \"postgres-read\"\n\
               config = { url = \"postgresql://postgres@127.0.0.1/shop\", query = \"SELECT * FROM orders\", watermark = \"id\", interval = \"2s\" }\n",

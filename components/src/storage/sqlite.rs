@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 
@@ -63,6 +63,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.store]\ntype = \"sqlite\"\nconfig = { path = \"readings.db\", table = \"readings\", batch_size = 200 }\n",
     build,

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fbp_runtime::queue::{InPort, OutPort};
-use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::spec::{KeySpec, KeyType, config_duration};
 use fbp_runtime::{
-    Ack, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Meta, PortSpec, Task,
+    Ack, Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Meta, PortSpec, Task,
     TaskFuture, Value,
 };
 use serde::Deserialize;
@@ -46,6 +46,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::PassThrough,
+    acks: Acks::Holds {
+        when: "carries its inputs' acknowledgements on the batch: a message is acknowledged once its batch \
+               is, up to `timeout` after the batch's first message plus the time downstream takes",
+        hold: |config| config_duration(config, "timeout").filter(|t| !t.is_zero()),
+        fix: "shorten `timeout`, or lower `size`",
+    },
     stateless: false,
     example: "[components.group]\ntype = \"batch\"\nconfig = { size = 500, timeout = \"200ms\" }\n",
     build,

@@ -2,7 +2,7 @@
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::{self, Value};
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 use serde::Deserialize;
 
 use crate::codec::csv::{Columns, Csv};
@@ -54,6 +54,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.parse]\ntype = \"decode\"\nconfig = { format = \"csv\", columns = [\"sensor\", \"value\"], infer_types = true }\n",
     build,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use fbp_runtime::jq::Program;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::Value;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 use serde::Deserialize;
 
 /// The `dedupe` declaration.
@@ -35,6 +35,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         KeySpec::new("size", KeyType::Integer, "10000", "How many recent keys to remember (at least 1)."),
     ],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.once]\ntype = \"dedupe\"\nconfig = { key = \".id\", size = 1000 }\n",
     build,

@@ -4,9 +4,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use fbp_runtime::queue::{InPort, OutPort};
-use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::spec::{KeySpec, KeyType, config_duration};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -29,6 +29,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     outputs: &[PortSpec { name: "out", ty: "same", doc: "the messages, unchanged, `duration` later" }],
     config: &[KeySpec::required("duration", KeyType::Duration, "How long to hold each message, e.g. \"500ms\".")],
     delivery: Delivery::PassThrough,
+    acks: Acks::Holds {
+        when: "passes each message on with its acknowledgement after `duration`: the source waits at least \
+               that long for it",
+        hold: |config| config_duration(config, "duration"),
+        fix: "shorten `duration`",
+    },
     stateless: false,
     example: "[components.later]\ntype = \"delay\"\nconfig = { duration = \"500ms\" }\n",
     build,

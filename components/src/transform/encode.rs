@@ -2,7 +2,7 @@
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::{self, Json, Value};
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 use serde::Deserialize;
 
 use crate::codec::csv::{Csv, cell_text};
@@ -48,6 +48,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         KeySpec::new("as_bytes", KeyType::Bool, "false", "Emit bytes instead of text (the out-port is then `bytes`)."),
     ],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.to_csv]\ntype = \"encode\"\nconfig = { format = \"csv\", columns = [\"sensor\", \"value\"] }\n",
     build,

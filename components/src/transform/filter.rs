@@ -3,7 +3,7 @@
 use fbp_runtime::jq::Program;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::truthy;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 use serde::Deserialize;
 
 /// The `filter` declaration.
@@ -18,6 +18,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     outputs: &[PortSpec { name: "out", ty: "same", doc: "the messages that pass, unchanged" }],
     config: &[KeySpec::required("expr", KeyType::Expr, "The condition, e.g. `.avg > 28`.")],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.hot]\ntype = \"filter\"\nconfig = { expr = \".avg > 28\" }\n",
     build,

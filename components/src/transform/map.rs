@@ -2,7 +2,7 @@
 
 use fbp_runtime::jq::Program;
 use fbp_runtime::spec::{KeySpec, KeyType};
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 use serde::Deserialize;
 
 /// The `map` declaration.
@@ -17,6 +17,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     outputs: &[PortSpec { name: "out", ty: "json", doc: "the program's outputs" }],
     config: &[KeySpec::required("expr", KeyType::Expr, "The jq program, e.g. `{sensor, celsius: .value}`.")],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.celsius]\ntype = \"map\"\nconfig = { expr = \"{sensor, f: (.value * 9 / 5 + 32)}\" }\n",
     build,

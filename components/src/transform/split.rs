@@ -3,7 +3,7 @@
 use fbp_runtime::jq::Program;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{Value, type_name};
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 use serde::Deserialize;
 
 /// The `split` declaration.
@@ -25,6 +25,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         "jq expression giving the array to split, e.g. `.readings`; `.` splits the payload itself.",
     )],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.readings]\ntype = \"split\"\nconfig = { expr = \".readings\" }\n",
     build,

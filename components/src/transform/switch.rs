@@ -7,7 +7,7 @@
 use fbp_runtime::jq::Program;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::truthy;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, Message, Outbox, PortSpec, Transform};
 use serde_json::Value as Json;
 
 /// The `switch` declaration.
@@ -29,6 +29,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
          each `expr` is a jq condition such as `.value > 28`.",
     )],
     delivery: Delivery::PassThrough,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.route]\ntype = \"switch\"\nconfig = { cases = [{ port = \"hot\", expr = \".value > 28\" }, { port = \"cold\", expr = \".value < 5\" }] }\n",
     build,

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fbp_runtime::queue::{InPort, OutPort};
-use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::spec::{KeySpec, KeyType, config_duration};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -41,6 +41,16 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::PassThrough,
+    acks: Acks::Holds {
+        when: "passes each message on with its acknowledgement once there is room, so a message over the \
+               limit (and the messages queued behind it) stay unacknowledged for up to `per`; with \
+               `drop = true` one over the limit is acknowledged at once",
+        hold: |config| match config.get("drop").and_then(serde_json::Value::as_bool) {
+            Some(true) => None,
+            _ => config_duration(config, "per"),
+        },
+        fix: "raise `rate`, or set `drop = true`",
+    },
     stateless: false,
     example: "[components.pace]\ntype = \"throttle\"\nconfig = { rate = 10, per = \"1s\", drop = false }\n",
     build,

@@ -12,9 +12,9 @@ mod state;
 
 use std::time::Duration;
 
-use fbp_runtime::spec::{KeySpec, KeyType};
+use fbp_runtime::spec::{KeySpec, KeyType, config_duration};
 use fbp_runtime::units::parse_duration;
-use fbp_runtime::{BuildContext, ComponentSpec, Context, Delivery, Instance, Kind, PortSpec, Task, TaskFuture};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Context, Delivery, Instance, Kind, PortSpec, Task, TaskFuture};
 use serde::Deserialize;
 
 use self::run::Clock;
@@ -32,7 +32,14 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           processing time, aligned to multiples of `every`, and a window with no message emits \
           nothing. `count = N` instead emits a group's window every N of its messages. A message \
           whose field is missing or not a number goes to `err`. Partial windows are flushed when \
-          the input ends. Each output carries its inputs' acknowledgements.",
+          the input ends. With `ack = \"on_fold\"` (the default) a message is acknowledged as soon \
+          as it is folded into the window's state, so the source's broker never waits on a window \
+          period; an open window is then lost on a crash (its messages were acknowledged, its \
+          result not yet written). With \
+          `ack = \"on_emit\"` each output carries its inputs' acknowledgements, which are settled \
+          when the result is delivered: nothing is lost on a crash, but the source must afford \
+          to leave a whole window period unacknowledged (an MQTT broker sends only 20 \
+          unacknowledged messages by default).",
     kind: Kind::Transform,
     inputs: &[PortSpec { name: "in", ty: "object", doc: "records holding the number to aggregate" }],
     outputs: &[PortSpec {
@@ -74,13 +81,44 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "What to compute, in output order: any of `avg`, `min`, `max`, `sum`, `count`, `first`, \
              `last`. `count` is included anyway.",
         ),
+        KeySpec::new(
+            "ack",
+            KeyType::Enum(&["on_fold", "on_emit"]),
+            "\"on_fold\"",
+            "When inputs are acknowledged: `on_fold` once counted in the window's state (an open \
+             window is lost on a crash), `on_emit` once the window's result is delivered (the \
+             source holds a window period of unacknowledged messages).",
+        ),
     ],
-    delivery: Delivery::PassThrough,
+    delivery: Delivery::Depends(
+        "passes acknowledgements on: a message sent to `err` carries its own; with `ack = \"on_fold\"` \
+         (default) an input is acknowledged once counted, with `ack = \"on_emit\"` once the result \
+         holding it is delivered",
+    ),
+    acks: Acks::Holds {
+        when: "with `ack = \"on_fold\"` (default) as soon as a message is counted (an open window is lost on a \
+               crash); with `ack = \"on_emit\"` once \
+               the result of every window holding it is delivered: a window period (`size` for sliding \
+               windows, until `count` messages of a group for count windows)",
+        hold,
+        fix: "set `ack = \"on_fold\"` (an open window is then lost on a crash)",
+    },
     stateless: false,
     example: "[components.avg]\ntype = \"window\"\nconfig = { every = \"10s\", group_by = \"sensor\", field = \"value\", aggregates = [\"avg\", \"min\", \"max\"] }\n",
     build,
     ports: None,
 };
+
+/// How long a window with `config` holds its inputs' acknowledgements.
+fn hold(config: &serde_json::Value) -> Option<Duration> {
+    if config.get("ack").and_then(serde_json::Value::as_str) != Some("on_emit") {
+        return None;
+    }
+    if config.get("count").is_some_and(|c| !c.is_null()) {
+        return Some(Duration::MAX);
+    }
+    config_duration(config, "size").or_else(|| config_duration(config, "every"))
+}
 
 #[derive(Deserialize)]
 struct Config {
@@ -90,6 +128,17 @@ struct Config {
     group_by: Option<String>,
     field: String,
     aggregates: Vec<String>,
+    ack: AckMode,
+}
+
+/// When `window` acknowledges its inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum AckMode {
+    /// Once folded into the window's state.
+    OnFold,
+    /// Once the window's result is delivered.
+    OnEmit,
 }
 
 struct Window {
@@ -103,7 +152,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     if let Some(name) = layout.group_by.as_deref().filter(|g| is_output_field(g)) {
         return Err(format!("`group_by = \"{name}\"` would clash with the result field `{name}`"));
     }
-    let windows = Windows::new(shape, layout, config.field);
+    let windows = Windows::new(shape, layout, config.field, config.ack == AckMode::OnEmit);
     Ok(Instance::task(Window { windows }))
 }
 
@@ -203,10 +252,11 @@ mod tests {
         assert!(err[0].contains("no field `value`") && err[0].contains(r#""temp":9"#), "{}", err[0]);
     }
 
-    #[tokio::test]
-    async fn an_output_carries_its_inputs_acknowledgements() {
+    /// Runs a one-hour window over two acknowledged messages; what their
+    /// sources learnt before and after the output was dropped.
+    async fn outcomes(config: serde_json::Value) -> (Vec<Outcome>, Vec<Outcome>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let mut h = Harness::new(&super::SPEC, json!({"every": "1h"}));
+        let mut h = Harness::new(&super::SPEC, config);
         for v in [1, 2] {
             let s = seen.clone();
             let mut m = Message::new(value::object([("value", value::int(v))]), Meta::new("t".into(), 0));
@@ -215,8 +265,23 @@ mod tests {
         }
         let out = h.run_to_end().await;
         assert_eq!(out.messages("out").len(), 1);
-        assert!(seen.lock().unwrap().is_empty(), "acknowledged before the output was done");
+        let before = seen.lock().unwrap().clone();
         drop(out);
-        assert_eq!(*seen.lock().unwrap(), [Outcome::Delivered, Outcome::Delivered]);
+        let after = seen.lock().unwrap().clone();
+        (before, after)
+    }
+
+    #[tokio::test]
+    async fn inputs_are_acknowledged_once_folded_in_by_default() {
+        let (before, after) = outcomes(json!({"every": "1h"})).await;
+        assert_eq!(before, [Outcome::Delivered, Outcome::Delivered], "not acknowledged before the window closed");
+        assert_eq!(after, before);
+    }
+
+    #[tokio::test]
+    async fn with_ack_on_emit_an_output_carries_its_inputs_acknowledgements() {
+        let (before, after) = outcomes(json!({"every": "1h", "ack": "on_emit"})).await;
+        assert!(before.is_empty(), "acknowledged before the output was done");
+        assert_eq!(after, [Outcome::Delivered, Outcome::Delivered]);
     }
 }

@@ -51,7 +51,12 @@ pub(crate) fn check_nested(
     // In file order, as the user reads them; errors about the whole file first.
     errors.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
     match flow {
-        Some(flow) if errors.is_empty() => Ok(flow),
+        Some(mut flow) if errors.is_empty() => {
+            if let Some(w) = &mut flow.warnings {
+                w.path = path.to_string();
+            }
+            Ok(flow)
+        }
         _ => Err(Diagnostics { path: path.to_string(), source: text.to_string(), errors }),
     }
 }
@@ -176,6 +181,7 @@ impl Checker<'_> {
             on_component_failure: OnFailure::Stop,
             limits: Limits::default(),
             exports: Vec::new(),
+            warnings: None,
         };
         let flow_table = match get("flow") {
             None => {
@@ -189,6 +195,8 @@ impl Checker<'_> {
         };
         let components = get("components").and_then(|v| self.table_of(v, "`[components]`")).unwrap_or_default();
         self.declared = components.iter().map(|(name, _)| name.value.clone()).collect();
+        let spans: HashMap<String, Range<usize>> =
+            components.iter().map(|(name, _)| (name.value.clone(), name.span.clone())).collect();
         for (name, body) in components {
             if let Some(node) = self.component(&name, &body) {
                 flow.nodes.push(node);
@@ -210,6 +218,13 @@ impl Checker<'_> {
         }
         if let Some(ports) = get("ports").and_then(|p| self.table_of(p, "`[ports]`")) {
             flow.exports = self.exports(&ports, &flow.nodes, &names);
+        }
+        // A subflow's component is shown at the `[components.NAME]` that uses it.
+        let span_of = |name: &str| spans.get(name.split('/').next().unwrap_or(name)).cloned();
+        let warnings = super::acks::warnings(&flow, span_of);
+        if !warnings.is_empty() {
+            flow.warnings =
+                Some(Diagnostics { path: String::new(), source: self.source.to_string(), errors: warnings });
         }
         Some(flow)
     }

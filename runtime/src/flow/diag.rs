@@ -94,7 +94,7 @@ impl Diagnostics {
         let renderer = Renderer::plain();
         let mut out = String::new();
         for d in &self.errors {
-            out.push_str(&self.render_one(&renderer, d));
+            out.push_str(&self.render_one(&renderer, Level::ERROR, d));
             out.push_str("\n\n");
         }
         let n = self.errors.len();
@@ -102,16 +102,31 @@ impl Diagnostics {
         out
     }
 
-    fn render_one(&self, renderer: &Renderer, d: &Diagnostic) -> String {
+    /// Renders the diagnostics as warnings (the flow loads all the same) and
+    /// the closing count.
+    pub fn render_warnings(&self) -> String {
+        let renderer = Renderer::plain();
+        let mut out = String::new();
+        for d in &self.errors {
+            out.push_str(&self.render_one(&renderer, Level::WARNING, d));
+            out.push_str("\n\n");
+        }
+        let n = self.errors.len();
+        out.push_str(&format!("warning: `{}`: {n} warning{}\n", self.path, if n == 1 { "" } else { "s" }));
+        out
+    }
+
+    fn render_one(&self, renderer: &Renderer, level: Level<'_>, d: &Diagnostic) -> String {
         let Some(span) = d.span.clone().filter(|_| !self.source.is_empty()) else {
-            let mut s = format!("error: {}\n  --> {}", d.message, self.path);
+            let name = if level == Level::WARNING { "warning" } else { "error" };
+            let mut s = format!("{name}: {}\n  --> {}", d.message, self.path);
             if let Some(help) = &d.help {
                 s.push_str(&format!("\n  = help: {help}"));
             }
             return s;
         };
         let span = clamp(&self.source, span);
-        let mut group = Level::ERROR.primary_title(&d.message).element(
+        let mut group = level.primary_title(&d.message).element(
             Snippet::source(&self.source)
                 .path(&self.path)
                 .line_start(1)
@@ -165,6 +180,17 @@ mod tests {
         assert!(text.contains("= help: did you mean `interval`?"), "{text}");
         assert!(text.ends_with("1 error\n"), "{text}");
         assert_eq!(diags.positions(), vec![Some((5, 12))]);
+    }
+
+    #[test]
+    fn warnings_render_as_warnings_with_their_count() {
+        let source = "[flow]\nname = \"x\"\n[components.avg]\n".to_string();
+        let at = source.find("avg").unwrap();
+        let d = Diagnostic::at(at..at + 3, "`avg` holds acknowledgements").help("set `ack = \"on_fold\"`");
+        let text = Diagnostics { path: "x.toml".into(), source, errors: vec![d] }.render_warnings();
+        assert!(text.starts_with("warning: `avg` holds acknowledgements"), "{text}");
+        assert!(text.contains("--> x.toml:3:13") && text.contains("= help: set `ack"), "{text}");
+        assert!(text.ends_with("warning: `x.toml`: 1 warning\n") && !text.contains("error"), "{text}");
     }
 
     #[test]

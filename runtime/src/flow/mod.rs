@@ -5,6 +5,7 @@
 //! connections against the catalogue and type-checks every connection. Every
 //! error found is collected into [`Diagnostics`], rendered the way rustc does.
 
+pub mod acks;
 pub mod check;
 pub mod diag;
 pub mod raw;
@@ -45,6 +46,9 @@ pub struct Flow {
     pub limits: Limits,
     /// `[ports]`: inner ports this flow exports when another flow uses it as `flow:PATH`.
     pub exports: Vec<Export>,
+    /// What `check` found that does not stop the flow (a source that cannot
+    /// afford the acknowledgements held downstream); `None` when nothing.
+    pub warnings: Option<Diagnostics>,
 }
 
 /// `[flow.limits]`: how deep a JSON document may nest, and what a jq program

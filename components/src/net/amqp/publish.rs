@@ -14,7 +14,7 @@ use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -82,6 +82,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.out]\ntype = \"amqp-publish\"\nconfig = { url = \"amqp://guest:guest@127.0.0.1:5672/%2f\", exchange = \"telemetry\", routing_key = \"sensors.{{ .sensor }}\" }\n",
     build,

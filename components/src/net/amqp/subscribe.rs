@@ -16,7 +16,7 @@ use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
     TaskFuture,
 };
 use futures_util::StreamExt;
@@ -30,6 +30,8 @@ use lapin::types::FieldTable;
 use lapin::{Acker, Channel, Connection, Consumer};
 use serde::Deserialize;
 use tokio::sync::mpsc;
+
+use crate::net::budget::{self, STALL, Stall};
 
 use super::{
     Broker, DURABLE_KEY, EXCHANGE_TYPE_KEY, ExchangeType, URL_KEY, declare_exchange, headers_to_meta, is_refusal,
@@ -45,7 +47,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           The exchange is declared with `exchange_type` if it does not exist. Each delivery is \
           acknowledged to the broker only once every sink it reached has committed it (or it was \
           dead-lettered); a delivery a sink rejected is returned to the queue (`basic.nack`, \
-          requeue). At most `prefetch` deliveries are unacknowledged at a time. The routing key \
+          requeue). At most `prefetch` deliveries are unacknowledged at a time; when they stay so \
+          for 3 s with nothing coming in or going out, it warns once, naming the component \
+          downstream that holds them, and again only after it recovered. The routing key \
           becomes the metadata `topic`, AMQP headers the metadata `headers`. A body that does not \
           decode as `format` goes to `err` (and is then acknowledged). When the connection drops, \
           the component reconnects with backoff and declares its queue and bindings again; what \
@@ -98,6 +102,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Budget {
+        limit: "the broker sends at most `prefetch` deliveries not yet acknowledged, then waits: a component \
+                downstream that holds acknowledgements for a time stalls the queue",
+        bounded: |_| true,
+    },
     stateless: false,
     example: "[components.orders]\ntype = \"amqp-subscribe\"\nconfig = { url = \"amqp://guest:guest@127.0.0.1:5672/%2f\", exchange = \"shop\", routing_key = \"orders.#\", queue = \"fbp-orders\", prefetch = 100 }\n",
     build,
@@ -208,6 +217,7 @@ impl Subscribe {
         let mut link = Link::new(ctx.name.clone(), self.broker.target.clone(), self.broker.backoff);
         let (settle_tx, mut settle_rx) = mpsc::unbounded_channel::<Settle>();
         let mut sessions = 0u64;
+        let mut stall = Stall::new(STALL, tokio::time::Instant::now());
         loop {
             let opened = tokio::select! {
                 r = self.open(&ctx.name, sessions) => r,
@@ -217,7 +227,7 @@ impl Subscribe {
                 Ok(mut session) => {
                     link.up();
                     sessions += 1;
-                    match self.consume(&ctx, &out, &mut session, &settle_tx, &mut settle_rx).await {
+                    match self.consume(&ctx, &out, &mut session, (&settle_tx, &mut settle_rx), &mut stall).await {
                         End::Shutdown | End::OutputClosed if self.in_flight.load(Ordering::Acquire) == 0 => {
                             // Everything is settled: close here, before this task ends, so
                             // the acknowledgements reach the broker before the process exits.
@@ -292,9 +302,11 @@ impl Subscribe {
         ctx: &Context,
         out: &OutPort,
         session: &mut Session,
-        settle_tx: &mpsc::UnboundedSender<Settle>,
-        settle_rx: &mut mpsc::UnboundedReceiver<Settle>,
+        (settle_tx, settle_rx): (&mpsc::UnboundedSender<Settle>, &mut mpsc::UnboundedReceiver<Settle>),
+        stall: &mut Stall,
     ) -> End {
+        let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -302,7 +314,12 @@ impl Subscribe {
                     self.settle_in_flight(settle_rx).await;
                     return End::Shutdown;
                 }
+                _ = look.tick() => {
+                    let held = self.in_flight.load(Ordering::Acquire);
+                    watch(ctx, stall.look(tokio::time::Instant::now(), held), held);
+                }
                 Some(first) = settle_rx.recv() => {
+                    watch(ctx, stall.moved(tokio::time::Instant::now()), self.in_flight.load(Ordering::Acquire));
                     // Settle everything already reported at once: the acks are pipelined.
                     let mut ready = vec![first];
                     while let Ok(s) = settle_rx.try_recv() {
@@ -315,6 +332,7 @@ impl Subscribe {
                 }
                 d = session.consumer.next() => match d {
                     Some(Ok(delivery)) => {
+                        watch(ctx, stall.moved(tokio::time::Instant::now()), self.in_flight.load(Ordering::Acquire));
                         let sent = match self.message(ctx, delivery, settle_tx) {
                             Ok(msg) => out.send(msg).await.map_err(Failure::from),
                             Err((msg, error)) => ctx.reject(&msg, &error).await,
@@ -402,6 +420,13 @@ async fn finish(session: Session, settle_rx: Option<mpsc::UnboundedReceiver<Sett
     }
     // The close handshake sends what the channel still holds, acknowledgements included.
     let _ = session.conn.close(200, "fbp shutting down".into()).await;
+}
+
+/// Logs what the watch on the unacknowledged deliveries found, `held` of them.
+fn watch(ctx: &Context, change: Option<budget::Change>, held: usize) {
+    if let Some(change) = change {
+        budget::log(ctx, change, held, "the channel's `prefetch` (`basic.qos`)");
+    }
 }
 
 /// How long the task waits at shutdown for the outcomes of what is in flight.

@@ -28,7 +28,7 @@ use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
     TaskFuture,
 };
 use futures_util::StreamExt;
@@ -114,6 +114,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         KeySpec::new("max_connections", KeyType::Integer, "1024", "Connections served at once."),
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.hooks]\ntype = \"http-listen\"\nconfig = { bind = \"0.0.0.0:8080\", path = \"/hooks/\", max_body_size = \"256KiB\", headers = [\"content-type\", \"x-github-event\"] }\n",
     build,

@@ -16,7 +16,7 @@ use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
@@ -79,6 +79,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtMostOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.orders]\ntype = \"http-poll\"\nconfig = { url = \"https://api.example.com/orders\", interval = \"30s\", bearer_token = \"${API_TOKEN:-}\", paginate = \".next\", split = \".items\" }\n",
     build,

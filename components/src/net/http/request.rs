@@ -21,7 +21,7 @@ use fbp_runtime::link::{Backoff, Link, RECONNECT_KEY};
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -86,6 +86,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.push]\ntype = \"http-request\"\nconfig = { url = \"http://127.0.0.1:9000/items/{{ .id }}\", method = \"PUT\", retries = 5, concurrency = 8 }\n",
     build,

@@ -48,7 +48,10 @@
 //! session). QoS 0 is at-most-once: nothing to acknowledge, a crash loses
 //! what is in flight. A message that is not in the configured format (bad
 //! JSON, text that is not UTF-8) goes to `err` with its topic, as text or
-//! bytes, and is acknowledged once dead-lettered.
+//! bytes, and is acknowledged once dead-lettered. Held acknowledgements are
+//! what the broker's in-flight window counts: when messages stay
+//! unacknowledged with nothing moving for a few seconds, the component warns
+//! once, naming the components downstream that hold them (`net::budget`).
 //!
 //! # Confirmations (publish)
 //!

@@ -8,7 +8,9 @@ use fbp_runtime::link::Link;
 use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Value};
-use fbp_runtime::{BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task};
+use fbp_runtime::{
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task,
+};
 use rumqttc::QoS;
 use serde::Deserialize;
 
@@ -48,6 +50,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     outputs: &[],
     config: &KEYS,
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.forward]\ntype = \"mqtt-publish\"\n\
               config = { url = \"mqtt://127.0.0.1:1883\", topic = \"site/{{ $meta.topic }}\", qos = 1 }\n",

@@ -9,7 +9,7 @@ use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
     TaskFuture,
 };
 use rumqttc::{QoS, SubscribeFilter};
@@ -20,6 +20,7 @@ use super::acks::{ArrivalOrder, ToAck};
 use super::config::{COMMON_KEYS, Common, Connection, Format, check};
 use super::session::{Event, Session};
 use super::template::check_filter;
+use crate::net::budget::{self, STALL, Stall};
 
 static KEYS: [KeySpec; 20] = super::keys(
     &COMMON_KEYS,
@@ -47,7 +48,10 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           component stops reading (keeping the connection alive with pings), so the broker holds the \
           backlog. A broker that is down or lost is retried with `reconnect` backoff, logged once per \
           outage; the flow never fails because of it. On shutdown it waits up to 5 s for the messages \
-          in flight to be acknowledged, then disconnects.",
+          in flight to be acknowledged, then disconnects. When its unacknowledged messages stay so \
+          for 3 s with nothing coming in or going out (the broker's in-flight limit reached), it \
+          warns once, naming the component downstream that holds them and what to change, and \
+          again only after it recovered.",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec {
@@ -57,6 +61,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     }],
     config: &KEYS,
     delivery: Delivery::AtLeastOnce,
+    acks: Acks::Budget {
+        limit: "with QoS 1/2 the broker sends only so many messages not yet acknowledged (mosquitto: \
+                `max_inflight_messages`, 20 by default), queues the rest (`max_queued_messages`, 1 000) \
+                and then drops what comes: a component downstream that holds acknowledgements for a time \
+                loses readings at the broker",
+        bounded: |config| config.get("qos").and_then(serde_json::Value::as_u64).is_some_and(|q| q > 0),
+    },
     stateless: false,
     example: "[components.sensors]\ntype = \"mqtt-subscribe\"\n\
               config = { url = \"mqtt://127.0.0.1:1883\", topics = [\"sensors/#\"], qos = 1, \
@@ -71,6 +82,8 @@ const EVENTS: usize = 64;
 const REQUESTS: usize = 1024;
 /// Messages taken from the connection at a time, before they are sent on.
 const BATCH: usize = 64;
+/// The broker's limit on what it sends unacknowledged, as the warning names it.
+const MQTT_LIMIT: &str = "the broker's in-flight limit (mosquitto: `max_inflight_messages`, 20 by default)";
 /// How long a shutdown waits for messages in flight to be acknowledged.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -148,6 +161,8 @@ struct Running {
     batch: VecDeque<Message>,
     /// The last topic seen and its `Arc<str>`, shared by the messages of that topic.
     topic: Option<(String, Arc<str>)>,
+    /// Whether the unacknowledged messages stay stuck at the broker's limit.
+    stall: Stall,
 }
 
 impl Running {
@@ -170,17 +185,21 @@ impl Running {
             unsent: VecDeque::new(),
             batch: VecDeque::with_capacity(BATCH),
             topic: None,
+            stall: Stall::new(STALL, tokio::time::Instant::now()),
         })
     }
 
     async fn run(mut self) -> Result<(), Failure> {
         let shutdown = self.ctx.shutdown().clone();
+        let mut look = tokio::time::interval(Duration::from_secs(1));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.send_acks();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((id, outcome)) = self.outcome_rx.recv() => self.settle(id, outcome),
+                _ = look.tick() => self.look(),
                 event = self.session.events.recv() => match event {
                     Some(event) => {
                         if !self.ingest(event).await? {
@@ -207,7 +226,25 @@ impl Running {
 
     fn settle(&mut self, id: u64, outcome: Outcome) {
         self.order.settle(id, outcome);
+        let before = self.order.len();
         self.unsent.extend(self.order.release(self.generation));
+        if self.order.len() < before {
+            self.moved();
+        }
+    }
+
+    /// Something moved: a message arrived or was acknowledged.
+    fn moved(&mut self) {
+        if let Some(change) = self.stall.moved(tokio::time::Instant::now()) {
+            budget::log(&self.ctx, change, self.order.len(), MQTT_LIMIT);
+        }
+    }
+
+    /// Warns when the messages left unacknowledged stay stuck.
+    fn look(&mut self) {
+        if let Some(change) = self.stall.look(tokio::time::Instant::now(), self.order.len()) {
+            budget::log(&self.ctx, change, self.order.len(), MQTT_LIMIT);
+        }
     }
 
     /// Queues released acknowledgements in rumqttc, as many as fit.
@@ -246,6 +283,7 @@ impl Running {
             }
             next = if taken < BATCH { self.session.events.try_recv().ok() } else { None };
         }
+        self.moved();
         if self.batch.is_empty() {
             return Ok(true);
         }

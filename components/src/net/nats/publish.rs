@@ -18,7 +18,7 @@ use fbp_runtime::link::Link;
 use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::{
-    BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 
@@ -75,6 +75,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
          confirm); with `stream` (JetStream) at-least-once: a message is acknowledged upstream only once \
          its PubAck arrived, and a retried publish keeps its `Nats-Msg-Id`",
     ),
+    acks: Acks::Prompt,
     stateless: true,
     example: "[components.results]\ntype = \"nats-publish\"\nconfig = { url = \"nats://127.0.0.1:4222\", subject = \"results.{{ .sensor }}\" }\n",
     build,

@@ -10,7 +10,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
@@ -28,9 +28,11 @@ use fbp_runtime::{
 use futures_util::{FutureExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 
 use super::connect::{Conn, ConnConfig, Connection, config_keys};
 use super::{Format, headers_in, undecoded};
+use crate::net::budget::{self, STALL, Stall};
 
 /// The `nats-subscribe` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -47,7 +49,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           across restarts; several processes with the same `durable` share it. A payload that does \
           not decode in `format` goes to `err` (and is acknowledged once dead-lettered). The flow \
           starts while NATS is down; the connection is retried for ever and logged once per \
-          change.",
+          change. When a JetStream consumer's unacknowledged messages stay so for 3 s with nothing \
+          coming in or going out (`max_ack_pending` reached), it warns once, naming the component \
+          downstream that holds them, and again only after it recovered.",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec { name: "out", ty: "json", doc: "the messages (type from `format`)" }],
@@ -114,6 +118,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
          loses nothing only on a graceful stop); with `stream` and `durable` (JetStream) at-least-once: \
          a message is acknowledged only once delivered, and redelivered after a crash",
     ),
+    acks: fbp_runtime::spec::Acks::Budget {
+        limit: "JetStream: the server sends at most `max_ack_pending` messages not yet acknowledged, then \
+                waits, and delivers again a message not acknowledged within `ack_wait`: a component \
+                downstream that holds acknowledgements longer stalls the consumer or duplicates messages",
+        bounded: |config| config.get("durable").is_some_and(|d| !d.is_null()),
+    },
     stateless: false,
     example: "[components.readings]\ntype = \"nats-subscribe\"\nconfig = { url = \"nats://127.0.0.1:4222\", subject = \"sensors.>\", queue_group = \"workers\" }\n",
     build,
@@ -122,6 +132,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
 
 /// How long a rejected JetStream message waits before it is redelivered.
 const NAK_DELAY: Duration = Duration::from_secs(1);
+/// How long a shutdown waits for the messages in flight before it lets the
+/// task end and acknowledges the rest in the background.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 struct Config {
@@ -288,6 +301,9 @@ impl Subscribe {
         let mut setup = Link::new(ctx.name.clone(), format!("jetstream {}/{}", d.stream, d.name), conn.backoff);
         let acks = Acks::start();
         let mut batch = Batch::default();
+        let mut watch = Watch { stall: Stall::new(STALL, Instant::now()), settled: 0 };
+        let mut look = tokio::time::interval(Duration::from_secs(1));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: loop {
             let consumer = tokio::select! {
                 c = self.consumer(&js, d) => c,
@@ -309,8 +325,10 @@ impl Subscribe {
             setup.up();
             loop {
                 tokio::select! {
+                    _ = look.tick() => watch.look(ctx, &acks),
                     m = messages.next() => match m {
                         Some(Ok(m)) => {
+                            watch.arrived(ctx, &acks);
                             let (mut m, acker) = m.split();
                             if let Some((msg, e)) = self.take(ctx, &mut batch, &mut m, Some(acks.ack(ctx, acker))) {
                                 ctx.reject(&msg, &e).await?;
@@ -330,7 +348,14 @@ impl Subscribe {
                 }
             }
         }
-        acks.finish(&conn).await;
+        // A component that holds messages until its input ends (a window with
+        // `ack = "on_emit"`) lets them go only once this task has ended: past
+        // SETTLE_WAIT the rest are acknowledged in the background as they drain.
+        if tokio::time::timeout(SETTLE_WAIT, acks.settled()).await.is_ok() {
+            acks.finish(&conn).await;
+        } else {
+            tokio::spawn(async move { acks.finish(&conn).await });
+        }
         Ok(())
     }
 
@@ -468,11 +493,45 @@ impl Batch {
     }
 }
 
+/// Whether the messages JetStream left with us stay unacknowledged.
+struct Watch {
+    stall: Stall,
+    /// Acknowledgements sent, at the last look.
+    settled: u64,
+}
+
+/// The broker's bound, as the warning names it.
+const JETSTREAM_LIMIT: &str = "the consumer's `max_ack_pending`, and `ack_wait` before it delivers them again";
+
+impl Watch {
+    /// A look, once a second: acknowledgements sent since the last one are progress.
+    fn look(&mut self, ctx: &Context, acks: &Acks) {
+        let settled = acks.settled.load(Ordering::Acquire);
+        if settled != self.settled {
+            self.settled = settled;
+            self.arrived(ctx, acks);
+        }
+        let held = acks.pending.load(Ordering::Acquire);
+        if let Some(change) = self.stall.look(Instant::now(), held) {
+            budget::log(ctx, change, held, JETSTREAM_LIMIT);
+        }
+    }
+
+    /// A message came in, or some were acknowledged.
+    fn arrived(&mut self, ctx: &Context, acks: &Acks) {
+        if let Some(change) = self.stall.moved(Instant::now()) {
+            budget::log(ctx, change, acks.pending.load(Ordering::Acquire), JETSTREAM_LIMIT);
+        }
+    }
+}
+
 /// Acknowledgements to send to JetStream, from whichever task drops a
 /// message's last copy, and the count of those not sent yet.
 struct Acks {
     tx: mpsc::UnboundedSender<(Outcome, Acker)>,
     pending: Arc<AtomicUsize>,
+    /// Acknowledgements sent so far.
+    settled: Arc<AtomicU64>,
     done: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -481,8 +540,9 @@ impl Acks {
     fn start() -> Acks {
         let (tx, mut rx) = mpsc::unbounded_channel::<(Outcome, Acker)>();
         let pending = Arc::new(AtomicUsize::new(0));
+        let settled = Arc::new(AtomicU64::new(0));
         let done = Arc::new(Notify::new());
-        let (p, n) = (pending.clone(), done.clone());
+        let (p, n, s) = (pending.clone(), done.clone(), settled.clone());
         let task = tokio::spawn(async move {
             while let Some((outcome, acker)) = rx.recv().await {
                 let kind = match outcome {
@@ -492,12 +552,13 @@ impl Acks {
                 if let Err(e) = acker.ack_with(kind).await {
                     tracing::debug!(error = %e, "JetStream ack not sent; the message will be redelivered.");
                 }
+                s.fetch_add(1, Ordering::AcqRel);
                 if p.fetch_sub(1, Ordering::AcqRel) == 1 {
                     n.notify_waiters();
                 }
             }
         });
-        Acks { tx, pending, done, task }
+        Acks { tx, pending, settled, done, task }
     }
 
     /// The flow's acknowledgement for a message, sending the broker's when it is done.
@@ -512,16 +573,21 @@ impl Acks {
         })
     }
 
-    /// Waits until every message in flight is acknowledged (the network
-    /// bounds this by its shutdown timeout), then flushes the acks out.
-    async fn finish(self, conn: &Connection) {
+    /// Waits until every message in flight is acknowledged.
+    async fn settled(&self) {
         loop {
             let notified = self.done.notified();
             if self.pending.load(Ordering::Acquire) == 0 {
-                break;
+                return;
             }
             notified.await;
         }
+    }
+
+    /// Waits until every message in flight is acknowledged (the network
+    /// bounds this by its shutdown timeout), then flushes the acks out.
+    async fn finish(self, conn: &Connection) {
+        self.settled().await;
         drop(self.task);
         let _ = tokio::time::timeout(Duration::from_secs(5), conn.client.flush()).await;
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
 pub(crate) use self::framing::Framing;
@@ -69,6 +69,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::AtMostOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.daq]\ntype = \"tcp-listen\"\nconfig = { bind = \"0.0.0.0:5515\", framing = \"lines\", format = \"json\" }\n",
     build,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use fbp_runtime::link::{Backoff, RECONNECT_KEY};
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 use url::Url;
 
@@ -75,6 +75,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtMostOnce,
+    acks: Acks::Prompt,
     stateless: false,
     example: "[components.feed]\ntype = \"websocket\"\nconfig = { url = \"ws://127.0.0.1:8080/feed\", format = \"json\" }\n",
     build,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
-use fbp_runtime::{BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
+use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, PortSpec};
 use serde::Deserialize;
 
 use super::protocol;
@@ -114,6 +114,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
     ],
     delivery: Delivery::AtMostOnce,
+    acks: Acks::Holds {
+        when: "with `replies = \"any\"` (default) once a message is written and flushed to stdin; with \
+               `replies = \"one\"` each message is held until the program answers it, its answer carrying the \
+               acknowledgement: as long as the program takes",
+        hold: |_| None,
+        fix: "make the program answer sooner",
+    },
     stateless: false,
     example: "[components.upper]\ntype = \"exec\"\nconfig = { command = \"python3\", args = [\"upper.py\"], provider_config = { field = \"name\" } }\n",
     build,

@@ -160,7 +160,7 @@ mod tests {
 
     fn tumbling_avg(every: Duration) -> Windows {
         let layout = Layout { group_by: Some("sensor".into()), aggregates: vec![Agg::Avg] };
-        Windows::new(Shape::Time { every, size: every }, layout, "value".into())
+        Windows::new(Shape::Time { every, size: every }, layout, "value".into(), true)
     }
 
     fn push(q: &Queue, sensor: &str, value: serde_json::Value) {

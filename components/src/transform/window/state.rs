@@ -7,9 +7,10 @@
 //!
 //! Time windows are kept as *panes* of length `every` (aligned to multiples of
 //! `every` since the Unix epoch), each holding running aggregates and its
-//! messages' acknowledgements: a tumbling window is one pane, a sliding window
-//! of `size` the last `size / every` panes. Memory grows with the number of
-//! messages only through their acknowledgement handles.
+//! messages' acknowledgements when it holds them (`ack = "on_emit"`): a
+//! tumbling window is one pane, a sliding window of `size` the last
+//! `size / every` panes. Memory grows with the number of messages only through
+//! the acknowledgement handles held.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -187,12 +188,17 @@ pub(super) struct Windows {
     open: BTreeMap<Value, Bucket>,
     /// Time windows: the end of the next window to emit, while any is held.
     next_end: Option<SystemTime>,
+    /// Whether results carry their inputs' acknowledgements (`on_emit`);
+    /// otherwise an input is acknowledged once folded in, when the caller
+    /// drops it.
+    hold_acks: bool,
 }
 
 impl Windows {
-    /// Windows of `shape` over the number in `field`.
-    pub(super) fn new(shape: Shape, layout: Layout, field: String) -> Self {
-        Windows { shape, layout, field, panes: BTreeMap::new(), open: BTreeMap::new(), next_end: None }
+    /// Windows of `shape` over the number in `field`; `hold_acks`: results
+    /// carry their inputs' acknowledgements.
+    pub(super) fn new(shape: Shape, layout: Layout, field: String, hold_acks: bool) -> Self {
+        Windows { shape, layout, field, panes: BTreeMap::new(), open: BTreeMap::new(), next_end: None, hold_acks }
     }
 
     /// Takes in a message that arrived at `now`. `Err` (the field is missing
@@ -245,7 +251,7 @@ impl Windows {
             Some(name) => value::get(&msg.payload, name).cloned().unwrap_or(Value::Null),
             None => Value::Null,
         };
-        let ack = msg.ack.clone();
+        let ack = if self.hold_acks { msg.ack.clone() } else { None };
         Ok((group, Sample { x, v: v.clone(), ack }))
     }
 
@@ -334,7 +340,7 @@ mod tests {
             group_by: Some("sensor".into()),
             aggregates: aggregates.iter().map(|a| Agg::parse(a).unwrap()).collect(),
         };
-        Windows::new(shape, layout, "value".into())
+        Windows::new(shape, layout, "value".into(), true)
     }
 
     fn tumbling(every: u32) -> Shape {
@@ -492,6 +498,18 @@ mod tests {
         assert!(seen.lock().unwrap().is_empty(), "the second window's output is not done yet");
         drop(second);
         assert_eq!(*seen.lock().unwrap(), [Outcome::Delivered, Outcome::Delivered]);
+    }
+
+    #[test]
+    fn folded_inputs_are_not_held_unless_asked() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let layout = Layout { group_by: None, aggregates: vec![Agg::Sum] };
+        let mut w = Windows::new(tumbling(10), layout, "value".into(), false);
+        acked(&mut w, 1001.0, &seen);
+        assert_eq!(*seen.lock().unwrap(), [Outcome::Delivered], "acknowledged once folded in");
+        let out = w.flush_all();
+        assert!(out[0].acks.is_empty());
+        assert_eq!(counts(&out), [1]);
     }
 
     #[test]
