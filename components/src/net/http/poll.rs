@@ -22,7 +22,9 @@ use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use url::Url;
 
-use super::client::{self, BASIC_KEY, BEARER_KEY, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, TIMEOUT_KEY};
+use super::client::{
+    self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, MAX_BODY_KEY, TIMEOUT_KEY,
+};
 
 /// The `http-poll` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -38,7 +40,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           same URL is asked again after a backoff (`reconnect`), and never sooner than its \
           `Retry-After` header (seconds or an HTTP date) says; the flow keeps running. A 4xx \
           answer (status and body excerpt) and a body that does not decode go to `err`, and \
-          polling goes on at the next interval. Redirects are followed (up to 10).",
+          polling goes on at the next interval; so does a body larger than `max_body_size`, \
+          which is not read past the limit (nor at all when its `Content-Length` says so). \
+          Redirects are followed (up to 10).",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec { name: "out", ty: "json", doc: "one message per page, or per item with `split`" }],
@@ -76,6 +80,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "jq giving an array from each page, e.g. `.items`: each item becomes a message \
              (`null` gives none).",
         ),
+        MAX_BODY_KEY,
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtMostOnce,
@@ -261,9 +266,15 @@ impl Poll {
         let status = response.status();
         let retry_after = client::retry_after(response.headers(), SystemTime::now());
         let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = match response.bytes().await {
+        let body = match client::read_body(response, self.client.max_body).await {
             Ok(b) => b,
-            Err(e) => return Fetched::Unavailable { error: error_chain(&e), retry_after: None },
+            Err(e @ BodyError::TooLarge { .. }) => {
+                return Fetched::Refused {
+                    error: format!("HTTP {status} from {url}: {}", e.describe()),
+                    body: Bytes::new(),
+                };
+            }
+            Err(e) => return Fetched::Unavailable { error: e.describe(), retry_after: None },
         };
         if status.is_success() {
             Fetched::Page { status: status.as_u16(), content_type, body }

@@ -28,7 +28,9 @@ use futures_util::stream::FuturesOrdered;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
-use super::client::{self, BASIC_KEY, BEARER_KEY, CA_FILE_KEY, ClientSettings, HEADERS_KEY, TIMEOUT_KEY};
+use super::client::{
+    self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, HEADERS_KEY, MAX_BODY_KEY, TIMEOUT_KEY,
+};
 use super::poll::{error_chain, parse_url};
 use super::template::Template;
 
@@ -47,7 +49,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           waits meanwhile. A 5xx, 429 or 408 answer or a timeout is retried up to `retries` \
           times, waiting `backoff` (doubled each time, never less than `Retry-After`), then the \
           message goes to `err`; another non-2xx answer sends it to `err` at once, with the \
-          status and the start of the body. A message is acknowledged only after a 2xx answer.",
+          status and the start of the body. A response body larger than `max_body_size` is not \
+          read past the limit (nor at all when its `Content-Length` says so): the message goes \
+          to `err`. A message is acknowledged only after a 2xx answer.",
     kind: Kind::Transform,
     inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to send" }],
     outputs: &[PortSpec {
@@ -83,6 +87,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "The response body: `auto` is JSON where it parses, else text; `json` sends a body that \
              is not JSON to `err`.",
         ),
+        MAX_BODY_KEY,
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
@@ -216,9 +221,12 @@ impl Request {
                     let status = response.status();
                     let retry_after = client::retry_after(response.headers(), SystemTime::now());
                     let headers = headers_of(response.headers());
-                    let body = match response.bytes().await {
+                    let body = match client::read_body(response, self.client.max_body).await {
                         Ok(b) => b,
-                        Err(e) => Bytes::from(format!("(body lost: {})", error_chain(&e))),
+                        Err(e @ BodyError::TooLarge { .. }) => {
+                            return Done::Failed(msg, format!("HTTP {status} from {url}: {}", e.describe()));
+                        }
+                        Err(e) => Bytes::from(format!("({})", e.describe())),
                     };
                     if status.is_success() {
                         return match self.response(&msg, &url, status.as_u16(), headers, body) {

@@ -1,0 +1,260 @@
+//! HTTP clients against a hostile server: endless and oversized response
+//! bodies, message values that try to change the endpoint, and secrets in
+//! URLs. The server is raw TCP on 127.0.0.1, so it can misbehave as a real
+//! peer would, and it records the request lines it receives.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::util::{fbp, lines, rss_kib, signal, summary, tempdir, wait_until, write};
+
+/// What the server answers to one request.
+#[derive(Clone, Copy)]
+enum Reply {
+    /// 200 with this JSON body.
+    Json(&'static str),
+    /// 200 with a chunked body that does not end until the client goes.
+    EndlessChunked,
+    /// 200 declaring a 2 GiB `Content-Length`, and writing it until the client goes.
+    Declared2GiB,
+}
+
+/// A raw HTTP/1.1 server on a free loopback port, on its own runtime, stopped on drop.
+struct RawServer {
+    addr: SocketAddr,
+    /// Each request line received (`GET /x HTTP/1.1`), in order.
+    requests: Arc<Mutex<Vec<String>>>,
+    /// Body bytes written by the endless replies, all connections together.
+    written: Arc<AtomicU64>,
+    _rt: tokio::runtime::Runtime,
+}
+
+type Answer = dyn Fn(&str, usize) -> Reply + Send + Sync;
+
+/// Starts a server answering the `n`th request (from 0) for `target` with `answer(target, n)`.
+fn raw_serve(answer: impl Fn(&str, usize) -> Reply + Send + Sync + 'static) -> RawServer {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let written = Arc::new(AtomicU64::new(0));
+    let (r, w, answer) = (requests.clone(), written.clone(), Arc::new(answer) as Arc<Answer>);
+    rt.spawn(async move {
+        while let Ok((sock, _)) = listener.accept().await {
+            tokio::spawn(serve_one(sock, r.clone(), w.clone(), answer.clone()));
+        }
+    });
+    RawServer { addr, requests, written, _rt: rt }
+}
+
+impl RawServer {
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Reads one request (head and any `Content-Length` body), answers it, closes.
+async fn serve_one(
+    mut sock: TcpStream,
+    requests: Arc<Mutex<Vec<String>>>,
+    written: Arc<AtomicU64>,
+    answer: Arc<Answer>,
+) {
+    let Some(head) = read_head(&mut sock).await else { return };
+    let line = head.lines().next().unwrap_or_default().to_string();
+    let target = line.split(' ').nth(1).unwrap_or_default().to_string();
+    let n = {
+        let mut r = requests.lock().unwrap();
+        r.push(line);
+        r.len() - 1
+    };
+    let _ = match answer(&target, n) {
+        Reply::Json(body) => sock.write_all(response(200, "application/json", body).as_bytes()).await,
+        Reply::EndlessChunked => endless(&mut sock, true, &written).await,
+        Reply::Declared2GiB => endless(&mut sock, false, &written).await,
+    };
+    let _ = sock.shutdown().await;
+}
+
+/// The request head, and the body it declares read past; `None` if the client went.
+async fn read_head(sock: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = sock.read(&mut chunk).await.ok().filter(|n| *n > 0 && buf.len() < 64 * 1024)?;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let declared = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok()).flatten()
+    });
+    let mut rest = declared.unwrap_or(0).saturating_sub(buf.len() - end);
+    while rest > 0 {
+        let n = sock.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        rest = rest.saturating_sub(n);
+    }
+    Some(head)
+}
+
+fn response(status: u16, content_type: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Writes a 200 and a body of spaces (valid JSON whitespace) until the client
+/// closes; at most 2 GiB and 30 s, so a client that keeps reading cannot hang the test.
+async fn endless(sock: &mut TcpStream, chunked: bool, written: &AtomicU64) -> std::io::Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    const TOTAL: u64 = 2 << 30;
+    let length = if chunked { "transfer-encoding: chunked".to_string() } else { format!("content-length: {TOTAL}") };
+    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{length}\r\nconnection: close\r\n\r\n");
+    sock.write_all(head.as_bytes()).await?;
+    let data = vec![b' '; CHUNK];
+    let frame = if chunked { [format!("{CHUNK:x}\r\n").as_bytes(), &data, b"\r\n"].concat() } else { data };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for _ in 0..TOTAL / CHUNK as u64 {
+        if Instant::now() > deadline {
+            break;
+        }
+        sock.write_all(&frame).await?;
+        written.fetch_add(CHUNK as u64, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// `fbp` started in `dir` with JSON logs in `dir/fbp.log`.
+fn start(dir: &Path, args: &[&str]) -> Child {
+    let log = File::create(dir.join("fbp.log")).unwrap();
+    fbp().current_dir(dir).args(["--log-format", "json"]).args(args).stdout(Stdio::null()).stderr(log).spawn().unwrap()
+}
+
+fn log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("fbp.log")).unwrap_or_default()
+}
+
+fn envelopes(path: &Path) -> Vec<Value> {
+    lines(path).iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Waits up to `limit` for `child` to exit, sampling its resident memory
+/// meanwhile; returns how it exited (`None`: still running) and the most RSS seen, in KiB.
+fn wait_sampling_rss(child: &mut Child, limit: Duration) -> (Option<ExitStatus>, u64) {
+    let mut peak = 0;
+    let mut status = None;
+    wait_until(limit, || {
+        peak = peak.max(rss_kib(child.id()).unwrap_or(0));
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    (status, peak)
+}
+
+/// A flow `inject(messages) -> push(http-request) -> store(file-write)` with a dead letter file.
+fn request_flow(dir: &Path, messages: &str, request: &str) {
+    let flow = format!(
+        "[flow]\nname = \"push\"\ndead_letter = \"file:dead.jsonl\"\nconnections = [\"items -> push\", \"push -> store\"]\n\n\
+         [components.items]\ntype = \"inject\"\nconfig = {{ messages = {messages} }}\n\n\
+         [components.push]\ntype = \"http-request\"\nconfig = {{ {request} }}\n\n\
+         [components.store]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n"
+    );
+    write(dir, "flow.toml", &flow);
+}
+
+/// Most body bytes the server may get out before fbp stops reading past the
+/// 8 MiB default: the limit plus what the sockets' buffers hold.
+const WRITTEN_AT_MOST: u64 = 64 << 20;
+/// The most resident memory fbp may use while it refuses those bodies.
+const RSS_AT_MOST_KIB: u64 = 200 * 1024;
+
+#[test]
+fn http_request_stops_reading_a_body_past_max_body_size_and_goes_on() {
+    let server = raw_serve(|target, _| match target {
+        "/chunked" => Reply::EndlessChunked,
+        "/declared" => Reply::Declared2GiB,
+        _ => Reply::Json(r#"{"ok": true}"#),
+    });
+    let dir = tempdir();
+    let messages = r#"[{ p = "chunked" }, { p = "declared" }, { p = "ok" }]"#;
+    request_flow(
+        dir.path(),
+        messages,
+        &format!(r#"url = "http://{}/{{{{ .p }}}}", method = "GET", concurrency = 1"#, server.addr),
+    );
+    let started = Instant::now();
+    let mut child = start(dir.path(), &["run", "flow.toml"]);
+    let (status, peak_kib) = wait_sampling_rss(&mut child, Duration::from_secs(30));
+    let log = log(dir.path());
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(peak_kib < RSS_AT_MOST_KIB, "fbp's RSS reached {peak_kib} KiB");
+    let written = server.written.load(Ordering::Relaxed);
+    assert!(written < WRITTEN_AT_MOST, "fbp let the server write {written} bytes");
+    let out = envelopes(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["data"]["body"], json!({"ok": true}), "the request after the refused bodies works");
+    let dead = envelopes(&dir.path().join("dead.jsonl"));
+    let refused: Vec<_> = dead.iter().map(|d| d["data"]["data"]["p"].clone()).collect();
+    assert_eq!(refused, [json!("chunked"), json!("declared")]);
+    for d in &dead {
+        let error = d["data"]["error"].as_str().unwrap();
+        assert!(error.contains("max_body_size") && error.contains("8388608 bytes"), "{error}");
+    }
+    assert_eq!(summary(&log, "push", "errors"), Some(2), "{log}");
+    assert_eq!(server.requests().len(), 3, "each message asked once: {:?}", server.requests());
+}
+
+#[test]
+fn http_poll_stops_reading_a_body_past_max_body_size_and_polls_again() {
+    // First poll: an endless body; second: one declared too large; then a small page.
+    let server = raw_serve(|_, n| match n {
+        0 => Reply::EndlessChunked,
+        1 => Reply::Declared2GiB,
+        _ => Reply::Json(r#"{"page": 3}"#),
+    });
+    let dir = tempdir();
+    let flow = format!(
+        "[flow]\nname = \"poll\"\ndead_letter = \"file:dead.jsonl\"\nconnections = [\"api -> store\"]\n\n\
+         [components.api]\ntype = \"http-poll\"\nconfig = {{ url = \"http://{}/items\", interval = \"100ms\", max_body_size = \"1MiB\" }}\n\n\
+         [components.store]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n",
+        server.addr
+    );
+    write(dir.path(), "flow.toml", &flow);
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let mut child = start(dir.path(), &["run", "flow.toml"]);
+    let mut peak_kib = 0;
+    let done = wait_until(Duration::from_secs(20), || {
+        peak_kib = peak_kib.max(rss_kib(child.id()).unwrap_or(0));
+        !lines(&out).is_empty()
+    });
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let log = log(dir.path());
+    assert!(done && status.success(), "{status:?}\n{log}");
+    assert!(peak_kib < RSS_AT_MOST_KIB, "fbp's RSS reached {peak_kib} KiB");
+    let written = server.written.load(Ordering::Relaxed);
+    assert!(written < WRITTEN_AT_MOST, "fbp let the server write {written} bytes");
+    assert_eq!(envelopes(&out)[0]["data"], json!({"page": 3}));
+    let dead = envelopes(&dead);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        let error = d["data"]["error"].as_str().unwrap();
+        assert!(error.contains("max_body_size") && error.contains("1048576 bytes"), "{error}");
+    }
+    assert_eq!(summary(&log, "api", "errors"), Some(2), "{log}");
+    assert_eq!(summary(&log, "api", "restarts"), Some(0), "{log}");
+}
