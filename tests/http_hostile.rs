@@ -258,3 +258,29 @@ fn http_poll_stops_reading_a_body_past_max_body_size_and_polls_again() {
     assert_eq!(summary(&log, "api", "errors"), Some(2), "{log}");
     assert_eq!(summary(&log, "api", "restarts"), Some(0), "{log}");
 }
+
+#[test]
+fn http_request_encodes_values_so_a_message_cannot_change_the_path_or_add_a_query() {
+    let server = raw_serve(|_, _| Reply::Json("{}"));
+    let dir = tempdir();
+    let messages = r#"[{ id = "../admin/delete" }, { id = "1?role=admin" }, { id = "a/b#c" }, { id = ".." }]"#;
+    let url = format!("http://{}/api/items/{{{{ .id }}}}?v=1", server.addr);
+    request_flow(dir.path(), messages, &format!(r#"url = "{url}", method = "GET", concurrency = 1"#));
+    let mut child = start(dir.path(), &["run", "flow.toml"]);
+    let (status, _) = wait_sampling_rss(&mut child, Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", log(dir.path()));
+    assert_eq!(
+        server.requests(),
+        [
+            "GET /api/items/%2E%2E%2Fadmin%2Fdelete?v=1 HTTP/1.1",
+            "GET /api/items/1%3Frole%3Dadmin?v=1 HTTP/1.1",
+            "GET /api/items/a%2Fb%23c?v=1 HTTP/1.1",
+        ],
+        "a `..` segment of its own is refused, not sent"
+    );
+    assert_eq!(lines(&dir.path().join("out.jsonl")).len(), 3);
+    let dead = envelopes(&dir.path().join("dead.jsonl"));
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["data"]["data"], json!({"id": ".."}));
+    assert!(dead[0]["data"]["error"].as_str().unwrap().contains("climb the path"), "{dead:?}");
+}

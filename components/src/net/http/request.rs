@@ -39,7 +39,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     name: "http-request",
     summary: "Send each message as an HTTP request (POST by default) and forward the response.",
     doc: "Sends each message to `url`, a template: `{{ jq }}` holes are filled from the message \
-          (`http://h/items/{{ .id }}`, `{{ $meta.topic }}`). The body is the payload: a string or \
+          (`http://h/items/{{ .id }}`, `{{ $meta.topic }}`), each value percent-encoded for where \
+          it sits (host, path segment, query or fragment: all but `A-Z a-z 0-9 - . _ ~`), so a \
+          message cannot add a path segment, a query or a fragment: `{ id = \"1?role=admin\" }` \
+          gives `/items/1%3Frole%3Dadmin`, and `../admin` gives `/items/%2E%2E%2Fadmin`; a value \
+          that makes a path segment `.` or `..` sends the message to `err`. A hole before `://` \
+          (`{{ .url }}`) takes the value as it is. The body is the payload: a string or \
           bytes as they are (`text/plain`, `application/octet-stream`), anything else as JSON \
           (`application/json`), unless `headers` sets `content-type`; `GET` and `DELETE` send no \
           body. The response goes to `out` as `{status, headers, body, url}` with the input's \
@@ -60,7 +65,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         doc: "the responses: `{status, headers, body, url}`",
     }],
     config: &[
-        KeySpec::required("url", KeyType::String, "The URL, a template: `{{ jq }}` holes are filled from the message."),
+        KeySpec::required(
+            "url",
+            KeyType::String,
+            "The URL, a template: `{{ jq }}` holes are filled from the message, each value \
+             percent-encoded for its place.",
+        ),
         KeySpec::new(
             "method",
             KeyType::Enum(&["POST", "PUT", "PATCH", "DELETE", "GET"]),
