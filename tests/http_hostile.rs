@@ -22,6 +22,8 @@ use crate::util::{fbp, lines, rss_kib, signal, summary, tempdir, wait_until, wri
 enum Reply {
     /// 200 with this JSON body.
     Json(&'static str),
+    /// This status, with a short text body.
+    Status(u16),
     /// 200 with a chunked body that does not end until the client goes.
     EndlessChunked,
     /// 200 declaring a 2 GiB `Content-Length`, and writing it until the client goes.
@@ -79,6 +81,7 @@ async fn serve_one(
     };
     let _ = match answer(&target, n) {
         Reply::Json(body) => sock.write_all(response(200, "application/json", body).as_bytes()).await,
+        Reply::Status(status) => sock.write_all(response(status, "text/plain", "refused").as_bytes()).await,
         Reply::EndlessChunked => endless(&mut sock, true, &written).await,
         Reply::Declared2GiB => endless(&mut sock, false, &written).await,
     };
@@ -283,4 +286,88 @@ fn http_request_encodes_values_so_a_message_cannot_change_the_path_or_add_a_quer
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["data"]["data"], json!({"id": ".."}));
     assert!(dead[0]["data"]["error"].as_str().unwrap().contains("climb the path"), "{dead:?}");
+}
+
+/// The secrets `secret_url` holds, which no file fbp writes may show.
+const SECRETS: [&str; 2] = ["hunter2", "s3cret"];
+
+fn secret_url(port: u16) -> String {
+    format!("http://user:hunter2@127.0.0.1:{port}/x?n=1&token=s3cret")
+}
+
+/// Each file in `dir` but the flow file, with its text.
+fn files_written(dir: &Path) -> Vec<(String, String)> {
+    let entries = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path());
+    let written = entries.filter(|p| p.file_name().is_some_and(|n| n != "flow.toml"));
+    written.map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap_or_default())).collect()
+}
+
+fn assert_no_secret(dir: &Path) {
+    for (path, text) in files_written(dir) {
+        for secret in SECRETS {
+            assert!(!text.contains(secret), "{path} shows `{secret}`:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn http_request_masks_url_secrets_in_logs_errors_and_dead_letters_when_refused() {
+    let server = raw_serve(|_, _| Reply::Status(403));
+    let dir = tempdir();
+    let request = format!(r#"url = "{}", method = "GET""#, secret_url(server.addr.port()));
+    request_flow(dir.path(), r#"[{ n = 1 }]"#, &request);
+    let mut child = start(dir.path(), &["--log-level", "trace", "run", "flow.toml"]);
+    let (status, _) = wait_sampling_rss(&mut child, Duration::from_secs(20));
+    let log = log(dir.path());
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    assert_eq!(server.requests(), ["GET /x?n=1&token=s3cret HTTP/1.1"], "the request itself has its secrets");
+    let dead = envelopes(&dir.path().join("dead.jsonl"));
+    let error = dead[0]["data"]["error"].as_str().unwrap();
+    assert!(error.contains("403") && error.contains("user:***@127.0.0.1") && error.contains("token=***"), "{error}");
+    assert!(log.lines().count() > 10, "trace logs were written:\n{log}");
+    assert_no_secret(dir.path());
+}
+
+#[test]
+fn http_request_masks_url_secrets_in_logs_while_the_server_is_down() {
+    let port = fbp_runtime::testbed::free_port();
+    let dir = tempdir();
+    let request = format!(r#"url = "{}", method = "GET", reconnect = "10ms..50ms""#, secret_url(port));
+    request_flow(dir.path(), r#"[{ n = 1 }]"#, &request);
+    let child = start(dir.path(), &["--log-level", "trace", "run", "flow.toml"]);
+    let retried = || log(dir.path()).matches("Still unreachable.").count() >= 3;
+    assert!(wait_until(Duration::from_secs(20), retried), "{}", log(dir.path()));
+    // The request in hand waits for the server, so a SIGTERM would wait out the drain timeout.
+    signal(&child, "KILL");
+    let mut child = child;
+    child.wait().unwrap();
+    let log = log(dir.path());
+    let warning = log.lines().find(|l| l.contains("reconnecting in the background")).unwrap_or_default();
+    assert!(warning.contains("user:***@127.0.0.1") && warning.contains("token=***"), "{warning}");
+    assert_no_secret(dir.path());
+}
+
+#[test]
+fn http_poll_masks_url_secrets_in_logs_errors_topics_and_dead_letters() {
+    let server = raw_serve(|_, n| if n == 0 { Reply::Status(403) } else { Reply::Json(r#"{"page": 2}"#) });
+    let dir = tempdir();
+    let flow = format!(
+        "[flow]\nname = \"poll\"\ndead_letter = \"file:dead.jsonl\"\nconnections = [\"api -> store\"]\n\n\
+         [components.api]\ntype = \"http-poll\"\nconfig = {{ url = \"{}\", interval = \"100ms\" }}\n\n\
+         [components.store]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\" }}\n",
+        secret_url(server.addr.port())
+    );
+    write(dir.path(), "flow.toml", &flow);
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let mut child = start(dir.path(), &["--log-level", "trace", "run", "flow.toml"]);
+    let done = wait_until(Duration::from_secs(20), || !lines(&out).is_empty() && !lines(&dead).is_empty());
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    let log = log(dir.path());
+    assert!(done && status.success(), "{status:?}\n{log}");
+    let error = envelopes(&dead)[0]["data"]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("403") && error.contains("token=***"), "{error}");
+    let topic = envelopes(&out)[0]["metadata"]["topic"].as_str().unwrap().to_string();
+    assert_eq!(topic, format!("http://user:***@{}/x?n=1&token=***", server.addr));
+    assert_no_secret(dir.path());
 }

@@ -10,10 +10,13 @@
 //! - `tcp`: `tcp-listen`, a TCP server taking many clients' framed messages;
 //! - `udp`: `udp-listen`, datagrams, dropped and counted when the flow is full;
 //! - `websocket`: a WebSocket client, receiving and sending;
-//! - `payload`: what a frame's bytes become (`format`), the peer header.
+//! - `payload`: what a frame's bytes become (`format`), the peer header;
+//! - `mask`: secrets in URLs (userinfo passwords, token-like query values)
+//!   masked for logs, errors and dead letters.
 
 pub mod amqp;
 pub mod http;
+mod mask;
 pub mod mqtt;
 pub mod nats;
 mod payload;

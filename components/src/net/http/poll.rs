@@ -25,6 +25,7 @@ use url::Url;
 use super::client::{
     self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, MAX_BODY_KEY, TIMEOUT_KEY,
 };
+use crate::net::mask;
 
 /// The `http-poll` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -42,7 +43,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           answer (status and body excerpt) and a body that does not decode go to `err`, and \
           polling goes on at the next interval; so does a body larger than `max_body_size`, \
           which is not read past the limit (nor at all when its `Content-Length` says so). \
-          Redirects are followed (up to 10).",
+          Redirects are followed (up to 10). In logs, errors, `err` and the topic, a password in \
+          the URL's userinfo and token-like query values (`token`, `key`, `api_key`, `sig`, ...) \
+          read `***`.",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec { name: "out", ty: "json", doc: "one message per page, or per item with `split`" }],
@@ -144,12 +147,12 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     }))
 }
 
-/// An absolute `http://` or `https://` URL.
+/// An absolute `http://` or `https://` URL; errors show it with its secrets masked.
 pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let url = Url::parse(text).map_err(|e| format!("`{}` is not a URL: {e}", mask::url(text)))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
-        other => Err(format!("`{text}`: the scheme must be `http` or `https`, not `{other}`")),
+        other => Err(format!("`{}`: the scheme must be `http` or `https`, not `{other}`", mask::url(text))),
     }
 }
 
@@ -174,7 +177,7 @@ impl Task for Poll {
         Box::pin(async move {
             let client = self.client.client().map_err(Failure)?;
             let out = ctx.output("out");
-            let mut link = Link::new(ctx.name.clone(), self.url.as_str(), self.reconnect);
+            let mut link = Link::new(ctx.name.clone(), mask::url(self.url.as_str()), self.reconnect);
             let mut ticker = tokio::time::interval(self.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -214,7 +217,7 @@ impl Poll {
                     (status, content_type, body)
                 }
                 Fetched::Unavailable { error, retry_after } => {
-                    let delay = link.down(&error).max(retry_after.unwrap_or_default());
+                    let delay = link.down(&mask::urls_in(&error)).max(retry_after.unwrap_or_default());
                     if !sleep(ctx, delay).await {
                         return Ok(Step::Stop);
                     }
@@ -223,7 +226,7 @@ impl Poll {
                 Fetched::Refused { error, body } => {
                     link.up();
                     let msg = Message::new(client::raw_payload(body), self.meta(ctx, &url, None, None));
-                    ctx.reject(&msg, &error).await?;
+                    reject(ctx, &msg, &error).await?;
                     return Ok(Step::Go);
                 }
             };
@@ -231,14 +234,14 @@ impl Poll {
             let page = match self.format.decode(body.clone()) {
                 Ok(payload) => Message::new(payload, meta),
                 Err(e) => {
-                    ctx.reject(&Message::new(client::raw_payload(body), meta), &e).await?;
+                    reject(ctx, &Message::new(client::raw_payload(body), meta), &e).await?;
                     return Ok(Step::Go);
                 }
             };
             let next = match self.next_url(&page, &url) {
                 Ok(next) => next,
                 Err(e) => {
-                    ctx.reject(&page, &e).await?;
+                    reject(ctx, &page, &e).await?;
                     return Ok(Step::Go);
                 }
             };
@@ -287,7 +290,7 @@ impl Poll {
 
     fn meta(&self, ctx: &Context, url: &Url, status: Option<u16>, content_type: Option<String>) -> fbp_runtime::Meta {
         let mut meta = ctx.meta();
-        meta.topic = Some(url.as_str().into());
+        meta.topic = Some(mask::url(url.as_str()).into());
         if let Some(status) = status {
             meta.headers.insert("status".into(), status.to_string());
         }
@@ -307,7 +310,8 @@ impl Poll {
                 if text.is_empty() {
                     return Ok(None);
                 }
-                let next = url.join(&text).map_err(|e| format!("`paginate` gave `{text}`, not a URL: {e}"))?;
+                let next =
+                    url.join(&text).map_err(|e| format!("`paginate` gave `{}`, not a URL: {e}", mask::url(&text)))?;
                 if &next == url {
                     return Err(format!("`paginate` gave the page's own URL `{next}`"));
                 }
@@ -325,11 +329,11 @@ impl Poll {
             Ok(Some(Value::Arr(items))) => items,
             Ok(Some(other)) => {
                 let e = format!("`split` gave {}, not an array", value::type_name(&other));
-                ctx.reject(&page, &e).await?;
+                reject(ctx, &page, &e).await?;
                 return Ok(Step::Go);
             }
             Err(e) => {
-                ctx.reject(&page, &e).await?;
+                reject(ctx, &page, &e).await?;
                 return Ok(Step::Go);
             }
         };
@@ -352,6 +356,11 @@ async fn send(ctx: &Context, out: &OutPort, msg: Message) -> Result<Step, Failur
         r = out.send(msg) => r.map(|()| Step::Go).map_err(Failure::from),
         _ = ctx.shutdown().cancelled() => Ok(Step::Stop),
     }
+}
+
+/// Sends `msg` to `err` (or the dead letter), the URLs in `error` masked.
+async fn reject(ctx: &Context, msg: &Message, error: &str) -> Result<(), Failure> {
+    ctx.reject(msg, &mask::urls_in(error)).await
 }
 
 /// Waits `delay`; `false` when the flow shuts down first.

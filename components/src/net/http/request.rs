@@ -33,6 +33,7 @@ use super::client::{
 };
 use super::poll::{error_chain, parse_url};
 use super::template::Template;
+use crate::net::mask;
 
 /// The `http-request` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -54,7 +55,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           waits meanwhile. A 5xx, 429 or 408 answer or a timeout is retried up to `retries` \
           times, waiting `backoff` (doubled each time, never less than `Retry-After`), then the \
           message goes to `err`; another non-2xx answer sends it to `err` at once, with the \
-          status and the start of the body. A response body larger than `max_body_size` is not \
+          status and the start of the body. In logs, errors, `err` and the response's `url`, a \
+          password in the URL's userinfo and token-like query values (`token`, `key`, \
+          `api_key`, `sig`, ...) read `***`. A response body larger than `max_body_size` is not \
           read past the limit (nor at all when its `Content-Length` says so): the message goes \
           to `err`. A message is acknowledged only after a 2xx answer.",
     kind: Kind::Transform,
@@ -139,7 +142,7 @@ struct Request {
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let c: Config = ctx.parse()?;
-    let url = Template::parse(&c.url)?;
+    let url = Template::parse(&c.url).map_err(|e| mask::urls_in(&e))?;
     if let Some(fixed) = url.as_static() {
         parse_url(fixed)?;
     }
@@ -177,7 +180,7 @@ impl Task for Request {
                     biased;
                     Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
                         Done::Answered(response) => out.send(response).await?,
-                        Done::Failed(msg, error) => ctx.reject(&msg, &error).await?,
+                        Done::Failed(msg, error) => ctx.reject(&msg, &mask::urls_in(&error)).await?,
                     },
                     msg = input.recv(), if open && in_flight.len() < self.concurrency => match msg {
                         Some(msg) => in_flight.push_back(self.send(&client, &link, msg)),
@@ -191,9 +194,9 @@ impl Task for Request {
 }
 
 impl Request {
-    /// The URL for logs: the template's fixed text, or its start.
+    /// The URL for logs, its secrets masked: the template's fixed text, or that it is a template.
     fn url_label(&self) -> String {
-        self.url.as_static().map(str::to_string).unwrap_or_else(|| "a templated URL".into())
+        self.url.as_static().map(mask::url).unwrap_or_else(|| "a templated URL".into())
     }
 
     /// Sends `msg` until it is answered 2xx, refused, or out of retries.
@@ -220,7 +223,7 @@ impl Request {
             }
             let (wait, error) = match request.send().await {
                 Err(e) if e.is_connect() => {
-                    let pause = lock(link).down(&error_chain(&e));
+                    let pause = lock(link).down(&mask::urls_in(&error_chain(&e)));
                     tokio::time::sleep(pause).await;
                     attempts -= 1;
                     continue;
@@ -272,7 +275,7 @@ impl Request {
             ("status", value::int(status.into())),
             ("headers", headers),
             ("body", body),
-            ("url", value::string(url)),
+            ("url", value::string(mask::url(url))),
         ]);
         Ok(msg.with_payload(payload))
     }
