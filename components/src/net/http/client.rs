@@ -1,7 +1,7 @@
 //! What `http-poll` and `http-request` share: the client keys (headers,
 //! authentication, timeout, TLS, `max_body_size`) and their checked form, the
-//! `Retry-After` header, reading a response body within its limit, and body
-//! formats.
+//! `Retry-After` header, reading a response body within its limit, body
+//! formats, and errors told with their causes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,7 +16,6 @@ use fbp_runtime::value::{self, Value};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 
-use super::poll::error_chain;
 use crate::codec::utf8_text;
 use crate::net::tls::{self, TlsFiles};
 
@@ -199,6 +198,18 @@ pub(crate) async fn read_body(mut response: reqwest::Response, limit: usize) -> 
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
+}
+
+/// An error with its causes, which reqwest keeps apart ("error sending request" alone says little).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Whether a status means "the server cannot serve now, try later".

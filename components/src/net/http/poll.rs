@@ -23,7 +23,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::client::{
-    self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, MAX_BODY_KEY, TIMEOUT_KEY,
+    self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, MAX_BODY_KEY,
+    TIMEOUT_KEY, error_chain,
 };
 use crate::net::mask;
 
@@ -369,18 +370,6 @@ async fn sleep(ctx: &Context, delay: Duration) -> bool {
         _ = tokio::time::sleep(delay) => true,
         _ = ctx.shutdown().cancelled() => false,
     }
-}
-
-/// An error with its causes, which reqwest keeps apart ("error sending request" alone says little).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -30,8 +30,9 @@ use serde::Deserialize;
 
 use super::client::{
     self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, HEADERS_KEY, MAX_BODY_KEY, TIMEOUT_KEY,
+    error_chain,
 };
-use super::poll::{error_chain, parse_url};
+use super::poll::parse_url;
 use super::template::Template;
 use crate::net::mask;
 
