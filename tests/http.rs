@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 
 use crate::util::{fbp, lines, root, signal, stderr, tempdir, wait_until, write};
 
+#[path = "http_hostile.rs"]
+mod hostile;
+
 /// An axum server on a free port, on its own runtime, stopped on drop.
 struct Server {
     addr: SocketAddr,

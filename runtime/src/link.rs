@@ -86,7 +86,7 @@ impl Link {
         let target = target.into();
         Link {
             component,
-            target: crate::secret::mask_urls(&target).into_owned(),
+            target: crate::secret::urls_in(&target),
             backoff,
             state: State::Connecting,
             next_delay: backoff.min,
@@ -135,6 +135,8 @@ impl Link {
     /// the first time in an outage (debug after), and returns how long to wait
     /// before the next attempt.
     pub fn down(&mut self, error: &dyn fmt::Display) -> Duration {
+        // A client library's error may name the URL, password and all.
+        let error = crate::secret::urls_in(&error.to_string());
         self.attempts += 1;
         if self.state == State::Down {
             tracing::debug!(component = %self.component, target = %self.target, attempt = self.attempts, error = %error, "Still unreachable.");

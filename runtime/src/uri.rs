@@ -560,12 +560,31 @@ fn websocket(uri: &Uri) -> Result<Settings, String> {
 }
 
 /// `http-poll` keys a relay URI may set; other query pairs belong to the URL.
-const HTTP_POLL_KEYS: &[&str] =
-    &["interval", "method", "timeout", "format", "paginate", "split", "max_pages", "bearer_token", "reconnect"];
+const HTTP_POLL_KEYS: &[&str] = &[
+    "interval",
+    "method",
+    "timeout",
+    "format",
+    "paginate",
+    "split",
+    "max_pages",
+    "bearer_token",
+    "reconnect",
+    "max_body_size",
+];
 
 /// `http-request` keys a relay URI may set; other query pairs belong to the URL.
-const HTTP_REQUEST_KEYS: &[&str] =
-    &["method", "timeout", "bearer_token", "retries", "backoff", "concurrency", "response_format", "reconnect"];
+const HTTP_REQUEST_KEYS: &[&str] = &[
+    "method",
+    "timeout",
+    "bearer_token",
+    "retries",
+    "backoff",
+    "concurrency",
+    "response_format",
+    "reconnect",
+    "max_body_size",
+];
 
 fn http_poll(uri: &Uri) -> Result<Settings, String> {
     http(uri, HTTP_POLL_KEYS)
@@ -791,6 +810,14 @@ mod tests {
         assert_eq!(
             endpoint("https://api.example.com/v1/in?method=PUT&token=x", Role::Sink),
             ("http-request", settings(&[("url", "https://api.example.com/v1/in?token=x"), ("method", "PUT")]))
+        );
+        assert_eq!(
+            endpoint("http://h/in?max_body_size=1MiB&a=1", Role::Sink),
+            ("http-request", settings(&[("url", "http://h/in?a=1"), ("max_body_size", "1MiB")]))
+        );
+        assert_eq!(
+            endpoint("http://h/in?max_body_size=1MiB", Role::Source),
+            ("http-poll", settings(&[("url", "http://h/in"), ("max_body_size", "1MiB")]))
         );
         assert!(matches!(resolve("http:///nohost", Role::Source), Err(UriError::Bad { .. })));
     }

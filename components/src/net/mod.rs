@@ -10,7 +10,7 @@
 //! - `tcp`: `tcp-listen`, a TCP server taking many clients' framed messages;
 //! - `udp`: `udp-listen`, datagrams, dropped and counted when the flow is full;
 //! - `websocket`: a WebSocket client, receiving and sending;
-//! - `payload`: what a frame's bytes become (`format`), the peer header.
+//! - `payload`: what a frame's bytes become (`format`), the peer header;
 //! - `budget`: a source's unacknowledged messages watched, a warning when they stay stuck.
 
 pub mod amqp;

@@ -1,6 +1,7 @@
 //! What `http-poll` and `http-request` share: the client keys (headers,
-//! authentication, timeout, TLS) and their checked form, the `Retry-After`
-//! header, and body formats.
+//! authentication, timeout, TLS, `max_body_size`) and their checked form, the
+//! `Retry-After` header, reading a response body within its limit, body
+//! formats, and errors told with their causes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use bytes::BytesMut;
 use fbp_runtime::spec::{BuildContext, KeySpec, KeyType};
+use fbp_runtime::units::positive_size;
 use fbp_runtime::value::{self, Value};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
@@ -44,6 +47,15 @@ pub(crate) const CA_FILE_KEY: KeySpec = KeySpec::optional(
     "CA certificates (PEM) to trust for `https://`; unset: the system's.",
 );
 
+/// `max_body_size`.
+pub(crate) const MAX_BODY_KEY: KeySpec = KeySpec::new(
+    "max_body_size",
+    KeyType::String,
+    "\"8MiB\"",
+    "The largest response body read, e.g. `\"512KiB\"`; a larger one is a message error (`err`), \
+     and reading it stops there.",
+);
+
 /// Basic authentication credentials.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,14 +75,17 @@ struct Keys {
     #[serde(deserialize_with = "fbp_runtime::units::duration")]
     timeout: Duration,
     ca_file: Option<String>,
+    max_body_size: String,
 }
 
-/// The client keys, checked: headers (authentication included) and timeout.
+/// The client keys, checked: headers (authentication included), timeout and body limit.
 #[derive(Clone, Debug)]
 pub(crate) struct ClientSettings {
     headers: HeaderMap,
     timeout: Duration,
     ca_file: Option<PathBuf>,
+    /// The largest response body read, in bytes.
+    pub(crate) max_body: usize,
 }
 
 impl ClientSettings {
@@ -104,7 +119,12 @@ impl ClientSettings {
         if keys.timeout.is_zero() {
             return Err("`timeout` must be more than 0".into());
         }
-        Ok(ClientSettings { headers, timeout: keys.timeout, ca_file: keys.ca_file.map(|p| ctx.path(&p)) })
+        Ok(ClientSettings {
+            headers,
+            timeout: keys.timeout,
+            ca_file: keys.ca_file.map(|p| ctx.path(&p)),
+            max_body: positive_size("max_body_size", &keys.max_body_size)?,
+        })
     }
 
     /// Whether the configured headers set `name`.
@@ -134,6 +154,62 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     }
     let at = httpdate::parse_http_date(text).ok()?;
     Some(at.duration_since(now).unwrap_or_default())
+}
+
+/// Why a response body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The body is larger than `max_body_size` (`limit` bytes).
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The connection broke or timed out while the body came: why.
+    Broken(String),
+}
+
+impl BodyError {
+    /// The error for a message: what went wrong, without the URL.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            BodyError::TooLarge { limit } => {
+                format!("the response body is larger than `max_body_size` ({limit} bytes); not read further")
+            }
+            BodyError::Broken(e) => format!("the response body was lost: {e}"),
+        }
+    }
+}
+
+/// Reads `response`'s body as it comes, and stops as soon as it passes `limit`
+/// bytes (at once when `Content-Length` says it will): a peer cannot make us
+/// hold more than `limit`. Dropping the response then closes the connection.
+pub(crate) async fn read_body(mut response: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
+    const FIRST_ALLOCATION: usize = 64 * 1024;
+    let declared = response.content_length().map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(FIRST_ALLOCATION));
+    let broken = |e: reqwest::Error| BodyError::Broken(error_chain(&e.without_url()));
+    while let Some(chunk) = response.chunk().await.map_err(broken)? {
+        if chunk.len() > limit - body.len() {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// An error with its causes, which reqwest keeps apart ("error sending request" alone says little).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// Whether a status means "the server cannot serve now, try later".
@@ -204,6 +280,7 @@ mod tests {
     fn settings(config: serde_json::Value) -> Result<ClientSettings, String> {
         let mut config = config;
         config["timeout"] = "1s".into();
+        config["max_body_size"] = "8MiB".into();
         ClientSettings::from_config(&BuildContext { name: "t".into(), config, base_dir: ".".into() })
     }
 
@@ -242,5 +319,26 @@ mod tests {
         assert!(Format::Text.decode(Bytes::from_static(&[0xff])).unwrap_err().contains("UTF-8"));
         assert!(matches!(Format::Bytes.decode(Bytes::from_static(&[0xff])).unwrap(), Value::BStr(_)));
         assert_eq!(excerpt(&[b'x'; 300]).len(), 203);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_its_limit_declared_or_chunked() {
+        use axum::body::Body;
+        use axum::routing::get;
+        let chunks =
+            || futures_util::stream::iter((0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 10]))));
+        let router = axum::Router::new()
+            .route("/declared", get(|| async { vec![b'x'; 100] }))
+            .route("/chunked", get(move || async move { Body::from_stream(chunks()) }));
+        let server = crate::net::http::test_server::Server::start(router).await;
+        tls::ensure_provider();
+        let client = reqwest::Client::new();
+        for path in ["/declared", "/chunked"] {
+            let get = || client.get(server.url(path)).send();
+            assert_eq!(read_body(get().await.unwrap(), 100).await.unwrap().len(), 100, "{path}");
+            let e = read_body(get().await.unwrap(), 99).await.unwrap_err();
+            assert!(matches!(e, BodyError::TooLarge { limit: 99 }), "{path}: {e:?}");
+            assert!(e.describe().contains("`max_body_size` (99 bytes)"), "{}", e.describe());
+        }
     }
 }

@@ -22,7 +22,11 @@ use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use url::Url;
 
-use super::client::{self, BASIC_KEY, BEARER_KEY, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, TIMEOUT_KEY};
+use super::client::{
+    self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, MAX_BODY_KEY,
+    TIMEOUT_KEY, error_chain,
+};
+use fbp_runtime::secret as mask;
 
 /// The `http-poll` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -38,7 +42,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           same URL is asked again after a backoff (`reconnect`), and never sooner than its \
           `Retry-After` header (seconds or an HTTP date) says; the flow keeps running. A 4xx \
           answer (status and body excerpt) and a body that does not decode go to `err`, and \
-          polling goes on at the next interval. Redirects are followed (up to 10).",
+          polling goes on at the next interval; so does a body larger than `max_body_size`, \
+          which is not read past the limit (nor at all when its `Content-Length` says so). \
+          Redirects are followed (up to 10). In logs, errors, `err` and the topic, a password in \
+          the URL's userinfo and token-like query values (`token`, `key`, `api_key`, `sig`, ...) \
+          read `***`.",
     kind: Kind::Source,
     inputs: &[],
     outputs: &[PortSpec { name: "out", ty: "json", doc: "one message per page, or per item with `split`" }],
@@ -76,6 +84,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "jq giving an array from each page, e.g. `.items`: each item becomes a message \
              (`null` gives none).",
         ),
+        MAX_BODY_KEY,
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtMostOnce,
@@ -140,12 +149,12 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     }))
 }
 
-/// An absolute `http://` or `https://` URL.
+/// An absolute `http://` or `https://` URL; errors show it with its secrets masked.
 pub(crate) fn parse_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
+    let url = Url::parse(text).map_err(|e| format!("`{}` is not a URL: {e}", mask::url(text)))?;
     match url.scheme() {
         "http" | "https" => Ok(url),
-        other => Err(format!("`{text}`: the scheme must be `http` or `https`, not `{other}`")),
+        other => Err(format!("`{}`: the scheme must be `http` or `https`, not `{other}`", mask::url(text))),
     }
 }
 
@@ -170,7 +179,7 @@ impl Task for Poll {
         Box::pin(async move {
             let client = self.client.client().map_err(Failure)?;
             let out = ctx.output("out");
-            let mut link = Link::new(ctx.name.clone(), self.url.as_str(), self.reconnect);
+            let mut link = Link::new(ctx.name.clone(), mask::url(self.url.as_str()), self.reconnect);
             let mut ticker = tokio::time::interval(self.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -210,7 +219,7 @@ impl Poll {
                     (status, content_type, body)
                 }
                 Fetched::Unavailable { error, retry_after } => {
-                    let delay = link.down(&error).max(retry_after.unwrap_or_default());
+                    let delay = link.down(&mask::urls_in(&error)).max(retry_after.unwrap_or_default());
                     if !sleep(ctx, delay).await {
                         return Ok(Step::Stop);
                     }
@@ -219,7 +228,7 @@ impl Poll {
                 Fetched::Refused { error, body } => {
                     link.up();
                     let msg = Message::new(client::raw_payload(body), self.meta(ctx, &url, None, None));
-                    ctx.reject(&msg, &error).await?;
+                    reject(ctx, &msg, &error).await?;
                     return Ok(Step::Go);
                 }
             };
@@ -227,14 +236,14 @@ impl Poll {
             let page = match self.format.decode(body.clone()) {
                 Ok(payload) => Message::new(payload, meta),
                 Err(e) => {
-                    ctx.reject(&Message::new(client::raw_payload(body), meta), &e).await?;
+                    reject(ctx, &Message::new(client::raw_payload(body), meta), &e).await?;
                     return Ok(Step::Go);
                 }
             };
             let next = match self.next_url(&page, &url) {
                 Ok(next) => next,
                 Err(e) => {
-                    ctx.reject(&page, &e).await?;
+                    reject(ctx, &page, &e).await?;
                     return Ok(Step::Go);
                 }
             };
@@ -262,9 +271,15 @@ impl Poll {
         let status = response.status();
         let retry_after = client::retry_after(response.headers(), SystemTime::now());
         let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let body = match response.bytes().await {
+        let body = match client::read_body(response, self.client.max_body).await {
             Ok(b) => b,
-            Err(e) => return Fetched::Unavailable { error: error_chain(&e), retry_after: None },
+            Err(e @ BodyError::TooLarge { .. }) => {
+                return Fetched::Refused {
+                    error: format!("HTTP {status} from {url}: {}", e.describe()),
+                    body: Bytes::new(),
+                };
+            }
+            Err(e) => return Fetched::Unavailable { error: e.describe(), retry_after: None },
         };
         if status.is_success() {
             Fetched::Page { status: status.as_u16(), content_type, body }
@@ -277,7 +292,7 @@ impl Poll {
 
     fn meta(&self, ctx: &Context, url: &Url, status: Option<u16>, content_type: Option<String>) -> fbp_runtime::Meta {
         let mut meta = ctx.meta();
-        meta.topic = Some(url.as_str().into());
+        meta.topic = Some(mask::url(url.as_str()).into());
         if let Some(status) = status {
             meta.headers.insert("status".into(), status.to_string());
         }
@@ -297,7 +312,8 @@ impl Poll {
                 if text.is_empty() {
                     return Ok(None);
                 }
-                let next = url.join(&text).map_err(|e| format!("`paginate` gave `{text}`, not a URL: {e}"))?;
+                let next =
+                    url.join(&text).map_err(|e| format!("`paginate` gave `{}`, not a URL: {e}", mask::url(&text)))?;
                 if &next == url {
                     return Err(format!("`paginate` gave the page's own URL `{next}`"));
                 }
@@ -315,11 +331,11 @@ impl Poll {
             Ok(Some(Value::Arr(items))) => items,
             Ok(Some(other)) => {
                 let e = format!("`split` gave {}, not an array", value::type_name(&other));
-                ctx.reject(&page, &e).await?;
+                reject(ctx, &page, &e).await?;
                 return Ok(Step::Go);
             }
             Err(e) => {
-                ctx.reject(&page, &e).await?;
+                reject(ctx, &page, &e).await?;
                 return Ok(Step::Go);
             }
         };
@@ -344,24 +360,17 @@ async fn send(ctx: &Context, out: &OutPort, msg: Message) -> Result<Step, Failur
     }
 }
 
+/// Sends `msg` to `err` (or the dead letter), the URLs in `error` masked.
+async fn reject(ctx: &Context, msg: &Message, error: &str) -> Result<(), Failure> {
+    ctx.reject(msg, &mask::urls_in(error)).await
+}
+
 /// Waits `delay`; `false` when the flow shuts down first.
 async fn sleep(ctx: &Context, delay: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay) => true,
         _ = ctx.shutdown().cancelled() => false,
     }
-}
-
-/// An error with its causes, which reqwest keeps apart ("error sending request" alone says little).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

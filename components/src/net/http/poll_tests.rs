@@ -143,9 +143,14 @@ async fn an_unreachable_server_is_retried_not_a_failure() {
 fn build_refuses_bad_urls_and_programs() {
     let build = |config: serde_json::Value| {
         let mut config = config;
-        for (k, v) in
-            [("interval", "1s"), ("method", "GET"), ("format", "json"), ("timeout", "1s"), ("reconnect", "1s..2s")]
-        {
+        for (k, v) in [
+            ("interval", "1s"),
+            ("method", "GET"),
+            ("format", "json"),
+            ("timeout", "1s"),
+            ("reconnect", "1s..2s"),
+            ("max_body_size", "8MiB"),
+        ] {
             config[k] = v.into();
         }
         config["max_pages"] = 10.into();

@@ -28,16 +28,25 @@ use futures_util::stream::FuturesOrdered;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
-use super::client::{self, BASIC_KEY, BEARER_KEY, CA_FILE_KEY, ClientSettings, HEADERS_KEY, TIMEOUT_KEY};
-use super::poll::{error_chain, parse_url};
+use super::client::{
+    self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, HEADERS_KEY, MAX_BODY_KEY, TIMEOUT_KEY,
+    error_chain,
+};
+use super::poll::parse_url;
 use super::template::Template;
+use fbp_runtime::secret as mask;
 
 /// The `http-request` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
     name: "http-request",
     summary: "Send each message as an HTTP request (POST by default) and forward the response.",
     doc: "Sends each message to `url`, a template: `{{ jq }}` holes are filled from the message \
-          (`http://h/items/{{ .id }}`, `{{ $meta.topic }}`). The body is the payload: a string or \
+          (`http://h/items/{{ .id }}`, `{{ $meta.topic }}`), each value percent-encoded for where \
+          it sits (host, path segment, query or fragment: all but `A-Z a-z 0-9 - . _ ~`), so a \
+          message cannot add a path segment, a query or a fragment: `{ id = \"1?role=admin\" }` \
+          gives `/items/1%3Frole%3Dadmin`, and `../admin` gives `/items/%2E%2E%2Fadmin`; a value \
+          that makes a path segment `.` or `..` sends the message to `err`. A hole before `://` \
+          (`{{ .url }}`) takes the value as it is. The body is the payload: a string or \
           bytes as they are (`text/plain`, `application/octet-stream`), anything else as JSON \
           (`application/json`), unless `headers` sets `content-type`; `GET` and `DELETE` send no \
           body. The response goes to `out` as `{status, headers, body, url}` with the input's \
@@ -47,7 +56,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           waits meanwhile. A 5xx, 429 or 408 answer or a timeout is retried up to `retries` \
           times, waiting `backoff` (doubled each time, never less than `Retry-After`), then the \
           message goes to `err`; another non-2xx answer sends it to `err` at once, with the \
-          status and the start of the body. A message is acknowledged only after a 2xx answer.",
+          status and the start of the body. In logs, errors, `err` and the response's `url`, a \
+          password in the URL's userinfo and token-like query values (`token`, `key`, \
+          `api_key`, `sig`, ...) read `***`. A response body larger than `max_body_size` is not \
+          read past the limit (nor at all when its `Content-Length` says so): the message goes \
+          to `err`. A message is acknowledged only after a 2xx answer.",
     kind: Kind::Transform,
     inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to send" }],
     outputs: &[PortSpec {
@@ -56,7 +69,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         doc: "the responses: `{status, headers, body, url}`",
     }],
     config: &[
-        KeySpec::required("url", KeyType::String, "The URL, a template: `{{ jq }}` holes are filled from the message."),
+        KeySpec::required(
+            "url",
+            KeyType::String,
+            "The URL, a template: `{{ jq }}` holes are filled from the message, each value \
+             percent-encoded for its place.",
+        ),
         KeySpec::new(
             "method",
             KeyType::Enum(&["POST", "PUT", "PATCH", "DELETE", "GET"]),
@@ -83,6 +101,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "The response body: `auto` is JSON where it parses, else text; `json` sends a body that \
              is not JSON to `err`.",
         ),
+        MAX_BODY_KEY,
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
@@ -125,7 +144,7 @@ struct Request {
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let c: Config = ctx.parse()?;
-    let url = Template::parse(&c.url)?;
+    let url = Template::parse(&c.url).map_err(|e| mask::urls_in(&e))?;
     if let Some(fixed) = url.as_static() {
         parse_url(fixed)?;
     }
@@ -163,7 +182,7 @@ impl Task for Request {
                     biased;
                     Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
                         Done::Answered(response) => out.send(response).await?,
-                        Done::Failed(msg, error) => ctx.reject(&msg, &error).await?,
+                        Done::Failed(msg, error) => ctx.reject(&msg, &mask::urls_in(&error)).await?,
                     },
                     msg = input.recv(), if open && in_flight.len() < self.concurrency => match msg {
                         Some(msg) => in_flight.push_back(self.send(&client, &link, msg)),
@@ -177,9 +196,9 @@ impl Task for Request {
 }
 
 impl Request {
-    /// The URL for logs: the template's fixed text, or its start.
+    /// The URL for logs, its secrets masked: the template's fixed text, or that it is a template.
     fn url_label(&self) -> String {
-        self.url.as_static().map(str::to_string).unwrap_or_else(|| "a templated URL".into())
+        self.url.as_static().map(mask::url).unwrap_or_else(|| "a templated URL".into())
     }
 
     /// Sends `msg` until it is answered 2xx, refused, or out of retries.
@@ -206,7 +225,7 @@ impl Request {
             }
             let (wait, error) = match request.send().await {
                 Err(e) if e.is_connect() => {
-                    let pause = lock(link).down(&error_chain(&e));
+                    let pause = lock(link).down(&mask::urls_in(&error_chain(&e)));
                     tokio::time::sleep(pause).await;
                     attempts -= 1;
                     continue;
@@ -217,9 +236,12 @@ impl Request {
                     let status = response.status();
                     let retry_after = client::retry_after(response.headers(), SystemTime::now());
                     let headers = headers_of(response.headers());
-                    let body = match response.bytes().await {
+                    let body = match client::read_body(response, self.client.max_body).await {
                         Ok(b) => b,
-                        Err(e) => Bytes::from(format!("(body lost: {})", error_chain(&e))),
+                        Err(e @ BodyError::TooLarge { .. }) => {
+                            return Done::Failed(msg, format!("HTTP {status} from {url}: {}", e.describe()));
+                        }
+                        Err(e) => Bytes::from(format!("({})", e.describe())),
                     };
                     if status.is_success() {
                         return match self.response(&msg, &url, status.as_u16(), headers, body) {
@@ -255,7 +277,7 @@ impl Request {
             ("status", value::int(status.into())),
             ("headers", headers),
             ("body", body),
-            ("url", value::string(url)),
+            ("url", value::string(mask::url(url))),
         ]);
         Ok(msg.with_payload(payload))
     }

@@ -73,7 +73,7 @@ async fn gives_up_after_the_retries() {
 fn build_checks_fixed_urls_and_numbers() {
     let build = |over: serde_json::Value| {
         let mut config = json!({"url": "http://x/", "method": "POST", "timeout": "1s", "retries": 1,
-            "backoff": "1ms..2ms", "concurrency": 1, "response_format": "auto", "reconnect": "1s..2s"});
+            "backoff": "1ms..2ms", "concurrency": 1, "response_format": "auto", "reconnect": "1s..2s", "max_body_size": "8MiB"});
         for (k, v) in over.as_object().unwrap() {
             config[k] = v.clone();
         }
@@ -83,4 +83,6 @@ fn build_checks_fixed_urls_and_numbers() {
     assert!(build(json!({"url": "x://y"})).unwrap().contains("`http` or `https`"));
     assert!(build(json!({"url": "http://h/{{ .id"})).unwrap().contains("not closed"));
     assert!(build(json!({"concurrency": 0})).unwrap().contains("1 or more"));
+    assert!(build(json!({"max_body_size": "0"})).unwrap().contains("more than 0 bytes"));
+    assert!(build(json!({"max_body_size": "lots"})).unwrap().contains("not a size"));
 }
