@@ -538,3 +538,32 @@ fn a_queue_at_prefetch_behind_a_window_warns_once_naming_it() {
     assert_eq!((&w[0]["component"], &w[0]["unacknowledged"]), (&serde_json::json!("amqp"), &serde_json::json!(10)));
     assert!(w[0]["held_by"].as_str().unwrap().contains("`avg` (window) holds them up to 1h"), "{w:?}");
 }
+
+#[test]
+fn a_window_behind_a_prefetch_of_100_counts_every_amqp_message_once() {
+    let mut rabbit = Rabbit::new();
+    let queue = rabbit.queue(None);
+    let total = 2_000;
+    rabbit.publish("", &queue, numbered(0..total));
+    let dir = tempdir();
+    // Twenty times more messages than the broker lets out unacknowledged:
+    // with acknowledgements held by the 2 s window, it would stop at 100.
+    let flow = format!(
+        "[flow]\nname = \"windowed\"\nconnections = [\"amqp -> avg\", \"avg -> out\"]\n\
+         [components.amqp]\ntype = \"amqp-subscribe\"\nconfig = {{ queue = \"{queue}\", prefetch = 100 }}\n\
+         [components.avg]\ntype = \"window\"\nconfig = {{ every = \"2s\", field = \"i\" }}\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"windows.jsonl\", format = \"lines\" }}\n"
+    );
+    write(dir.path(), "flow.toml", &flow);
+    let child = start(dir.path(), &["run", "flow.toml"]);
+    let counted = || -> u64 {
+        lines(&dir.path().join("windows.jsonl"))
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64())
+            .sum()
+    };
+    let all = wait_until(Duration::from_secs(30), || counted() >= u64::from(total));
+    assert!(all, "{} of {total} counted\n{}", counted(), log(dir.path()));
+    stop(child, dir.path());
+    assert_eq!(counted(), u64::from(total), "every message counted once");
+}

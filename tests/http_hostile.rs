@@ -332,7 +332,8 @@ fn http_request_masks_url_secrets_in_logs_errors_and_dead_letters_when_refused()
     let dir = tempdir();
     let request = format!(r#"url = "{}", method = "GET""#, secret_url(server.addr.port()));
     request_flow(dir.path(), r#"[{ n = 1 }]"#, &request);
-    let mut child = start(dir.path(), &["--log-level", "trace", "run", "flow.toml"]);
+    let mut child =
+        start(dir.path(), &["--log-level", "trace,reqwest=trace,hyper=trace,hyper_util=trace", "run", "flow.toml"]);
     let (status, _) = wait_sampling_rss(&mut child, Duration::from_secs(20));
     let log = log(dir.path());
     assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
@@ -350,7 +351,8 @@ fn http_request_masks_url_secrets_in_logs_while_the_server_is_down() {
     let dir = tempdir();
     let request = format!(r#"url = "{}", method = "GET", reconnect = "10ms..50ms""#, secret_url(port));
     request_flow(dir.path(), r#"[{ n = 1 }]"#, &request);
-    let child = start(dir.path(), &["--log-level", "trace", "run", "flow.toml"]);
+    let child =
+        start(dir.path(), &["--log-level", "trace,reqwest=trace,hyper=trace,hyper_util=trace", "run", "flow.toml"]);
     let retried = || log(dir.path()).matches("Still unreachable.").count() >= 3;
     assert!(wait_until(Duration::from_secs(20), retried), "{}", log(dir.path()));
     // The request in hand waits for the server, so a SIGTERM would wait out the drain timeout.
@@ -375,7 +377,8 @@ fn http_poll_masks_url_secrets_in_logs_errors_topics_and_dead_letters() {
     );
     write(dir.path(), "flow.toml", &flow);
     let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
-    let mut child = start(dir.path(), &["--log-level", "trace", "run", "flow.toml"]);
+    let mut child =
+        start(dir.path(), &["--log-level", "trace,reqwest=trace,hyper=trace,hyper_util=trace", "run", "flow.toml"]);
     let done = wait_until(Duration::from_secs(20), || !lines(&out).is_empty() && !lines(&dead).is_empty());
     signal(&child, "TERM");
     let status = child.wait().unwrap();

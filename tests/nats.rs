@@ -530,3 +530,52 @@ config = {{ path = "windows.jsonl", format = "lines" }}
         windows.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64()).sum();
     assert_eq!(counted, 10, "the window flushes what it held when the flow stops: {windows:?}");
 }
+
+#[test]
+fn a_window_longer_than_ack_wait_counts_every_jetstream_message_once() {
+    let dir = tempdir();
+    let bus = Bus::start(dir.path());
+    bus.stream("READINGS", "readings");
+    let total = 2_000;
+    (0..total).for_each(|id| bus.js_publish("readings", job(id)));
+    // The window (3 s) is longer than ack_wait (1 s), and far more messages
+    // wait than max_ack_pending lets out: with acknowledgements held by the
+    // window, JetStream would stall at 100 and deliver them all again.
+    let flow = format!(
+        r#"[flow]
+name = "windowed"
+connections = ["sub -> avg", "avg -> out"]
+
+[components.sub]
+type = "nats-subscribe"
+config = {{ url = "{}", subject = "readings", stream = "READINGS", durable = "fbp", max_ack_pending = 100, ack_wait = "1s" }}
+
+[components.avg]
+type = "window"
+config = {{ every = "3s", field = "n" }}
+
+[components.out]
+type = "file-write"
+config = {{ path = "windows.jsonl", format = "lines" }}
+"#,
+        bus.url()
+    );
+    let flow = write(dir.path(), "windowed.toml", &flow);
+    let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
+    // (unacknowledged, not yet delivered, delivered again), once fbp made the consumer.
+    let state = || {
+        bus.rt.block_on(async {
+            let stream = bus.js.get_stream("READINGS").await.ok()?;
+            let info = stream.consumer_info("fbp").await.ok()?;
+            Some((info.num_ack_pending, info.num_pending, info.num_redelivered))
+        })
+    };
+    let drained = wait_until(Duration::from_secs(30), || state() == Some((0, 0, 0)));
+    assert!(drained, "{:?}\n{}", state(), log(dir.path(), "fbp.log"));
+    assert!(stop(&mut run).success(), "{}", log(dir.path(), "fbp.log"));
+    let counted: u64 = lines(&dir.path().join("windows.jsonl"))
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64())
+        .sum();
+    assert_eq!(counted, total as u64, "every message counted once: none lost, none delivered again");
+}
