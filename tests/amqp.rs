@@ -523,13 +523,7 @@ fn a_queue_at_prefetch_behind_a_window_warns_once_naming_it() {
     );
     write(dir.path(), "flow.toml", &flow);
     let child = start(dir.path(), &["run", "flow.toml"]);
-    let warnings = |log: &str| -> Vec<serde_json::Value> {
-        log.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| v["fields"].clone())
-            .filter(|f| f["message"].as_str().is_some_and(|m| m.starts_with("Messages stay unacknowledged")))
-            .collect()
-    };
+    let warnings = |log: &str| crate::util::logged(log, "Messages stay unacknowledged");
     let warned = wait_until(Duration::from_secs(20), || !warnings(&log(dir.path())).is_empty());
     assert!(warned, "no warning:\n{}", log(dir.path()));
     let log = stop(child, dir.path());

@@ -509,14 +509,7 @@ config = {{ path = "windows.jsonl", format = "lines" }}
     );
     let flow = write(dir.path(), "held.toml", &flow);
     let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
-    let warnings = || -> Vec<serde_json::Value> {
-        log(dir.path(), "fbp.log")
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| v["fields"].clone())
-            .filter(|f| f["message"].as_str().is_some_and(|m| m.starts_with("Messages stay unacknowledged")))
-            .collect()
-    };
+    let warnings = || crate::util::logged(&log(dir.path(), "fbp.log"), "Messages stay unacknowledged");
     let warned = wait_until(Duration::from_secs(20), || !warnings().is_empty());
     assert!(warned, "no warning:\n{}", log(dir.path(), "fbp.log"));
     assert_eq!(bus.consumer("HELD", "fbp").0, 10, "JetStream stops at max_ack_pending");

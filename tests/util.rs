@@ -69,6 +69,15 @@ pub(crate) fn summary(stderr: &str, component: &str, field: &str) -> Option<u64>
     })
 }
 
+/// The fields of each JSON log line whose message starts with `message`.
+pub(crate) fn logged(log: &str, message: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["fields"].clone())
+        .filter(|f| f["message"].as_str().is_some_and(|m| m.starts_with(message)))
+        .collect()
+}
+
 /// The lines of a text file (empty when it does not exist).
 pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
