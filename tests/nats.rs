@@ -572,3 +572,62 @@ config = {{ path = "windows.jsonl", format = "lines" }}
         .sum();
     assert_eq!(counted, total as u64, "every message counted once: none lost, none delivered again");
 }
+
+#[test]
+fn messages_a_window_holds_past_ack_wait_are_kept_in_progress_not_delivered_again() {
+    let dir = tempdir();
+    let bus = Bus::start(dir.path());
+    bus.stream("HELD", "held");
+    let total = 200;
+    // A count window of 200 holds the first half's acknowledgements until
+    // the second half comes: JetStream would deliver them again after each
+    // `ack_wait` (1 s) unless they are reported in progress.
+    (0..total / 2).for_each(|id| bus.js_publish("held", job(id)));
+    let flow = format!(
+        r#"[flow]
+name = "held"
+connections = ["sub -> avg", "avg -> out"]
+
+[components.sub]
+type = "nats-subscribe"
+config = {{ url = "{}", subject = "held", stream = "HELD", durable = "fbp", ack_wait = "1s" }}
+
+[components.avg]
+type = "window"
+config = {{ count = 200, field = "n", ack = "on_emit" }}
+
+[components.out]
+type = "file-write"
+config = {{ path = "windows.jsonl", format = "lines" }}
+"#,
+        bus.url()
+    );
+    let flow = write(dir.path(), "held.toml", &flow);
+    let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
+    let counted = || -> u64 {
+        lines(&dir.path().join("windows.jsonl"))
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64())
+            .sum()
+    };
+    let state = || {
+        bus.rt.block_on(async {
+            let stream = bus.js.get_stream("HELD").await.ok()?;
+            let info = stream.consumer_info("fbp").await.ok()?;
+            Some((info.num_ack_pending, info.num_pending, info.num_redelivered))
+        })
+    };
+    let held = wait_until(Duration::from_secs(20), || state().is_some_and(|s| s.0 == total / 2));
+    assert!(held, "{:?}\n{}", state(), log(dir.path(), "fbp.log"));
+    // Three times ack_wait: JetStream would have delivered the held half again by now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(state().map(|s| s.2), Some(0), "delivered again while held\n{}", log(dir.path(), "fbp.log"));
+        thread::sleep(Duration::from_millis(100));
+    }
+    (total / 2..total).for_each(|id| bus.js_publish("held", job(id)));
+    let all = wait_until(Duration::from_secs(30), || counted() >= total as u64 && state() == Some((0, 0, 0)));
+    assert!(all, "counted {}, consumer {:?}\n{}", counted(), state(), log(dir.path(), "fbp.log"));
+    assert!(stop(&mut run).success(), "{}", log(dir.path(), "fbp.log"));
+    assert_eq!(counted(), total as u64, "each message counted once");
+}

@@ -110,7 +110,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "ack_wait",
             KeyType::Duration,
             "\"30s\"",
-            "JetStream: a message not acknowledged within this time is redelivered (also after a crash).",
+            "JetStream: a message not acknowledged within this time is redelivered (also after a crash). \
+             One a component downstream holds for half of it is reported in progress (`+WPI`), so it \
+             is not delivered again while held.",
         ),
     ],
     delivery: Delivery::Depends(
@@ -120,8 +122,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     ),
     acks: fbp_runtime::spec::Acks::Budget {
         limit: "JetStream: the server sends at most `max_ack_pending` messages not yet acknowledged, then \
-                waits, and delivers again a message not acknowledged within `ack_wait`: a component \
-                downstream that holds acknowledgements longer stalls the consumer or duplicates messages",
+                waits, and delivers again a message neither acknowledged nor reported in progress within \
+                `ack_wait` (fbp reports each held message in progress every half `ack_wait`): a \
+                component downstream that holds acknowledgements stalls the consumer at `max_ack_pending`",
         bounded: |config| config.get("durable").is_some_and(|d| !d.is_null()),
     },
     stateless: false,
@@ -304,6 +307,10 @@ impl Subscribe {
         let mut watch = Watch { stall: Stall::new(STALL, Instant::now()), settled: 0 };
         let mut look = tokio::time::interval(Duration::from_secs(1));
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Messages a component holds for half of `ack_wait` are reported in
+        // progress (`+WPI`), so JetStream does not deliver them again meanwhile.
+        let mut progress = tokio::time::interval(progress_every(d.ack_wait));
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         'outer: loop {
             let consumer = tokio::select! {
                 c = self.consumer(&js, d) => c,
@@ -326,11 +333,14 @@ impl Subscribe {
             loop {
                 tokio::select! {
                     _ = look.tick() => watch.look(ctx, &acks),
+                    _ = progress.tick() => acks.in_progress(&conn.client, d.ack_wait / 2).await,
                     m = messages.next() => match m {
                         Some(Ok(m)) => {
                             watch.arrived(ctx, &acks);
+                            let reply = m.reply.clone();
                             let (mut m, acker) = m.split();
-                            if let Some((msg, e)) = self.take(ctx, &mut batch, &mut m, Some(acks.ack(ctx, acker))) {
+                            let ack = acks.ack(ctx, acker, reply);
+                            if let Some((msg, e)) = self.take(ctx, &mut batch, &mut m, Some(ack)) {
                                 ctx.reject(&msg, &e).await?;
                             }
                             batch.send(out).await?;
@@ -500,6 +510,10 @@ struct Watch {
     settled: u64,
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The broker's bound, as the warning names it.
 const JETSTREAM_LIMIT: &str = "the consumer's `max_ack_pending`, and `ack_wait` before it delivers them again";
 
@@ -525,11 +539,26 @@ impl Watch {
     }
 }
 
+/// How often to look for messages held long enough to report in progress.
+fn progress_every(ack_wait: Duration) -> Duration {
+    (ack_wait / 4).max(Duration::from_millis(50))
+}
+
+/// A message delivered and not yet acknowledged: where to report progress,
+/// and since when it has gone unreported.
+struct Held {
+    reply: async_nats::Subject,
+    since: Instant,
+}
+
 /// Acknowledgements to send to JetStream, from whichever task drops a
 /// message's last copy, and the count of those not sent yet.
 struct Acks {
     tx: mpsc::UnboundedSender<(Outcome, Acker)>,
     pending: Arc<AtomicUsize>,
+    /// The messages in flight, by arrival (bounded by `max_ack_pending`).
+    held: Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Held>>>,
+    next: AtomicU64,
     /// Acknowledgements sent so far.
     settled: Arc<AtomicU64>,
     done: Arc<Notify>,
@@ -558,19 +587,46 @@ impl Acks {
                 }
             }
         });
-        Acks { tx, pending, settled, done, task }
+        let held = Arc::default();
+        Acks { tx, pending, held, next: AtomicU64::new(0), settled, done, task }
     }
 
-    /// The flow's acknowledgement for a message, sending the broker's when it is done.
-    fn ack(&self, ctx: &Context, acker: Acker) -> fbp_runtime::Ack {
+    /// The flow's acknowledgement for a message, sending the broker's when it
+    /// is done; until then the message can be reported in progress on `reply`.
+    fn ack(&self, ctx: &Context, acker: Acker, reply: Option<async_nats::Subject>) -> fbp_runtime::Ack {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        let tx = self.tx.clone();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(reply) = reply {
+            lock(&self.held).insert(id, Held { reply, since: Instant::now() });
+        }
+        let (tx, held) = (self.tx.clone(), self.held.clone());
         let acker = std::sync::Mutex::new(Some(acker));
         ctx.ack(move |outcome| {
+            lock(&held).remove(&id);
             if let Some(a) = acker.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 let _ = tx.send((outcome, a));
             }
         })
+    }
+
+    /// Reports in progress every message held unreported for `after` or
+    /// longer, so that JetStream waits another `ack_wait` before it would
+    /// deliver it again.
+    async fn in_progress(&self, client: &async_nats::Client, after: Duration) {
+        let now = Instant::now();
+        let due: Vec<async_nats::Subject> = lock(&self.held)
+            .values_mut()
+            .filter(|h| now.duration_since(h.since) >= after)
+            .map(|h| {
+                h.since = now;
+                h.reply.clone()
+            })
+            .collect();
+        for reply in due {
+            if let Err(e) = client.publish(reply, AckKind::Progress.into()).await {
+                tracing::debug!(error = %e, "JetStream progress not sent; the message may be delivered again.");
+            }
+        }
     }
 
     /// Waits until every message in flight is acknowledged.
