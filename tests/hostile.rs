@@ -281,3 +281,42 @@ fn a_flood_of_tcp_clients_at_the_defaults_leaves_descriptors_for_http_listen() {
     assert!(!log.contains("Too many open files"), "{log}");
     assert_eq!(envelopes(&dir.path().join("out.jsonl"))[0]["data"]["n"], 1);
 }
+
+#[test]
+fn three_hundred_thousand_one_off_groups_are_forgotten_wave_after_wave() {
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", "");
+    let flow = "[flow]\nname = \"ids\"\nconnections = [\"input -> src\", \"src -> out\"]\n\
+                [components.input]\ntype = \"file-read\"\nconfig = { path = \"in.jsonl\", follow = true, poll_interval = \"20ms\" }\n\
+                [components.src]\ntype = \"window\"\nconfig = { count = 2, group_by = \"id\", idle_timeout = \"2s\" }\n\
+                [components.out]\ntype = \"file-write\"\nconfig = { path = \"out.jsonl\", format = \"lines\" }\n";
+    let fbp = Running::start(dir.path(), flow);
+    assert!(fbp.wait_log("Flow started", 1), "{}", fbp.log());
+    let pid = fbp.pid();
+    let rss = || crate::util::rss_kib(pid).unwrap_or(0);
+    let before = rss();
+    let ids = 300_000;
+    // Each wave brings 300 000 device ids seen once: no count window of 2
+    // ever fills, so every group must expire. The peak RSS of a wave.
+    let wave = |n: usize| -> u64 {
+        let text: String = (0..ids).map(|i| format!("{{\"id\": \"device-{n}-{i}\", \"value\": 1}}\n")).collect();
+        let mut file = std::fs::OpenOptions::new().append(true).open(dir.path().join("in.jsonl")).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let (out, mut peak) = (dir.path().join("out.jsonl"), 0);
+        let expired = wait_until(Duration::from_secs(90), || {
+            peak = peak.max(rss());
+            lines(&out).len() >= ids * n
+        });
+        assert!(expired, "wave {n}: {} expired\n{}", lines(&out).len(), fbp.log());
+        peak
+    };
+    let first = wave(1);
+    let second = wave(2);
+    let settled = wait_until(Duration::from_secs(20), || rss() <= 2 * before);
+    let after = rss();
+    eprintln!("rss: {before} KiB at the start, peaks {first} and {second} KiB, {after} KiB after");
+    // Were the first wave's groups kept, the second would hold twice as many.
+    assert!(second < first + first / 2, "peaks {first} then {second} KiB: the first wave was not forgotten");
+    assert!(settled, "{after} KiB once expired, {before} KiB at the start: not within 2x");
+    fbp.stop();
+}

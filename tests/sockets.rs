@@ -44,6 +44,11 @@ impl Running {
         Running { child, log, reader: Some(reader) }
     }
 
+    /// The process id of the `fbp` it runs.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }

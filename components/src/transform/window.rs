@@ -18,7 +18,7 @@ use fbp_runtime::{Acks, BuildContext, ComponentSpec, Context, Delivery, Instance
 use serde::Deserialize;
 
 use self::run::Clock;
-use self::state::{Agg, Layout, Shape, Windows};
+use self::state::{Agg, Bounds, Layout, Shape, Windows};
 
 /// The `window` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -32,7 +32,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           processing time, aligned to multiples of `every`, and a window with no message emits \
           nothing. `count = N` instead emits a group's window every N of its messages. A message \
           whose field is missing or not a number goes to `err`. Partial windows are flushed when \
-          the input ends. With `ack = \"on_fold\"` (the default) a message is acknowledged as soon \
+          the input ends, when a count window has been idle for `idle_timeout`, and for the group \
+          seen first when a new one would pass `max_groups`. With `ack = \"on_fold\"` (the default) a message is acknowledged as soon \
           as it is folded into the window's state, so the source's broker never waits on a window \
           period; an open window is then lost on a crash (its messages were acknowledged, its \
           result not yet written). With \
@@ -82,6 +83,22 @@ pub static SPEC: ComponentSpec = ComponentSpec {
              `last`. `count` is included anyway.",
         ),
         KeySpec::new(
+            "max_groups",
+            KeyType::Integer,
+            "100000",
+            "Most groups held at once; a message of a new group past it flushes the group seen \
+             first as a partial window (counted, and warned about at most every 10 s), so state \
+             stays bounded however many ids the world sends.",
+        ),
+        KeySpec::new(
+            "idle_timeout",
+            KeyType::Duration,
+            "\"10m\"",
+            "Count windows: a group's partly filled window that gets no message for this long is \
+             flushed as a partial window (looked for every half of it), so groups that never fill \
+             do not stay for ever.",
+        ),
+        KeySpec::new(
             "ack",
             KeyType::Enum(&["on_fold", "on_emit"]),
             "\"on_fold\"",
@@ -129,6 +146,8 @@ struct Config {
     field: String,
     aggregates: Vec<String>,
     ack: AckMode,
+    max_groups: u64,
+    idle_timeout: String,
 }
 
 /// When `window` acknowledges its inputs.
@@ -152,7 +171,15 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     if let Some(name) = layout.group_by.as_deref().filter(|g| is_output_field(g)) {
         return Err(format!("`group_by = \"{name}\"` would clash with the result field `{name}`"));
     }
-    let windows = Windows::new(shape, layout, config.field, config.ack == AckMode::OnEmit);
+    if config.max_groups == 0 {
+        return Err("`max_groups` must be at least 1".into());
+    }
+    let idle_timeout = parse_duration(&config.idle_timeout)?;
+    if idle_timeout.is_zero() {
+        return Err("`idle_timeout` must be longer than 0s".into());
+    }
+    let bounds = Bounds { max_groups: usize::try_from(config.max_groups).unwrap_or(usize::MAX), idle_timeout };
+    let windows = Windows::new(shape, layout, config.field, config.ack == AckMode::OnEmit).bounded(bounds);
     Ok(Instance::task(Window { windows }))
 }
 

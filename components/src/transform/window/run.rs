@@ -20,6 +20,8 @@ pub(super) trait Network: Sync {
     fn meta(&self) -> Meta;
     /// Sends a message the window cannot take to `err`.
     fn reject(&self, msg: &Message, error: &str) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Logs a warning about the window's state.
+    fn warn(&self, what: &str);
 }
 
 impl Network for Context {
@@ -29,6 +31,10 @@ impl Network for Context {
 
     fn reject(&self, msg: &Message, error: &str) -> impl Future<Output = Result<(), Failure>> + Send {
         Context::reject(self, msg, error)
+    }
+
+    fn warn(&self, what: &str) {
+        tracing::warn!(component = %self.name, "{what}");
     }
 }
 
@@ -76,6 +82,7 @@ pub(super) async fn run(
     net: &impl Network,
 ) -> Result<(), Failure> {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut evictions = Evictions::default();
     loop {
         let due = windows.next_due().map(|at| clock.deadline(at));
         match next_event(&mut input, &mut batch, due).await {
@@ -83,6 +90,7 @@ pub(super) async fn run(
             Event::Input(true) => take(&mut windows, &mut batch, clock.now(), &out, net).await?,
             Event::Input(false) => break,
         }
+        evictions.look(&windows, net);
     }
     send(windows.flush_all(), &out, net).await
 }
@@ -117,7 +125,32 @@ async fn take(
             Err(e) => net.reject(&msg, &e).await?,
         }
     }
+    emits.extend(windows.take_early());
     send(emits, out, net).await
+}
+
+/// Groups flushed early for `max_groups`: warned about when it starts, then
+/// at most every 10 s with the count since the last warning.
+#[derive(Default)]
+struct Evictions {
+    warned: u64,
+    at: Option<Instant>,
+}
+
+impl Evictions {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn look(&mut self, windows: &Windows, net: &impl Network) {
+        let evicted = windows.evicted();
+        if evicted == self.warned || self.at.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return;
+        }
+        net.warn(&format!(
+            "{} groups flushed before their window ended: more than `max_groups` at once",
+            evicted - self.warned
+        ));
+        (self.warned, self.at) = (evicted, Some(Instant::now()));
+    }
 }
 
 async fn send(emits: Vec<Emit>, out: &OutPort, net: &impl Network) -> Result<(), Failure> {
@@ -145,6 +178,7 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         rejected: Mutex<Vec<String>>,
+        warned: Mutex<Vec<String>>,
     }
 
     impl Network for Recorder {
@@ -155,6 +189,10 @@ mod tests {
         fn reject(&self, _msg: &Message, error: &str) -> impl Future<Output = Result<(), Failure>> + Send {
             self.rejected.lock().unwrap().push(error.to_string());
             std::future::ready(Ok(()))
+        }
+
+        fn warn(&self, what: &str) {
+            self.warned.lock().unwrap().push(what.to_string());
         }
     }
 

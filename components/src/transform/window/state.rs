@@ -176,12 +176,46 @@ impl Layout {
     }
 }
 
+/// Idle count windows flushed per look.
+const SWEEP_BATCH: usize = 1024;
+
+/// How much state the windows may keep: groups at most, and how long a
+/// partly filled count window may wait for its next message.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bounds {
+    /// `max_groups`: past it the group seen first is flushed early.
+    pub(super) max_groups: usize,
+    /// `idle_timeout`: a count window with no message for this long is flushed.
+    pub(super) idle_timeout: Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds { max_groups: 100_000, idle_timeout: Duration::from_secs(600) }
+    }
+}
+
 /// The windows of every group.
 #[derive(Debug)]
 pub(super) struct Windows {
     shape: Shape,
     layout: Layout,
     field: String,
+    bounds: Bounds,
+    /// Groups in the order they were first seen, and the other way round.
+    born: BTreeMap<u64, Value>,
+    group_born: BTreeMap<Value, u64>,
+    next_born: u64,
+    /// Results flushed before their time (a group past `max_groups`, an idle
+    /// count window), to send with the next batch.
+    early: Vec<Emit>,
+    /// Groups flushed early because of `max_groups`, since the start.
+    evicted: u64,
+    /// Count windows: when to look for idle ones next.
+    sweep_at: Option<SystemTime>,
+    /// Idle count windows found and not flushed yet (a few at a time, so
+    /// that 300 000 expiring at once do not make 300 000 results at once).
+    expiring: Vec<Value>,
     /// Time windows: each group's panes, oldest first, keyed by pane end.
     panes: BTreeMap<Value, VecDeque<(SystemTime, Bucket)>>,
     /// Count windows: each group's open window.
@@ -198,7 +232,96 @@ impl Windows {
     /// Windows of `shape` over the number in `field`; `hold_acks`: results
     /// carry their inputs' acknowledgements.
     pub(super) fn new(shape: Shape, layout: Layout, field: String, hold_acks: bool) -> Self {
-        Windows { shape, layout, field, panes: BTreeMap::new(), open: BTreeMap::new(), next_end: None, hold_acks }
+        Windows {
+            shape,
+            layout,
+            field,
+            bounds: Bounds::default(),
+            born: BTreeMap::new(),
+            group_born: BTreeMap::new(),
+            next_born: 0,
+            early: Vec::new(),
+            evicted: 0,
+            sweep_at: None,
+            expiring: Vec::new(),
+            panes: BTreeMap::new(),
+            open: BTreeMap::new(),
+            next_end: None,
+            hold_acks,
+        }
+    }
+
+    /// The same windows, bounded by `bounds`.
+    pub(super) fn bounded(self, bounds: Bounds) -> Self {
+        Windows { bounds, ..self }
+    }
+
+    /// Results flushed early since the last call (see [`Bounds`]).
+    pub(super) fn take_early(&mut self) -> Vec<Emit> {
+        std::mem::take(&mut self.early)
+    }
+
+    /// Groups flushed early because of `max_groups`, since the start.
+    pub(super) fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Notes a new group; past `max_groups`, flushes the one seen first.
+    fn born(&mut self, group: &Value, now: SystemTime) {
+        self.born.insert(self.next_born, group.clone());
+        self.group_born.insert(group.clone(), self.next_born);
+        self.next_born += 1;
+        while self.group_born.len() > self.bounds.max_groups {
+            let Some((_, oldest)) = self.born.pop_first() else { break };
+            self.group_born.remove(&oldest);
+            self.evicted += 1;
+            self.flush_group(&oldest, now);
+        }
+    }
+
+    /// Forgets a group whose state is gone.
+    fn died(&mut self, group: &Value) {
+        if let Some(born) = self.group_born.remove(group) {
+            self.born.remove(&born);
+        }
+    }
+
+    /// Flushes what `group` holds now, as a partial window, into `early`.
+    fn flush_group(&mut self, group: &Value, now: SystemTime) {
+        if let Some(b) = self.open.remove(group) {
+            self.early.push(self.layout.render(group, &b, b.first_at, b.last_at));
+        }
+        if let Some(panes) = self.panes.remove(group) {
+            let (Some((first_end, _)), Some((last_end, _))) = (panes.front(), panes.back()) else { return };
+            let Shape::Time { every, .. } = self.shape else { return };
+            let start = first_end.checked_sub(every).unwrap_or(UNIX_EPOCH);
+            if let Some(b) = merge_panes(&panes, start, *last_end) {
+                self.early.push(self.layout.render(group, &b, start, now.min(*last_end)));
+            }
+        }
+    }
+
+    /// Count windows: flushes those that have had no message for
+    /// `idle_timeout`, [`SWEEP_BATCH`] at a time (due again at once while
+    /// more are left); looks again in half of it while any is open.
+    fn sweep(&mut self, now: SystemTime) {
+        let timeout = self.bounds.idle_timeout;
+        let idle = |b: &Bucket| b.last_at + timeout <= now;
+        if self.expiring.is_empty() {
+            self.expiring = self.open.iter().filter(|(_, b)| idle(b)).map(|(g, _)| g.clone()).collect();
+        }
+        let rest = self.expiring.len().saturating_sub(SWEEP_BATCH);
+        for group in self.expiring.split_off(rest) {
+            if self.open.get(&group).is_some_and(idle) {
+                self.died(&group);
+                self.flush_group(&group, now);
+            }
+        }
+        self.sweep_at = match (self.expiring.is_empty(), self.open.is_empty()) {
+            (false, _) => Some(now),
+            (true, false) => Some(now + timeout / 2),
+            (true, true) => None,
+        };
     }
 
     /// Takes in a message that arrived at `now`. `Err` (the field is missing
@@ -215,14 +338,21 @@ impl Windows {
         })
     }
 
-    /// When the next window is due, if one is held.
+    /// When the next window is due, or idle count windows are looked for.
     pub(super) fn next_due(&self) -> Option<SystemTime> {
-        self.next_end
+        match (self.next_end, self.sweep_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// The windows that ended at or before `now`.
+    /// The windows that ended at or before `now`, and count windows idle
+    /// for `idle_timeout`.
     pub(super) fn flush_due(&mut self, now: SystemTime) -> Vec<Emit> {
-        let mut out = Vec::new();
+        if self.sweep_at.is_some_and(|at| at <= now) {
+            self.sweep(now);
+        }
+        let mut out = self.take_early();
         while let Some(end) = self.next_end.filter(|end| *end <= now) {
             self.emit_time_window(end, &mut out);
         }
@@ -239,7 +369,13 @@ impl Windows {
         for (group, b) in std::mem::take(&mut self.open) {
             out.push(self.layout.render(&group, &b, b.first_at, b.last_at));
         }
-        out
+        self.born.clear();
+        self.group_born.clear();
+        self.sweep_at = None;
+        self.expiring.clear();
+        let mut early = self.take_early();
+        early.append(&mut out);
+        early
     }
 
     fn read(&self, msg: &Message) -> Result<(Value, Sample), String> {
@@ -263,6 +399,8 @@ impl Windows {
             }
             None => {
                 self.open.insert(group.clone(), Bucket::new(sample, now));
+                self.sweep_at.get_or_insert(now + self.bounds.idle_timeout / 2);
+                self.born(&group, now);
                 1
             }
         };
@@ -270,15 +408,21 @@ impl Windows {
             return None;
         }
         let b = self.open.remove(&group)?;
+        self.died(&group);
         Some(self.layout.render(&group, &b, b.first_at, b.last_at))
     }
 
     fn add_timed(&mut self, group: Value, sample: Sample, now: SystemTime, every: Duration) {
         let pane_end = align_up(now, every);
-        let panes = self.panes.entry(group).or_default();
-        match panes.back_mut() {
-            Some((end, b)) if *end == pane_end => b.add(sample, now),
-            _ => panes.push_back((pane_end, Bucket::new(sample, now))),
+        match self.panes.get_mut(&group) {
+            Some(panes) => match panes.back_mut() {
+                Some((end, b)) if *end == pane_end => b.add(sample, now),
+                _ => panes.push_back((pane_end, Bucket::new(sample, now))),
+            },
+            None => {
+                self.panes.insert(group.clone(), VecDeque::from([(pane_end, Bucket::new(sample, now))]));
+                self.born(&group, now);
+            }
         }
         self.next_end.get_or_insert(pane_end);
     }
@@ -302,7 +446,11 @@ impl Windows {
                 panes.pop_front();
             }
         }
-        self.panes.retain(|_, panes| !panes.is_empty());
+        let gone: Vec<Value> = self.panes.iter().filter(|(_, p)| p.is_empty()).map(|(g, _)| g.clone()).collect();
+        for group in &gone {
+            self.panes.remove(group);
+            self.died(group);
+        }
         let oldest = self.panes.values().filter_map(|p| p.front().map(|(e, _)| *e)).min();
         self.next_end = oldest.map(|oldest| oldest.max(end + every));
     }
@@ -369,6 +517,49 @@ mod tests {
 
     fn counts(emits: &[Emit]) -> Vec<u64> {
         payloads(emits).iter().map(|p| p["count"].as_u64().unwrap()).collect()
+    }
+
+    fn count_windows(n: u64, bounds: Bounds) -> Windows {
+        windows(Shape::Count(n), &["sum"]).bounded(bounds)
+    }
+
+    #[test]
+    fn a_count_window_idle_for_idle_timeout_is_flushed_and_forgotten() {
+        let mut w = count_windows(3, Bounds { max_groups: 10, idle_timeout: 10 * SECOND });
+        add(&mut w, reading("a", 1.0), 100.0);
+        add(&mut w, reading("b", 2.0), 104.0);
+        assert_eq!(w.next_due(), Some(at(105.0)), "looked for in half the timeout");
+        assert!(w.flush_due(at(105.0)).is_empty(), "not idle yet");
+        assert_eq!(w.next_due(), Some(at(110.0)));
+        add(&mut w, reading("b", 3.0), 109.0);
+        let expired = w.flush_due(at(110.0));
+        assert_eq!(
+            payloads(&expired),
+            [json!({"sensor": "a", "sum": 1.0, "count": 1,
+            "window_start": "1970-01-01T00:01:40.000Z", "window_end": "1970-01-01T00:01:40.000Z"})]
+        );
+        assert_eq!(counts(&w.flush_due(at(120.0))), [2], "b went idle at 119");
+        assert_eq!(w.next_due(), None, "nothing held, nothing to look for");
+        assert!(w.group_born.is_empty() && w.born.is_empty());
+    }
+
+    #[test]
+    fn past_max_groups_the_group_seen_first_is_flushed_early() {
+        let mut w = count_windows(5, Bounds { max_groups: 2, idle_timeout: 600 * SECOND });
+        add(&mut w, reading("a", 1.0), 1.0);
+        add(&mut w, reading("b", 1.0), 2.0);
+        add(&mut w, reading("a", 1.0), 3.0);
+        assert!(w.take_early().is_empty());
+        add(&mut w, reading("c", 1.0), 4.0);
+        let early = w.take_early();
+        assert_eq!((payloads(&early)[0]["sensor"].clone(), counts(&early)), (json!("a"), vec![2]));
+        assert_eq!(w.evicted(), 1);
+        let mut t = windows(tumbling(10), &["sum"]).bounded(Bounds { max_groups: 1, idle_timeout: SECOND });
+        add(&mut t, reading("x", 1.0), 1.0);
+        add(&mut t, reading("y", 2.0), 2.0);
+        assert_eq!(payloads(&t.take_early())[0]["sensor"], json!("x"));
+        assert_eq!(payloads(&t.flush_due(at(10.0)))[0]["sensor"], json!("y"));
+        assert!(t.group_born.is_empty(), "a closed group is forgotten");
     }
 
     #[test]
@@ -439,7 +630,7 @@ mod tests {
             json!({"sensor": "a", "avg": 2.0, "count": 2,
                    "window_start": "1970-01-01T00:00:01.000Z", "window_end": "1970-01-01T00:00:03.000Z"})
         );
-        assert_eq!(w.next_due(), None);
+        assert_eq!(w.next_due(), Some(at(301.0)), "b's idle window is looked for in half of idle_timeout");
         let rest = payloads(&w.flush_all());
         assert_eq!(rest.len(), 1);
         assert_eq!((&rest[0]["sensor"], &rest[0]["count"]), (&json!("b"), &json!(1)));
