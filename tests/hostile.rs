@@ -320,3 +320,20 @@ fn three_hundred_thousand_one_off_groups_are_forgotten_wave_after_wave() {
     assert!(settled, "{after} KiB once expired, {before} KiB at the start: not within 2x");
     fbp.stop();
 }
+
+#[test]
+fn a_thousand_rejected_messages_with_nowhere_to_go_log_five_lines_and_count_all() {
+    let dir = tempdir();
+    let bad: String = (0..1000).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    write(dir.path(), "in.txt", &bad);
+    let flow = "[flow]\nname = \"bad\"\nconnections = [\"input -> src\"]\n\
+                [components.input]\ntype = \"file-read\"\nconfig = { path = \"in.txt\" }\n\
+                [components.src]\ntype = \"map\"\nconfig = { expr = \".n + \\\"x\\\"\" }\n";
+    write(dir.path(), "flow.toml", flow);
+    let out = fbp().current_dir(dir.path()).args(["--log-format", "json", "run", "flow.toml"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    let logged = log.lines().filter(|l| l.contains("Message rejected; no err connection")).count();
+    assert_eq!(logged, 5, "{log}");
+    assert_eq!(summary(&log, "src", "errors"), Some(1000), "{log}");
+}

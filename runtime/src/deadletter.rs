@@ -73,12 +73,29 @@ impl ErrorRoute {
         if let Some(dl) = &self.dead_letter {
             if let Err(e) = dl.write(&err) {
                 tracing::error!(component = %self.component, error = %e, "Could not write to the dead-letter file; the message is logged instead.");
-                log_rejected(&err);
+                self.log_rejected(&err);
             }
         } else {
-            log_rejected(&err);
+            self.log_rejected(&err);
         }
         Ok(())
+    }
+
+    /// Logs a message nothing else takes: the first few of each interval in
+    /// full, then how many more there were (every one is counted in `errors`).
+    fn log_rejected(&self, err: &Message) {
+        let verdict = self.metrics.rejected_log.check();
+        if verdict.left_out > 0 {
+            tracing::warn!(
+                component = %self.component,
+                left_out = verdict.left_out,
+                "More messages rejected in the last {} s than logged; they are counted in `errors`.",
+                crate::ratelimit::INTERVAL.as_secs()
+            );
+        }
+        if verdict.log {
+            log_rejected(err);
+        }
     }
 }
 

@@ -12,7 +12,8 @@
 //! - [`component`]: the two component shapes and the context an instance sees;
 //!   `drive` runs a transform in batches and contains its panics (the message in
 //!   hand is retried once by the next instance).
-//! - [`deadletter`]: where messages a component could not process go.
+//! - [`deadletter`]: where messages a component could not process go;
+//!   [`ratelimit`]: per-message warnings limited to a few per interval.
 //! - [`network`] and [`supervisor`]: the running network; one actix actor per
 //!   component supervises its instance, which runs as a tokio task.
 //! - [`metrics`], [`jq`], [`graph`], [`launch`]: counters, jq programs, graph
@@ -42,6 +43,7 @@ pub mod metrics;
 pub mod network;
 pub mod port;
 pub mod queue;
+pub mod ratelimit;
 pub mod relay;
 pub mod secret;
 pub mod spec;

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Times the supervisor restarted it.
     pub restarts: AtomicU64,
+    /// Its "message rejected" warnings (where `err` goes nowhere), limited.
+    pub rejected_log: crate::ratelimit::LogLimit,
 }
 
 /// A snapshot of one component's counters.
