@@ -336,3 +336,48 @@ fn the_webhook_flow_answers_200_once_the_row_is_committed() {
     assert_eq!(number(&format!("SELECT count(*) FROM {}", table.0)), 20);
     assert_eq!(number(&format!("SELECT count(DISTINCT device) FROM {}", table.0)), 3);
 }
+
+#[test]
+fn verify_full_checks_the_servers_certificate_and_name_and_require_only_encrypts() {
+    // The local server's own certificate (Debian's, for `localhost`) is the CA.
+    assert_eq!(sql("SELECT current_setting('ssl') AS ssl")[0], r#"{"ssl":"on"}"#, "the test server speaks TLS");
+    let cert: serde_json::Value =
+        serde_json::from_str(&sql("SELECT current_setting('ssl_cert_file') AS f")[0]).unwrap();
+    let ca = cert["f"].as_str().unwrap().to_string();
+    let t = Table::new("tls");
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", &records(100));
+    let relay = |host: &str, sslmode: &str| {
+        let sink = format!("postgresql://postgres@{host}:5432/test?table={}&sslmode={sslmode}&ca_file={ca}", t.0);
+        let sink = if sslmode == "verify-full" { sink } else { sink.replace(&format!("&ca_file={ca}"), "") };
+        let log = dir.path().join("fbp.log");
+        let mut child = fbp()
+            .current_dir(dir.path())
+            .args(["relay", "--shutdown-timeout", "1s", "file:in.jsonl", &sink])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let text = || std::fs::read_to_string(&log).unwrap_or_default();
+        // It ends once written; a server it will not trust it retries until stopped.
+        wait_until(Duration::from_secs(20), || {
+            child.try_wait().unwrap().is_some() || text().contains("Cannot connect")
+        });
+        if child.try_wait().unwrap().is_none() {
+            signal(&child, "TERM");
+            child.wait().unwrap();
+        }
+        text()
+    };
+    let count = || number(&format!("SELECT count(*) FROM {}", t.0));
+    // The certificate names `localhost`, not 127.0.0.1: refused, nothing written.
+    let log = relay("127.0.0.1", "verify-full");
+    assert!(log.contains("Cannot connect") && log.to_lowercase().contains("certificate"), "{log}");
+    assert_eq!(sql(&format!("SELECT to_regclass('{}') AS t", t.0))[0], r#"{"t":null}"#, "{log}");
+    let log = relay("localhost", "verify-full");
+    assert_eq!(count(), 100, "{log}");
+    assert!(!log.contains("not checked"), "{log}");
+    // `require` takes any certificate, and says so.
+    let log = relay("127.0.0.1", "require");
+    assert_eq!(count(), 200, "{log}");
+    assert!(log.contains("the server's certificate is not") && log.contains("checked"), "{log}");
+}

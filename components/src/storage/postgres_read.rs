@@ -17,7 +17,7 @@ use tokio_postgres::{AsyncMessage, Client};
 
 use crate::storage::postgres::conn::{Server, describe, is_connection_error};
 use crate::storage::postgres::sql::quote;
-use crate::storage::postgres::{SSLMODE_KEY, URL_KEY};
+use crate::storage::postgres::{CA_FILE_KEY, SSLMODE_KEY, URL_KEY, server};
 
 /// The `postgres-read` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -72,6 +72,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "With `listen`: a payload is JSON (one that does not parse goes to `err`) or text.",
         ),
         SSLMODE_KEY,
+        CA_FILE_KEY,
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtMostOnce,
@@ -95,6 +96,7 @@ struct Config {
     listen: Option<String>,
     format: String,
     sslmode: String,
+    ca_file: Option<String>,
     reconnect: String,
 }
 
@@ -145,7 +147,10 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
             }
         },
     };
-    Ok(Instance::task(PostgresRead { server: Server::parse(&c.url, &c.sslmode, &c.reconnect)?, mode }))
+    Ok(Instance::task(PostgresRead {
+        server: server(ctx, &c.url, &c.sslmode, c.ca_file.as_deref(), &c.reconnect)?,
+        mode,
+    }))
 }
 
 /// The statements of a watermark poll.

@@ -5,11 +5,35 @@
 use std::time::Duration;
 
 use fbp_runtime::link::{Backoff, Link};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres::config::{Host, SslMode};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::tls::NoTlsStream;
-use tokio_postgres::{Client, Config, Connection, NoTls, Socket};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, Connection, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
+
+use crate::net::tls::{self, TlsFiles};
+
+/// The stream under a connection (in the clear with `sslmode = "disable"`).
+pub(crate) type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+
+/// How `sslmode` says to reach the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tls {
+    /// In the clear.
+    Disable,
+    /// Encrypted, the server's certificate not checked (warned about).
+    Require,
+    /// Encrypted, the certificate checked against `ca_file` (or the system's
+    /// roots) and the host name.
+    VerifyFull,
+}
 
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -18,6 +42,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub(crate) struct Server {
     config: Config,
+    tls: Tls,
+    connector: Connector,
     /// `postgres HOST:PORT/DB`, for logs.
     pub(crate) target: String,
     pub(crate) backoff: Backoff,
@@ -25,15 +51,19 @@ pub(crate) struct Server {
 
 impl Server {
     /// Reads a connection string (`host=.. user=..` or `postgresql://..`) and
-    /// the `sslmode` key. TLS is not supported yet: `require` is refused.
+    /// the `sslmode` key (`disable`, `require`, `verify-full`; a `sslmode` of
+    /// `require` in the string counts as the key's `require`).
     pub(crate) fn parse(url: &str, sslmode: &str, reconnect: &str) -> Result<Server, String> {
         let mut config: Config = url.parse().map_err(|e| format!("`url`: not a PostgreSQL connection string: {e}"))?;
-        if config.get_ssl_mode() == SslMode::Require || sslmode == "require" {
-            return Err("`sslmode = \"require\"`: TLS to PostgreSQL is not supported yet; use `disable` \
-                        (or a TLS-terminating proxy on the gateway)"
-                .into());
-        }
-        config.ssl_mode(SslMode::Disable);
+        let tls = match (sslmode, config.get_ssl_mode()) {
+            ("verify-full", _) => Tls::VerifyFull,
+            ("require", _) | (_, SslMode::Require) => Tls::Require,
+            ("disable", _) => Tls::Disable,
+            (other, _) => {
+                return Err(format!("`sslmode`: `{other}` is not one of `disable`, `require`, `verify-full`"));
+            }
+        };
+        config.ssl_mode(if tls == Tls::Disable { SslMode::Disable } else { SslMode::Require });
         config.connect_timeout(CONNECT_TIMEOUT);
         config.keepalives(true).keepalives_idle(Duration::from_secs(30));
         if config.get_user().is_none() {
@@ -48,17 +78,34 @@ impl Server {
         let db = config.get_dbname().unwrap_or("").to_string();
         let target = format!("postgres {host}:{port}/{db}");
         let backoff = Backoff::parse("reconnect", reconnect)?;
-        Ok(Server { config, target, backoff })
+        let connector = Connector(connector(tls, None)?);
+        Ok(Server { config, tls, connector, target, backoff })
+    }
+
+    /// The same server, its certificate checked against the CA in `path`
+    /// (`sslmode = "verify-full"`); the TLS settings are checked now.
+    pub(crate) fn with_ca_file(mut self, path: Option<PathBuf>) -> Result<Server, String> {
+        if path.is_some() && self.tls != Tls::VerifyFull {
+            return Err("`ca_file` is for `sslmode = \"verify-full\"`".into());
+        }
+        self.connector = Connector(connector(self.tls, path)?);
+        Ok(self)
+    }
+
+    /// Whether the server's certificate goes unchecked (`sslmode = "require"`).
+    pub(crate) fn unverified(&self) -> bool {
+        self.tls == Tls::Require
     }
 
     /// One connection attempt; the caller drives the connection.
-    pub(crate) async fn connect(&self) -> Result<(Client, Connection<Socket, NoTlsStream>), tokio_postgres::Error> {
+    pub(crate) async fn connect(&self) -> Result<(Client, Connection<Socket, Stream>), tokio_postgres::Error> {
+        let tls = self.connector.0.clone();
         if self.config.get_hosts().is_empty() {
             let mut config = self.config.clone();
             config.host("localhost");
-            return config.connect(NoTls).await;
+            return config.connect(tls).await;
         }
-        self.config.connect(NoTls).await
+        self.config.connect(tls).await
     }
 
     /// One connection attempt, the connection driven by a task of its own.
@@ -80,7 +127,7 @@ impl Server {
                     return Some(client);
                 }
                 Err(e) => {
-                    let delay = link.down(&e);
+                    let delay = link.down(&chain(&e));
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = stop.cancelled() => return None,
@@ -88,6 +135,73 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// The TLS connector `sslmode` asks for (unused with `disable`), with the
+/// CA file read now, so a bad one is an error at check time.
+fn connector(mode: Tls, ca_file: Option<PathBuf>) -> Result<MakeRustlsConnect, String> {
+    let config = match mode {
+        Tls::VerifyFull => (*tls::client_config(&TlsFiles { ca_file, ..TlsFiles::default() })?).clone(),
+        Tls::Disable | Tls::Require => {
+            tls::ensure_provider();
+            let provider = rustls::crypto::ring::default_provider();
+            rustls::ClientConfig::builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
+                .with_no_client_auth()
+        }
+    };
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// A TLS connector, shown in debug output by name only.
+#[derive(Clone)]
+struct Connector(MakeRustlsConnect);
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
+}
+
+/// `sslmode = "require"`: the server's certificate is taken as it is (the
+/// signatures of the handshake are still checked), as libpq does.
+#[derive(Debug)]
+struct Unchecked(rustls::crypto::CryptoProvider);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -111,6 +225,18 @@ pub(crate) fn is_record_error(e: &tokio_postgres::Error) -> bool {
     })
 }
 
+/// A connection error with its causes (`error performing TLS handshake:
+/// invalid peer certificate: NotValidForName`).
+fn chain(e: &tokio_postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
+
 /// An error as one line: the server's message (and detail) when it sent one.
 pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
@@ -132,10 +258,15 @@ mod tests {
         assert_eq!(s.target, "postgres db.local:5433/metrics");
         let s = Server::parse("host=127.0.0.1 user=postgres dbname=test", "disable", "100ms..10s").unwrap();
         assert_eq!(s.target, "postgres 127.0.0.1:5432/test");
-        let err = Server::parse("host=x", "require", "100ms..10s").unwrap_err();
-        assert!(err.contains("not supported yet"), "{err}");
-        let err = Server::parse("postgresql://x/db?sslmode=require", "disable", "100ms..10s").unwrap_err();
-        assert!(err.contains("not supported yet"), "{err}");
+        assert!(Server::parse("host=x", "require", "100ms..10s").unwrap().unverified());
+        assert!(Server::parse("postgresql://x/db?sslmode=require", "disable", "100ms..10s").unwrap().unverified());
+        let verified = Server::parse("host=x", "verify-full", "100ms..10s").unwrap();
+        assert!(!verified.unverified());
+        let err = verified.with_ca_file(Some("/nonexistent/ca.pem".into())).unwrap_err();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+        let err = Server::parse("host=x", "disable", "1s..2s").unwrap().with_ca_file(Some("ca.pem".into()));
+        assert!(err.unwrap_err().contains("verify-full"));
+        assert!(Server::parse("host=x", "prefer", "1s..2s").unwrap_err().contains("`sslmode`"));
         assert!(Server::parse("postgresql://x/db?bogus=1", "disable", "100ms..10s").unwrap_err().contains("`url`"));
         assert!(Server::parse("host=x", "disable", "soon").is_err());
     }

@@ -208,6 +208,6 @@ fn config_mistakes_are_build_errors() {
     assert!(err(json!({"batch_size": 0})).contains("`batch_size`"));
     assert!(err(json!({"columns": {"v": "TEXT); DROP TABLE t; --"}})).contains("column `v`"));
     assert!(err(json!({"columns": {"v": "TEXT"}, "key": ["id"]})).contains("not one of the declared"));
-    assert!(err(json!({"sslmode": "require"})).contains("not supported yet"));
+    assert!(err(json!({"sslmode": "disable", "ca_file": "ca.pem"})).contains("verify-full"));
     assert!(build(&ctx(json!({"columns": {"id": "BIGINT", "v": "NUMERIC(10,2)"}, "key": ["id"]}))).is_ok());
 }
