@@ -662,3 +662,24 @@ type = "console"
     assert!(o.status.success());
     assert_eq!(stderr(&o), "", "no warning");
 }
+
+#[test]
+fn check_shows_the_line_with_its_secrets_blanked_and_the_caret_in_place() {
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "secret.toml",
+        "[flow]\nname = \"s\"\nconnections = [\"a -> b\"]\n\
+         [components.a]\ntype = \"nats-subscribe\"\n\
+         config = { url = \"nats://bob:hunter2@127.0.0.1:4222\", password = \"s3cret\", subject = \"x\", bogus = 1 }\n\
+         [components.b]\ntype = \"null\"\n",
+    );
+    let out = fbp().current_dir(dir.path()).args(["check", "secret.toml"]).output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("hunter2") && !err.contains("s3cret"), "{err}");
+    assert!(err.contains("nats://bob:*******@127.0.0.1:4222") && err.contains("password = \"******\""), "{err}");
+    assert!(err.contains("secret.toml:6:"), "{err}");
+    let line = err.lines().find(|l| l.contains("bogus = 1")).unwrap();
+    let caret = err.lines().find(|l| l.trim_start().starts_with("| ") && l.contains('^')).unwrap();
+    assert_eq!(line.find("bogus"), caret.find('^'), "{err}");
+}

@@ -7,7 +7,7 @@
 //! client library wrote with the URL in it, or a link's target (so every
 //! connection log line is masked in one place, [`crate::link::Link`]).
 
-use std::borrow::Cow;
+use std::ops::Range;
 
 use percent_encoding::percent_decode_str;
 
@@ -21,70 +21,111 @@ pub const SECRET_PARAMS: &[&str] =
 
 /// `text`, a URL, with its userinfo password and token-like query values masked.
 pub fn url(text: &str) -> String {
-    let (before_fragment, fragment) = split_keep(text, '#');
-    let (head, query) = split_keep(before_fragment, '?');
-    let mut out = userinfo_masked(head).into_owned();
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(&query_masked(query));
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for span in spans(text) {
+        out.push_str(&text[at..span.start]);
+        out.push_str(MASK);
+        at = span.end;
     }
-    if let Some(fragment) = fragment {
-        out.push('#');
-        out.push_str(fragment);
-    }
+    out.push_str(&text[at..]);
     out
 }
 
 /// `text` with every URL in it (`scheme://...` up to a space or a quote) masked.
 pub fn urls_in(text: &str) -> String {
-    if !text.contains("://") {
-        return text.to_string();
-    }
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(sep) = rest.find("://") {
-        let start = rest[..sep].rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c))).map_or(0, |i| i + 1);
-        let end =
-            rest[sep..].find(|c: char| c.is_whitespace() || "()\"'`<>".contains(c)).map_or(rest.len(), |i| sep + i);
-        out.push_str(&rest[..start]);
-        out.push_str(&url(&rest[start..end]));
-        rest = &rest[end..];
+    let mut at = 0;
+    for span in spans_in(text) {
+        out.push_str(&text[at..span.start]);
+        out.push_str(MASK);
+        at = span.end;
     }
-    out.push_str(rest);
+    out.push_str(&text[at..]);
     out
 }
 
-/// `text` split at the first `sep`, without it.
-fn split_keep(text: &str, sep: char) -> (&str, Option<&str>) {
-    match text.split_once(sep) {
-        Some((a, b)) => (a, Some(b)),
-        None => (text, None),
+/// `text` with each byte of every secret in its URLs replaced by `*`: the
+/// same length, so positions in it (a diagnostic's caret) stay right.
+pub fn blank_urls_in(text: &str) -> String {
+    let mut out = text.to_string();
+    for span in spans_in(text).into_iter().rev() {
+        out.replace_range(span.clone(), &"*".repeat(span.len()));
     }
+    out
 }
 
-/// The scheme, authority and path, with the userinfo's password masked.
-fn userinfo_masked(head: &str) -> Cow<'_, str> {
-    let Some(sep) = head.find("://") else { return Cow::Borrowed(head) };
-    let authority_start = sep + 3;
-    let authority_end = head[authority_start..].find('/').map_or(head.len(), |i| authority_start + i);
-    let Some(at) = head[authority_start..authority_end].rfind('@').map(|i| authority_start + i) else {
-        return Cow::Borrowed(head);
-    };
-    let userinfo = &head[authority_start..at];
-    let kept = match userinfo.split_once(':') {
-        Some((user, _)) => format!("{user}:{MASK}"),
-        None => MASK.to_string(),
-    };
-    Cow::Owned(format!("{}{kept}{}", &head[..authority_start], &head[at..]))
+/// TOML text with the string value of each secret-named key (`password =
+/// "..."`, `token = '...'`) and every URL's secrets blanked as
+/// [`blank_urls_in`] does, keeping every position.
+pub fn blank_toml(text: &str) -> String {
+    let mut out = blank_urls_in(text);
+    let bytes = text.as_bytes();
+    let mut blank = Vec::new();
+    for (eq, _) in text.match_indices('=') {
+        let key_end = text[..eq].trim_end().len();
+        let key_start =
+            text[..key_end].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).map_or(0, |i| i + 1);
+        let value = eq + 1 + (text[eq + 1..].len() - text[eq + 1..].trim_start().len());
+        let Some(&quote) = bytes.get(value).filter(|q| **q == b'"' || **q == b'\'') else { continue };
+        let Some(len) = text[value + 1..].find(quote as char) else { continue };
+        // `key` names a jq program or columns in a flow, not a secret.
+        let key = &text[key_start..key_end];
+        if key_start < key_end && key != "key" && is_secret_param(key) {
+            blank.push(value + 1..value + 1 + len);
+        }
+    }
+    for span in blank.into_iter().rev() {
+        out.replace_range(span.clone(), &"*".repeat(span.len()));
+    }
+    out
 }
 
-/// A query with the values of secret-named parameters masked.
-fn query_masked(query: &str) -> String {
-    let pairs = query.split('&').map(|pair| match pair.split_once('=') {
-        Some((name, _)) if is_secret_param(name) => format!("{name}={MASK}"),
-        _ => pair.to_string(),
-    });
-    pairs.collect::<Vec<_>>().join("&")
+/// The byte ranges of the secrets of every URL in `text`, in order.
+fn spans_in(text: &str) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(sep) = text[from..].find("://").map(|i| from + i) {
+        let start = text[from..sep]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+            .map_or(from, |i| from + i + 1);
+        let end =
+            text[sep..].find(|c: char| c.is_whitespace() || "()\"'`<>".contains(c)).map_or(text.len(), |i| sep + i);
+        found.extend(spans(&text[start..end]).into_iter().map(|r| r.start + start..r.end + start));
+        from = end.max(sep + 3);
+    }
+    found
+}
+
+/// The byte ranges of the secrets in one URL: the userinfo's password (the
+/// whole userinfo when it has no password, as a token often is) and the
+/// value of each token-like query parameter.
+fn spans(url: &str) -> Vec<Range<usize>> {
+    let mut found = Vec::new();
+    let before_fragment = url.find('#').unwrap_or(url.len());
+    let query_at = url[..before_fragment].find('?');
+    let head_end = query_at.unwrap_or(before_fragment);
+    if let Some(sep) = url[..head_end].find("://") {
+        let authority = sep + 3;
+        let authority_end = url[authority..head_end].find('/').map_or(head_end, |i| authority + i);
+        if let Some(at) = url[authority..authority_end].rfind('@').map(|i| authority + i) {
+            match url[authority..at].find(':') {
+                Some(colon) => found.push(authority + colon + 1..at),
+                None => found.push(authority..at),
+            }
+        }
+    }
+    if let Some(q) = query_at {
+        let mut pair_start = q + 1;
+        for pair in url[q + 1..before_fragment].split('&') {
+            if let Some(eq) = pair.find('=').filter(|&eq| is_secret_param(&pair[..eq])) {
+                found.push(pair_start + eq + 1..pair_start + pair.len());
+            }
+            pair_start += pair.len() + 1;
+        }
+    }
+    found.retain(|r| !r.is_empty());
+    found
 }
 
 /// Whether a query parameter named `name` (percent-encoded) holds a secret.
@@ -115,6 +156,15 @@ mod tests {
         assert_eq!(url("http://h/a@b?q=1"), "http://h/a@b?q=1", "an @ in the path is no userinfo");
         assert_eq!(url("/next?page=2&token=t"), "/next?page=2&token=***");
         assert_eq!(url("http://h/x"), "http://h/x");
+    }
+
+    #[test]
+    fn toml_keeps_its_shape_with_secrets_blanked() {
+        let toml = "config = { url = \"nats://bob:hunter2@h:4222\", password = \"pw\", token='t0k', key = \".k\" }";
+        assert_eq!(
+            blank_toml(toml),
+            "config = { url = \"nats://bob:*******@h:4222\", password = \"**\", token='***', key = \".k\" }"
+        );
     }
 
     #[test]

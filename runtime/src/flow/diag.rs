@@ -6,6 +6,8 @@ use std::ops::Range;
 
 use annotate_snippets::{AnnotationKind, Level, Renderer, Snippet};
 
+use crate::secret;
+
 /// One error found in a flow file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
@@ -126,12 +128,16 @@ impl Diagnostics {
             return s;
         };
         let span = clamp(&self.source, span);
-        let mut group = level.primary_title(&d.message).element(
-            Snippet::source(&self.source)
+        // A password, token or URL secret in the file is shown as `*`s,
+        // keeping every position in the line.
+        let (source, message, label) =
+            (secret::blank_toml(&self.source), secret::urls_in(&d.message), secret::urls_in(&d.label));
+        let mut group = level.primary_title(&message).element(
+            Snippet::source(&source)
                 .path(&self.path)
                 .line_start(1)
                 .fold(true)
-                .annotation(AnnotationKind::Primary.span(span).label(&d.label)),
+                .annotation(AnnotationKind::Primary.span(span).label(&label)),
         );
         if let Some(help) = &d.help {
             group = group.element(Level::HELP.message(help));
