@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_hundred_thousand_levels_is_an_error_not_a_crash() {
-        let e = parse(&nested(100_000), 128).err().expect("refused");
+        let e = parse(&nested(100_000), 128).err().unwrap();
         assert_eq!(e.to_string(), "nested deeper than 128 levels (the flow's `max_depth`)");
     }
 

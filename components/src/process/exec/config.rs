@@ -59,7 +59,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "env",
             KeyType::Any,
             "{}",
-            "Environment variables added to fbp's, a table of strings: `{ LEVEL = \"debug\" }`.",
+            "The program's environment, a table of strings: `{ LEVEL = \"debug\" }`. It gets these \
+             and fbp's own `PATH`, `HOME` and `LANG`, nothing else of fbp's environment (so no \
+             secret fbp was started with reaches it); pass one on with `{ TOKEN = \"${TOKEN}\" }`.",
         ),
         KeySpec::optional(
             "cwd",

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The variables of fbp's own environment a child gets.
+const KEPT_ENV: &[&str] = &["PATH", "HOME", "LANG"];
+
 use fbp_runtime::queue::{InPort, OutPort};
 use fbp_runtime::value;
 use fbp_runtime::{Context, Failure, Message, Task, TaskFuture};
@@ -148,8 +151,13 @@ impl Exec {
     }
 
     fn spawn(&self) -> Result<Child, Failure> {
+        // Only `PATH`, `HOME` and `LANG` of fbp's environment, and what `env`
+        // gives: a child never sees the secrets fbp was started with.
+        let kept = KEPT_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v)));
         Command::new(&self.program)
             .args(&self.args)
+            .env_clear()
+            .envs(kept)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.cwd)
             .stdin(Stdio::piped())

@@ -44,6 +44,15 @@ async fn env_must_be_a_table_of_strings() {
 }
 
 #[tokio::test]
+async fn a_child_gets_path_home_lang_and_its_env_and_nothing_else_of_fbps() {
+    let script = r#"read -r cmd; echo "{\"data\": \"$(env | cut -d= -f1 | sort | tr '\n' ' ')\", \"metadata\": {}}""#;
+    let out = sh(script, json!({"mode": "source", "env": {"LEVEL": "debug"}})).run().await;
+    let names = out.json("out").join(" ");
+    assert!(names.contains("PATH ") && names.contains("LEVEL "), "{names} {:?}", out.json("err"));
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some() && !names.contains("CARGO"), "{names}");
+}
+
+#[tokio::test]
 async fn a_transform_echoes_envelopes_and_sees_the_command_line_first() {
     let script = r#"read -r cmd; [ "$cmd" = '{"command":"run","config":{"k":1}}' ] || exit 9; cat"#;
     let mut h = sh(script, json!({"provider_config": {"k": 1}}));
