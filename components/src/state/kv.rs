@@ -5,7 +5,8 @@
 //! - this file: the declaration, the config and the build (no I/O);
 //! - `state`: the map, its version, capabilities and the change feed (no I/O);
 //! - `store`: the [`store::Store`] trait and its SQLite backend;
-//! - `server`: the axum routes;
+//! - `server`: the axum routes, served by [`crate::net::server`] behind its
+//!   `Host` and `Origin` checks;
 //! - `run`: the task, the one writer of the state.
 
 mod run;
@@ -22,6 +23,7 @@ use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, P
 use serde::Deserialize;
 
 use self::store::StoreSpec;
+use crate::net::server::{self as server_keys, Limits};
 
 /// The `kv-state` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -103,6 +105,33 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "The largest `PUT` body, as a size; a larger one gets 413.",
         ),
         KeySpec::new(
+            "max_message_size",
+            KeyType::String,
+            "\"64KiB\"",
+            "The largest WebSocket frame or message a subscriber may send (they are read and \
+             ignored); a larger one closes its connection.",
+        ),
+        KeySpec::new(
+            "allowed_hosts",
+            KeyType::StringList,
+            "[]",
+            "`Host` names answered besides the bind address (`name` for any port, `name:port` for \
+             one), e.g. the gateway's DNS name; any other gets 421, so a web page cannot reach \
+             the API through a name it controls (DNS rebinding).",
+        ),
+        KeySpec::new(
+            "allowed_origins",
+            KeyType::StringList,
+            "[]",
+            "Origins (`\"https://dash.example\"`) whose pages may call the API besides its own; \
+             a request with another `Origin` gets 403 (one without, as from curl, is answered).",
+        ),
+        server_keys::READ_TIMEOUT_KEY,
+        server_keys::IDLE_TIMEOUT_KEY,
+        server_keys::MAX_CONNECTIONS_KEY,
+        server_keys::AUTH_KEY,
+        server_keys::TLS_KEY,
+        KeySpec::new(
             "emit_changes",
             KeyType::Bool,
             "false",
@@ -138,6 +167,9 @@ struct Config {
     max_keys: usize,
     subscriber_buffer: usize,
     max_body_size: String,
+    max_message_size: String,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
     emit_changes: bool,
     put_creates: bool,
 }
@@ -151,6 +183,11 @@ struct KvState {
     max_keys: usize,
     subscriber_buffer: usize,
     max_body: usize,
+    /// Frames and messages from subscribers.
+    max_message: usize,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+    limits: Limits,
     emit_changes: bool,
     put_creates: bool,
 }
@@ -172,6 +209,10 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         max_keys: config.max_keys,
         subscriber_buffer: config.subscriber_buffer,
         max_body: positive_size("max_body_size", &config.max_body_size)?,
+        max_message: positive_size("max_message_size", &config.max_message_size)?,
+        allowed_hosts: config.allowed_hosts,
+        allowed_origins: config.allowed_origins,
+        limits: Limits::from_config(ctx)?,
         emit_changes: config.emit_changes,
         put_creates: config.put_creates,
     }))
