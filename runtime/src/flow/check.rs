@@ -221,7 +221,8 @@ impl Checker<'_> {
         }
         // A subflow's component is shown at the `[components.NAME]` that uses it.
         let span_of = |name: &str| spans.get(name.split('/').next().unwrap_or(name)).cloned();
-        let warnings = super::acks::warnings(&flow, span_of);
+        let mut warnings = super::acks::warnings(&flow, span_of);
+        warnings.extend(super::listeners::warnings(&flow, span_of));
         if !warnings.is_empty() {
             flow.warnings =
                 Some(Diagnostics { path: String::new(), source: self.source.to_string(), errors: warnings });
