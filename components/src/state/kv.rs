@@ -51,7 +51,15 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           the state is loaded from it at start, so it survives a restart; with `memory` it starts \
           empty. A store that fails (PostgreSQL is reconnected once per batch first) fails the \
           component: its batch is rejected and the supervisor restarts it, which loads the state \
-          again. The component keeps serving after its input ends, until the flow shuts down, when the server stops, its \
+          again. Who may ask: a request whose `Host` is not the bind address (for a \
+          loopback bind also `localhost`, `127.0.0.1`, `[::1]`; for a wildcard bind any IP \
+          address) or in `allowed_hosts` gets 421 (DNS rebinding); one with an `Origin` that is \
+          not its own or in `allowed_origins` gets 403, WebSocket and SSE included (no `Origin`, \
+          as from curl, is answered); with `auth = { token }` one without `Authorization: \
+          Bearer TOKEN` gets 401; `tls = { cert, key }` serves HTTPS. Connections are bounded \
+          by `max_connections`, `read_timeout` (head, TLS handshake, `PUT` body: 408) and \
+          `idle_timeout` (subscribers are pinged every 15s); what a WebSocket subscriber sends \
+          is ignored, past `max_message_size` its connection is closed. The component keeps serving after its input ends, until the flow shuts down, when the server stops, its \
           subscribers are disconnected and the input is drained.",
     kind: Kind::Transform,
     inputs: &[PortSpec {

@@ -52,9 +52,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           (answered, counted as an error, not sent to `err`), 413 for one over \
           `max_body_size`, 408 for a body that takes longer than `read_timeout` to arrive \
           (a connection whose request head takes longer, an idle keep-alive one too, is \
-          closed), 404 for another path, 405 for another method. At most \
-          `max_connections` connections are served at once; more wait in the kernel's \
-          backlog. On shutdown it stops accepting, answers the requests in hand and closes \
+          closed; so is one on which nothing moves for `idle_timeout`), 404 for another path, \
+          405 for another method. With `auth = { token = \"${TOKEN}\" }` a request without \
+          `Authorization: Bearer TOKEN` gets 401 (before anything else); with `tls = { cert, \
+          key }` it serves HTTPS. At most `max_connections` connections are served at once; \
+          more wait in the kernel's backlog. A `bind` beyond loopback without `auth` is \
+          warned about. On shutdown it stops accepting, answers the requests in hand and closes \
           idle connections. Delivery is at-least-once when clients retry on anything but 200.",
     kind: Kind::Source,
     inputs: &[],
