@@ -283,3 +283,71 @@ fn a_listener_beyond_loopback_without_auth_is_warned_about_by_check_and_run() {
     assert!(warned[0]["help"].as_str().unwrap().contains("auth = {"), "{warned:?}");
     assert!(said.iter().all(|s| !s.contains("`safe`")), "{said:?}");
 }
+
+/// A WebSocket subscriber of kv-state on `port` (same origin: no `Origin` header).
+fn ws(port: u16) -> tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>> {
+    let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{port}/subscribe")).unwrap();
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    ws
+}
+
+#[test]
+fn sixteen_subscribers_sending_megabyte_frames_are_cut_off_without_memory_growing() {
+    let (dir, port) = (tempdir(), free_port());
+    let fbp = Running::start(dir.path(), &kv_flow(port, ""));
+    wait_for_api(port);
+    let before = crate::util::rss_kib(fbp.pid()).unwrap();
+    let mut peers: Vec<_> = (0..16).map(|_| ws(port)).collect();
+    for peer in &mut peers {
+        assert!(peer.read().unwrap().to_string().contains("\"sync\""));
+        // The server refuses the frame by its header, so the rest may not be read at all.
+        let _ = peer.send(tungstenite::Message::binary(vec![b'x'; 1 << 20]));
+    }
+    for (i, peer) in peers.iter_mut().enumerate() {
+        let end = Instant::now() + Duration::from_secs(10);
+        let cut = loop {
+            match peer.read() {
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+                Err(_) | Ok(tungstenite::Message::Close(_)) => break true,
+                Ok(_) if Instant::now() < end => {}
+                Ok(_) => break false,
+            }
+        };
+        assert!(cut, "peer {i} is still connected after a frame over max_message_size");
+    }
+    let after = crate::util::rss_kib(fbp.pid()).unwrap();
+    assert!(after < before + 16 * 1024, "RSS went from {before} to {after} KiB");
+    assert!(ws(port).read().unwrap().to_string().contains("\"sync\""), "new subscribers are served");
+    fbp.stop();
+}
+
+#[test]
+fn a_quiet_subscriber_outlives_idle_timeout_and_a_stalled_body_does_not() {
+    let (dir, port) = (tempdir(), free_port());
+    let fbp = Running::start(dir.path(), &kv_flow(port, ", idle_timeout = \"1s\", read_timeout = \"30s\""));
+    wait_for_api(port);
+    let mut quiet = ws(port);
+    assert!(quiet.read().unwrap().to_string().contains("\"sync\""));
+    // A head, then not one byte of the body it announces: read_timeout is 30s away,
+    // idle_timeout closes it.
+    let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stalled, "PUT /state/a HTTP/1.1\r\n{}\r\nContent-Length: 10\r\n\r\n", host(port)).unwrap();
+    stalled.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stalled.read_to_end(&mut rest);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(10), "closed after {took:?}");
+    // The subscriber was pinged meanwhile, so it is still there for the next change.
+    assert_eq!(request(port, "PUT", "/state/b", &[host(port)]).0, 202);
+    let change = loop {
+        match quiet.read().expect("the quiet subscriber is still connected") {
+            tungstenite::Message::Text(t) => break t.to_string(),
+            _ => continue,
+        }
+    };
+    assert!(change.contains("\"change\"") && change.contains("\"b\""), "{change}");
+    fbp.stop();
+}

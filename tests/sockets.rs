@@ -44,6 +44,11 @@ impl Running {
         Running { child, log, reader: Some(reader) }
     }
 
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
