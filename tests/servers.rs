@@ -351,3 +351,29 @@ fn a_quiet_subscriber_outlives_idle_timeout_and_a_stalled_body_does_not() {
     assert!(change.contains("\"change\"") && change.contains("\"b\""), "{change}");
     fbp.stop();
 }
+
+#[test]
+fn a_bad_certificate_or_key_is_a_check_error_naming_the_file() {
+    let dir = tempdir();
+    certificates(dir.path(), "IP:127.0.0.1").expect("openssl makes the certificates");
+    write(dir.path(), "junk.pem", "not a certificate\n");
+    let cases = [
+        ("cert = \"missing.pem\", key = \"server.key\"", "missing.pem"),
+        ("cert = \"junk.pem\", key = \"server.key\"", "junk.pem` holds no PEM certificate"),
+        ("cert = \"server.pem\", key = \"junk.pem\"", "junk.pem` holds no PEM private key"),
+        ("cert = \"ca.pem\", key = \"server.key\"", "do not make a server certificate"),
+        ("cert = \"server.pem\"", "missing field `key`"),
+    ];
+    for (tls, want) in cases {
+        let flow = format!(
+            "[flow]\nname = \"tls\"\nconnections = [\"hooks -> sink\"]\n\
+             [components.hooks]\ntype = \"http-listen\"\nconfig = {{ tls = {{ {tls} }} }}\n\
+             [components.sink]\ntype = \"null\"\n"
+        );
+        write(dir.path(), "flow.toml", &flow);
+        let check = fbp().current_dir(dir.path()).args(["check", "flow.toml"]).output().unwrap();
+        let err = stderr(&check);
+        assert!(!check.status.success() && err.contains(want), "{tls}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
