@@ -55,6 +55,7 @@ fn build_refuses_bad_settings() {
     assert!(build(json!({"path": "hooks"})).unwrap().contains("start with `/`"));
     assert!(build(json!({"methods": ["P O"]})).unwrap().contains("not a method"));
     assert!(build(json!({"max_connections": 0})).unwrap().contains("at least 1"));
+    assert!(build(json!({"max_connections": i64::MAX})).unwrap().contains("at most"));
     assert!(build(json!({"idle_timeout": "0s"})).unwrap().contains("`idle_timeout`"));
     assert!(build(json!({"auth": {"token": ""}})).unwrap().contains("`auth.token` is empty"));
     assert!(build(json!({"auth": {"tokn": "x"}})).unwrap().contains("unknown field `tokn`"));

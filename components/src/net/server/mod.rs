@@ -79,6 +79,9 @@ pub(crate) const TLS_KEY: KeySpec = KeySpec::optional(
      chain and private key (paths from the flow file's folder).",
 );
 
+/// The most `max_connections` may be (far more than any descriptor limit).
+const MOST_CONNECTIONS: i64 = 1 << 20;
+
 /// What bounds a client, as the keys set it.
 #[derive(Clone)]
 pub(crate) struct Limits {
@@ -117,8 +120,10 @@ impl Limits {
     pub(crate) fn from_config(ctx: &BuildContext) -> Result<Limits, String> {
         let keys: Keys = ctx.parse()?;
         let max_connections = match keys.max_connections {
-            Some(n) if n < 1 => return Err("`max_connections` must be at least 1".into()),
-            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(n) if !(1..=MOST_CONNECTIONS).contains(&n) => {
+                return Err(format!("`max_connections` must be at least 1 and at most {MOST_CONNECTIONS}"));
+            }
+            Some(n) => usize::try_from(n).unwrap_or(1),
             None => fbp_runtime::fd::connection_cap(1024),
         };
         for (key, d) in [("read_timeout", keys.read_timeout), ("idle_timeout", keys.idle_timeout)] {
