@@ -362,7 +362,9 @@ fn a_bad_certificate_or_key_is_a_check_error_naming_the_file() {
         ("cert = \"junk.pem\", key = \"server.key\"", "junk.pem` holds no PEM certificate"),
         ("cert = \"server.pem\", key = \"junk.pem\"", "junk.pem` holds no PEM private key"),
         ("cert = \"ca.pem\", key = \"server.key\"", "do not make a server certificate"),
-        ("cert = \"server.pem\"", "missing field `key`"),
+        ("cert = \"server.pem\"", "`tls` needs `key`"),
+        ("cert = \"server.pem\", key = \"server.key\", kee = \"x\"", "unknown key `kee` in `tls`"),
+        ("cert = \"server.pem\", key = 1", "`tls.key` must be a string, found an integer"),
     ];
     for (tls, want) in cases {
         let flow = format!(
@@ -376,4 +378,13 @@ fn a_bad_certificate_or_key_is_a_check_error_naming_the_file() {
         assert!(!check.status.success() && err.contains(want), "{tls}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    let flow = "[flow]\nname = \"auth\"\nconnections = [\"hooks -> sink\"]\n\
+                [components.hooks]\ntype = \"http-listen\"\nconfig = { auth = { tokn = \"x\" } }\n\
+                [components.sink]\ntype = \"null\"\n";
+    write(dir.path(), "flow.toml", flow);
+    let check = fbp().current_dir(dir.path()).args(["check", "flow.toml"]).output().unwrap();
+    let err = stderr(&check);
+    assert!(!check.status.success(), "{err}");
+    assert!(err.contains("unknown key `tokn` in `auth`") && err.contains("did you mean `token`?"), "{err}");
+    assert!(err.contains("--> flow.toml:6:21"), "at the key: {err}");
 }

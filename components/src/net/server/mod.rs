@@ -67,14 +67,14 @@ pub(crate) const IDLE_TIMEOUT_KEY: KeySpec = KeySpec::new(
 /// `auth`.
 pub(crate) const AUTH_KEY: KeySpec = KeySpec::optional(
     "auth",
-    KeyType::Any,
+    KeyType::Table(&["token"]),
     "`{ token = \"${TOKEN}\" }`: every request must carry `Authorization: Bearer TOKEN`, else \
      401 with `WWW-Authenticate: Bearer`. Compared in constant time, never logged.",
 );
 /// `tls`.
 pub(crate) const TLS_KEY: KeySpec = KeySpec::optional(
     "tls",
-    KeyType::Any,
+    KeyType::Table(&["cert", "key"]),
     "`{ cert = \"server.pem\", key = \"server.key\" }`: serve HTTPS with this PEM certificate \
      chain and private key (paths from the flow file's folder).",
 );
