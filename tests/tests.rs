@@ -14,6 +14,7 @@ mod nats;
 mod postgres;
 mod relay;
 mod run;
+mod servers;
 mod sockets;
 mod subflows;
 mod supervision;

@@ -99,6 +99,7 @@ fn literal(v: &str, ty: Option<KeyType>) -> String {
             | KeyType::Bool
             | KeyType::StringList
             | KeyType::NumberList
+            | KeyType::Table(_)
             | KeyType::Any,
         )
         | None

@@ -159,6 +159,8 @@ pub enum KeyType {
     StringList,
     /// A list of numbers: `[min, max]` and the like.
     NumberList,
+    /// A table with exactly these keys, each a string: `{ cert = "..", key = ".." }`.
+    Table(&'static [&'static str]),
     /// Any TOML value (arrays and tables of free form).
     Any,
 }
@@ -176,6 +178,9 @@ impl KeyType {
             KeyType::Enum(options) => options.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(" | "),
             KeyType::StringList => "array of strings".into(),
             KeyType::NumberList => "array of numbers".into(),
+            KeyType::Table(keys) => {
+                format!("table {{ {} }}", keys.iter().map(|k| format!("{k} = string")).collect::<Vec<_>>().join(", "))
+            }
             KeyType::Any => "any".into(),
         }
     }

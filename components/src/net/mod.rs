@@ -11,6 +11,7 @@
 //! - `udp`: `udp-listen`, datagrams, dropped and counted when the flow is full;
 //! - `websocket`: a WebSocket client, receiving and sending;
 //! - `payload`: what a frame's bytes become (`format`), the peer header;
+//! - `server`: the HTTP server `http-listen` and kv-state share (limits, TLS, auth);
 //! - `budget`: a source's unacknowledged messages watched, a warning when they stay stuck.
 
 pub mod amqp;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod mqtt;
 pub mod nats;
 mod payload;
+pub(crate) mod server;
 pub mod tcp;
 pub mod template;
 pub mod tls;

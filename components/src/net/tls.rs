@@ -52,7 +52,8 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
 }
 
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The PEM certificates in `path` (at least one); errors name the file.
+pub(crate) fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read(path)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
@@ -63,7 +64,8 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+/// The PEM private key in `path`; errors name the file.
+pub(crate) fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let pem = read(path)?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .map_err(|e| format!("`{}`: not a PEM private key: {e}", path.display()))?

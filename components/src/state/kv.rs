@@ -5,7 +5,8 @@
 //! - this file: the declaration, the config and the build (no I/O);
 //! - `state`: the map, its version, capabilities and the change feed (no I/O);
 //! - `store`: the [`store::Store`] trait and its SQLite backend;
-//! - `server`: the axum routes;
+//! - `server`: the axum routes, served by [`crate::net::server`] behind its
+//!   `Host` and `Origin` checks;
 //! - `run`: the task, the one writer of the state.
 
 mod run;
@@ -22,6 +23,7 @@ use fbp_runtime::{Acks, BuildContext, ComponentSpec, Delivery, Instance, Kind, P
 use serde::Deserialize;
 
 use self::store::StoreSpec;
+use crate::net::server::{self as server_keys, Limits};
 
 /// The `kv-state` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -49,7 +51,15 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           the state is loaded from it at start, so it survives a restart; with `memory` it starts \
           empty. A store that fails (PostgreSQL is reconnected once per batch first) fails the \
           component: its batch is rejected and the supervisor restarts it, which loads the state \
-          again. The component keeps serving after its input ends, until the flow shuts down, when the server stops, its \
+          again. Who may ask: a request whose `Host` is not the bind address (for a \
+          loopback bind also `localhost`, `127.0.0.1`, `[::1]`; for a wildcard bind any IP \
+          address) or in `allowed_hosts` gets 421 (DNS rebinding); one with an `Origin` that is \
+          not its own or in `allowed_origins` gets 403, WebSocket and SSE included (no `Origin`, \
+          as from curl, is answered); with `auth = { token }` one without `Authorization: \
+          Bearer TOKEN` gets 401; `tls = { cert, key }` serves HTTPS. Connections are bounded \
+          by `max_connections`, `read_timeout` (head, TLS handshake, `PUT` body: 408) and \
+          `idle_timeout` (subscribers are pinged every 15s); what a WebSocket subscriber sends \
+          is ignored, past `max_message_size` its connection is closed. The component keeps serving after its input ends, until the flow shuts down, when the server stops, its \
           subscribers are disconnected and the input is drained.",
     kind: Kind::Transform,
     inputs: &[PortSpec {
@@ -103,6 +113,33 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "The largest `PUT` body, as a size; a larger one gets 413.",
         ),
         KeySpec::new(
+            "max_message_size",
+            KeyType::String,
+            "\"64KiB\"",
+            "The largest WebSocket frame or message a subscriber may send (they are read and \
+             ignored); a larger one closes its connection.",
+        ),
+        KeySpec::new(
+            "allowed_hosts",
+            KeyType::StringList,
+            "[]",
+            "`Host` names answered besides the bind address (`name` for any port, `name:port` for \
+             one), e.g. the gateway's DNS name; any other gets 421, so a web page cannot reach \
+             the API through a name it controls (DNS rebinding).",
+        ),
+        KeySpec::new(
+            "allowed_origins",
+            KeyType::StringList,
+            "[]",
+            "Origins (`\"https://dash.example\"`) whose pages may call the API besides its own; \
+             a request with another `Origin` gets 403 (one without, as from curl, is answered).",
+        ),
+        server_keys::READ_TIMEOUT_KEY,
+        server_keys::IDLE_TIMEOUT_KEY,
+        server_keys::MAX_CONNECTIONS_KEY,
+        server_keys::AUTH_KEY,
+        server_keys::TLS_KEY,
+        KeySpec::new(
             "emit_changes",
             KeyType::Bool,
             "false",
@@ -138,6 +175,9 @@ struct Config {
     max_keys: usize,
     subscriber_buffer: usize,
     max_body_size: String,
+    max_message_size: String,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
     emit_changes: bool,
     put_creates: bool,
 }
@@ -151,6 +191,11 @@ struct KvState {
     max_keys: usize,
     subscriber_buffer: usize,
     max_body: usize,
+    /// Frames and messages from subscribers.
+    max_message: usize,
+    allowed_hosts: Vec<String>,
+    allowed_origins: Vec<String>,
+    limits: Limits,
     emit_changes: bool,
     put_creates: bool,
 }
@@ -172,6 +217,10 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         max_keys: config.max_keys,
         subscriber_buffer: config.subscriber_buffer,
         max_body: positive_size("max_body_size", &config.max_body_size)?,
+        max_message: positive_size("max_message_size", &config.max_message_size)?,
+        allowed_hosts: config.allowed_hosts,
+        allowed_origins: config.allowed_origins,
+        limits: Limits::from_config(ctx)?,
         emit_changes: config.emit_changes,
         put_creates: config.put_creates,
     }))

@@ -221,7 +221,8 @@ impl Checker<'_> {
         }
         // A subflow's component is shown at the `[components.NAME]` that uses it.
         let span_of = |name: &str| spans.get(name.split('/').next().unwrap_or(name)).cloned();
-        let warnings = super::acks::warnings(&flow, span_of);
+        let mut warnings = super::acks::warnings(&flow, span_of);
+        warnings.extend(super::listeners::warnings(&flow, span_of));
         if !warnings.is_empty() {
             flow.warnings =
                 Some(Diagnostics { path: String::new(), source: self.source.to_string(), errors: warnings });
@@ -518,6 +519,7 @@ impl Checker<'_> {
         let text = v.value.as_str();
         match ty {
             KeyType::Any => Some(v.value.to_json()),
+            KeyType::Table(keys) => self.string_table(name, keys, v),
             KeyType::String => text.map(|s| s.into()).or_else(|| {
                 self.err(expected("a string"));
                 None
@@ -612,6 +614,38 @@ impl Checker<'_> {
                 }
             }
         }
+    }
+
+    /// A table with exactly `keys`, each a string; every mistake reported at its place.
+    fn string_table(
+        &mut self,
+        name: &str,
+        keys: &'static [&'static str],
+        v: &Sp<RawValue>,
+    ) -> Option<serde_json::Value> {
+        let RawValue::Table(table) = &v.value else {
+            let shape = KeyType::Table(keys).name();
+            self.err(Diagnostic::at(
+                v.span.clone(),
+                format!("`{name}` must be a {shape}, found {}", v.value.type_name()),
+            ));
+            return None;
+        };
+        let before = self.errors.len();
+        for (k, item) in table {
+            if !keys.contains(&k.value.as_str()) {
+                let d = Diagnostic::at(k.span.clone(), format!("unknown key `{}` in `{name}`", k.value))
+                    .label(format!("`{name}` takes {}", keys.join(", ")));
+                self.err(d.suggest(&k.value, keys.iter().copied()));
+            } else if item.value.as_str().is_none() {
+                let d = format!("`{name}.{}` must be a string, found {}", k.value, item.value.type_name());
+                self.err(Diagnostic::at(item.span.clone(), d));
+            }
+        }
+        for key in keys.iter().filter(|key| !table.iter().any(|(k, _)| k.value == **key)) {
+            self.err(Diagnostic::at(v.span.clone(), format!("`{name}` needs `{key}`")));
+        }
+        (self.errors.len() == before).then(|| v.value.to_json())
     }
 
     fn restart(&mut self, spec: &ComponentSpec, v: &Sp<RawValue>) -> Option<Restart> {

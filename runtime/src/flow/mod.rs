@@ -8,6 +8,7 @@
 pub mod acks;
 pub mod check;
 pub mod diag;
+pub mod listeners;
 pub mod raw;
 mod subflow;
 

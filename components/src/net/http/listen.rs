@@ -1,11 +1,10 @@
 //! `http-listen`: a server whose request bodies become messages (webhook ingest).
 //!
-//! Connections are served by hyper (HTTP/1.1, keep-alive) with axum as the
-//! handler; the component owns the accept loop so that it can bound what a
-//! client holds: at most `max_connections` at once, `read_timeout` for the
-//! request head (hyper's header timer) and for the whole body (a timer around
-//! reading it), and `max_body_size`. On shutdown it stops accepting, lets the
-//! requests in hand finish and closes idle connections.
+//! Connections are served by the shared server ([`crate::net::server`]:
+//! `max_connections`, `read_timeout` for the request head, `idle_timeout`,
+//! `tls`, `auth`) with axum as the handler; this file bounds the body:
+//! `read_timeout` again for the whole of it (a timer around reading it), and
+//! `max_body_size`.
 //!
 //! The answer says what became of the message: with `respond = "delivered"`
 //! 200 once every sink committed it (the source's acknowledgement, DESIGN §4),
@@ -19,11 +18,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
 use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
@@ -31,14 +28,13 @@ use fbp_runtime::{
     Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
     TaskFuture,
 };
-use futures_util::StreamExt;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
 use super::client::{self, Format};
+use crate::net::server::body::{BodyError, read_body};
+use crate::net::server::{self, Limits};
 
 /// The `http-listen` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -56,9 +52,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           (answered, counted as an error, not sent to `err`), 413 for one over \
           `max_body_size`, 408 for a body that takes longer than `read_timeout` to arrive \
           (a connection whose request head takes longer, an idle keep-alive one too, is \
-          closed), 404 for another path, 405 for another method. At most \
-          `max_connections` connections are served at once; more wait in the kernel's \
-          backlog. On shutdown it stops accepting, answers the requests in hand and closes \
+          closed; so is one on which nothing moves for `idle_timeout`), 404 for another path, \
+          405 for another method. With `auth = { token = \"${TOKEN}\" }` a request without \
+          `Authorization: Bearer TOKEN` gets 401 (before anything else); with `tls = { cert, \
+          key }` it serves HTTPS. At most `max_connections` connections are served at once; \
+          more wait in the kernel's backlog. A `bind` beyond loopback without `auth` is \
+          warned about. On shutdown it stops accepting, answers the requests in hand and closes \
           idle connections. Delivery is at-least-once when clients retry on anything but 200.",
     kind: Kind::Source,
     inputs: &[],
@@ -104,14 +103,11 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "\"30s\"",
             "With `respond = \"delivered\"`: how long to wait for the sinks before answering 504.",
         ),
-        KeySpec::new(
-            "read_timeout",
-            KeyType::Duration,
-            "\"10s\"",
-            "The longest a client may take to send a request's head (else the connection is \
-             closed; this also closes idle keep-alive connections) and again its body (else 408).",
-        ),
-        KeySpec::new("max_connections", KeyType::Integer, "1024", "Connections served at once."),
+        server::READ_TIMEOUT_KEY,
+        server::IDLE_TIMEOUT_KEY,
+        server::MAX_CONNECTIONS_KEY,
+        server::AUTH_KEY,
+        server::TLS_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
     acks: Acks::Prompt,
@@ -134,9 +130,6 @@ struct Config {
     queue_timeout: Duration,
     #[serde(deserialize_with = "fbp_runtime::units::duration")]
     response_timeout: Duration,
-    #[serde(deserialize_with = "fbp_runtime::units::duration")]
-    read_timeout: Duration,
-    max_connections: i64,
 }
 
 /// When the client gets its 200.
@@ -162,7 +155,7 @@ struct Settings {
 
 struct Listen {
     bind: SocketAddr,
-    max_connections: usize,
+    limits: Limits,
     settings: Arc<Settings>,
 }
 
@@ -190,18 +183,14 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         .iter()
         .map(|h| header::HeaderName::try_from(h.as_str()).map_err(|_| format!("`headers`: `{h}` is not a header name")))
         .collect::<Result<Vec<_>, _>>()?;
-    for (key, d) in
-        [("queue_timeout", c.queue_timeout), ("response_timeout", c.response_timeout), ("read_timeout", c.read_timeout)]
-    {
+    for (key, d) in [("queue_timeout", c.queue_timeout), ("response_timeout", c.response_timeout)] {
         if d.is_zero() {
             return Err(format!("`{key}` must be more than 0"));
         }
     }
-    let max_connections =
-        usize::try_from(c.max_connections).ok().filter(|n| *n > 0).ok_or("`max_connections` must be 1 or more")?;
+    let limits = Limits::from_config(ctx)?;
     Ok(Instance::task(Listen {
         bind,
-        max_connections,
         settings: Arc::new(Settings {
             path: c.path,
             methods,
@@ -211,8 +200,9 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
             respond: c.respond,
             queue_timeout: c.queue_timeout,
             response_timeout: c.response_timeout,
-            read_timeout: c.read_timeout,
+            read_timeout: limits.read_timeout,
         }),
+        limits,
     }))
 }
 
@@ -230,50 +220,12 @@ impl Task for Listen {
                 .await
                 .map_err(|e| Failure(format!("cannot listen on {}: {e}", self.bind)))?;
             let local = listener.local_addr()?;
-            tracing::info!(component = %ctx.name, address = %local, "Listening.");
+            tracing::info!(component = %ctx.name, address = %local, tls = self.limits.tls(), "Listening.");
             let shutdown = ctx.shutdown().clone();
             let out = ctx.output("out");
             let shared = Arc::new(Shared { ctx, out, settings: self.settings.clone() });
             let router = axum::Router::new().fallback(handle).with_state(shared);
-            let slots = Arc::new(Semaphore::new(self.max_connections));
-            loop {
-                let slot = tokio::select! {
-                    s = slots.clone().acquire_owned() => s.expect("never closed"),
-                    _ = shutdown.cancelled() => break,
-                };
-                let stream = tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok((stream, _)) => stream,
-                        Err(e) => {
-                            // Out of file descriptors and the like: wait, do not spin.
-                            tracing::warn!(error = %e, "Cannot accept a connection.");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                    _ = shutdown.cancelled() => break,
-                };
-                let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
-                let (shutdown, read_timeout) = (shutdown.clone(), self.settings.read_timeout);
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let mut http = hyper::server::conn::http1::Builder::new();
-                    http.timer(TokioTimer::new()).header_read_timeout(read_timeout);
-                    let conn = http.serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = shutdown.cancelled() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
-                });
-            }
-            drop(listener);
-            // Every connection holds a slot: all are back once the last one closed.
-            let _all = slots.acquire_many(self.max_connections as u32).await;
+            server::serve(listener, router, self.limits, shutdown).await;
             Ok(())
         })
     }
@@ -338,37 +290,6 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
         Err(_) => (StatusCode::GATEWAY_TIMEOUT, "queued, not yet delivered\n").into_response(),
     }
-}
-
-enum BodyError {
-    TooLarge,
-    Broken(axum::Error),
-}
-
-/// Reads the body, refusing it as soon as it passes `max`. A body that comes
-/// in one chunk (the usual small webhook) is kept as it is, not copied.
-async fn read_body(body: Body, max: usize) -> Result<Bytes, BodyError> {
-    let mut stream = body.into_data_stream();
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
-    let mut len = 0;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(BodyError::Broken)?;
-        len += chunk.len();
-        if len > max {
-            return Err(BodyError::TooLarge);
-        }
-        match first.take() {
-            None if buf.is_empty() => first = Some(chunk),
-            held => {
-                if let Some(held) = held {
-                    buf.extend_from_slice(&held);
-                }
-                buf.extend_from_slice(&chunk);
-            }
-        }
-    }
-    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 fn kept_headers(headers: &HeaderMap, names: &[header::HeaderName]) -> BTreeMap<String, String> {

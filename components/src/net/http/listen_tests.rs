@@ -44,7 +44,7 @@ fn build_refuses_bad_settings() {
     let build = |over: serde_json::Value| {
         let mut config = json!({"bind": "127.0.0.1:0", "path": "/", "methods": ["POST"], "format": "json",
             "max_body_size": "1MiB", "headers": [], "respond": "delivered", "queue_timeout": "1s",
-            "response_timeout": "1s", "read_timeout": "1s", "max_connections": 4});
+            "response_timeout": "1s", "read_timeout": "1s", "idle_timeout": "1s", "max_connections": 4});
         for (k, v) in over.as_object().unwrap() {
             config[k] = v.clone();
         }
@@ -54,7 +54,14 @@ fn build_refuses_bad_settings() {
     assert!(build(json!({"bind": "localhost"})).unwrap().contains("not an address"));
     assert!(build(json!({"path": "hooks"})).unwrap().contains("start with `/`"));
     assert!(build(json!({"methods": ["P O"]})).unwrap().contains("not a method"));
-    assert!(build(json!({"max_connections": 0})).unwrap().contains("1 or more"));
+    assert!(build(json!({"max_connections": 0})).unwrap().contains("at least 1"));
+    assert!(build(json!({"max_connections": i64::MAX})).unwrap().contains("at most"));
+    assert!(build(json!({"idle_timeout": "0s"})).unwrap().contains("`idle_timeout`"));
+    assert!(build(json!({"auth": {"token": ""}})).unwrap().contains("`auth.token` is empty"));
+    assert!(build(json!({"auth": {"tokn": "x"}})).unwrap().contains("unknown field `tokn`"));
+    let tls = build(json!({"tls": {"cert": "/nonexistent/c.pem", "key": "/nonexistent/k.pem"}})).unwrap();
+    assert!(tls.contains("/nonexistent/c.pem"), "{tls}");
+    assert!(build(json!({"tls": {"cert": "c.pem"}})).unwrap().contains("missing field `key`"));
 }
 
 #[tokio::test]

@@ -16,12 +16,15 @@ use super::KvState;
 use super::server::{self, Api, Put};
 use super::state::Shared;
 use super::store::Store;
+use crate::net::server::host::Allowed;
 use crate::storage::reject_all;
 
 /// Most messages taken from `in` at once (one store transaction).
 const BATCH: usize = 256;
 /// How long the server may take to close its connections at the end.
 const SERVER_GRACE: Duration = Duration::from_secs(2);
+/// How often a quiet subscriber is pinged (at most half of `idle_timeout`).
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 type BoxStore = Option<Box<dyn Store>>;
 
@@ -40,11 +43,25 @@ impl KvState {
         let listener = TcpListener::bind(&self.bind)
             .await
             .map_err(|e| Failure(format!("kv-state cannot listen on `{}`: {e}", self.bind)))?;
+        let local = listener.local_addr()?;
+        let allowed = Allowed::new(&self.bind, local, self.limits.tls(), &self.allowed_hosts, &self.allowed_origins);
         let (puts_tx, mut puts) = mpsc::channel(64);
         let stop = CancellationToken::new();
-        let api = Api { shared: shared.clone(), puts: puts_tx, stop: stop.clone() };
-        let mut server = Server { stop: stop.clone(), task: tokio::spawn(server::serve(listener, api, self.max_body)) };
-        tracing::info!(component = %ctx.name, bind = %self.bind, keys = shared.read().len(), "State API listening.");
+        let api = Api {
+            shared: shared.clone(),
+            puts: puts_tx,
+            stop: stop.clone(),
+            max_body: self.max_body,
+            max_message: self.max_message,
+            read_timeout: self.limits.read_timeout,
+            keep_alive: KEEP_ALIVE.min(self.limits.idle_timeout / 2),
+        };
+        let task = tokio::spawn(server::serve(listener, api, self.limits.clone(), allowed));
+        let mut server = Server { stop: stop.clone(), task };
+        tracing::info!(
+            component = %ctx.name, bind = %self.bind, address = %local, tls = self.limits.tls(),
+            keys = shared.read().len(), "State API listening."
+        );
 
         let (mut batch, mut input_open) = (Vec::with_capacity(BATCH), true);
         while input_open || !stop.is_cancelled() {
@@ -177,18 +194,16 @@ impl KvState {
 /// dropping this stops the server and frees its port for the next instance.
 struct Server {
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
     /// Stops taking requests, ends the subscriptions, and waits a little for the connections to close.
     async fn shut_down(&mut self, name: &str) {
         self.stop.cancel();
-        match tokio::time::timeout(SERVER_GRACE, &mut self.task).await {
-            Ok(Ok(Err(e))) => tracing::warn!(component = %name, error = %e, "State API server error."),
-            // A client that stopped reading keeps its connection open: it is cut on drop.
-            Err(_) => tracing::warn!(component = %name, "State API connections did not close in time; closing them."),
-            _ => {}
+        // A client that stopped reading keeps its connection open: it is cut on drop.
+        if tokio::time::timeout(SERVER_GRACE, &mut self.task).await.is_err() {
+            tracing::warn!(component = %name, "State API connections did not close in time; closing them.");
         }
     }
 }

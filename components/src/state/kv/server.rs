@@ -6,15 +6,23 @@
 //! channel, so the task stays the one writer and orders `PUT`s with the
 //! updates from its in-port. Every subscriber stream and the server itself end
 //! when `stop` fires.
+//!
+//! It is served by [`crate::net::server`] (connection limits, timeouts, TLS,
+//! auth) behind [`host::require`]: a `Host` or `Origin` it does not answer
+//! is refused before any route. Subscribers are pinged (WebSocket) or sent a
+//! comment (SSE) every `keep_alive`, so a quiet stream is not idle; what a
+//! WebSocket subscriber sends is read within `max_message` and ignored.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::body::Bytes;
 use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,6 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Refused, Shared, Subscription};
+use crate::net::server::body::{BodyError, read_body};
+use crate::net::server::{self, Limits, host};
 
 /// An update pushed through the API, on its way to the task.
 pub(crate) struct Put {
@@ -39,10 +49,18 @@ pub(crate) struct Api {
     pub(crate) shared: Arc<Shared>,
     pub(crate) puts: mpsc::Sender<Put>,
     pub(crate) stop: CancellationToken,
+    /// The largest `PUT` body.
+    pub(crate) max_body: usize,
+    /// The largest frame or message a WebSocket subscriber may send.
+    pub(crate) max_message: usize,
+    /// How long a `PUT` body may take to arrive.
+    pub(crate) read_timeout: Duration,
+    /// How often a quiet subscriber is pinged.
+    pub(crate) keep_alive: Duration,
 }
 
 /// Serves the API on `listener` until `stop` fires.
-pub(crate) async fn serve(listener: TcpListener, api: Api, max_body: usize) -> std::io::Result<()> {
+pub(crate) async fn serve(listener: TcpListener, api: Api, limits: Limits, allowed: host::Allowed) {
     let stop = api.stop.clone();
     let app = Router::new()
         .route("/keys", get(keys))
@@ -50,9 +68,9 @@ pub(crate) async fn serve(listener: TcpListener, api: Api, max_body: usize) -> s
         .route("/state/{*key}", get(one).put(put))
         .route("/subscribe", get(websocket))
         .route("/events", get(events))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(allowed), host::require))
         .with_state(api);
-    axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await
+    server::serve(listener, app, limits, stop).await;
 }
 
 fn json(status: StatusCode, body: String) -> Response {
@@ -85,7 +103,19 @@ async fn one(State(api): State<Api>, Path(key): Path<String>) -> Response {
     }
 }
 
-async fn put(State(api): State<Api>, Path(key): Path<String>, body: Bytes) -> Response {
+async fn put(State(api): State<Api>, Path(key): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {} bytes", api.max_body));
+    if headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        > Some(api.max_body as u64)
+    {
+        return too_large();
+    }
+    let body = match tokio::time::timeout(api.read_timeout, read_body(body, api.max_body)).await {
+        Err(_) => return error(StatusCode::REQUEST_TIMEOUT, "the body took too long to arrive".into()),
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Broken(e))) => return error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")),
+        Ok(Ok(body)) => body,
+    };
     let value = match value::parse_json(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
@@ -111,13 +141,20 @@ async fn put(State(api): State<Api>, Path(key): Path<String>, body: Bytes) -> Re
 }
 
 async fn websocket(State(api): State<Api>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| follow_ws(socket, api.shared.subscribe(), api.stop))
+    let ws = ws.max_message_size(api.max_message).max_frame_size(api.max_message);
+    ws.on_upgrade(move |socket| follow_ws(socket, api.shared.subscribe(), api.stop, api.keep_alive))
 }
 
 /// Sends the subscription's events as text frames until the client leaves or `stop` fires.
-async fn follow_ws(mut socket: WebSocket, mut sub: Subscription, stop: CancellationToken) {
+async fn follow_ws(mut socket: WebSocket, mut sub: Subscription, stop: CancellationToken, keep_alive: Duration) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if socket.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
             (_, _, event) = sub.next() => {
                 if socket.send(WsMessage::Text(event.as_ref().into())).await.is_err() {
                     break;
@@ -125,7 +162,8 @@ async fn follow_ws(mut socket: WebSocket, mut sub: Subscription, stop: Cancellat
             }
             incoming = socket.recv() => match incoming {
                 Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {} // pings are answered by the library; other frames are ignored
+                // Pings are answered by the library; other frames are not needed and ignored.
+                Some(Ok(_)) => {}
             },
             _ = stop.cancelled() => {
                 let _ = socket.send(WsMessage::Close(None)).await;
@@ -137,6 +175,7 @@ async fn follow_ws(mut socket: WebSocket, mut sub: Subscription, stop: Cancellat
 }
 
 async fn events(State(api): State<Api>) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let keep_alive = api.keep_alive;
     let stream = futures_util::stream::unfold((api.shared.subscribe(), api.stop), |(mut sub, stop)| async move {
         tokio::select! {
             (kind, version, data) = sub.next() => {
@@ -146,5 +185,5 @@ async fn events(State(api): State<Api>) -> Sse<impl futures_util::Stream<Item = 
             _ = stop.cancelled() => None,
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream).keep_alive(KeepAlive::default().interval(keep_alive))
 }
