@@ -6,6 +6,7 @@ mod catalogue;
 mod cli;
 mod exec;
 mod flow_errors;
+mod fuzz;
 mod hostile;
 mod http;
 mod kv_state;

@@ -30,6 +30,12 @@ pub mod state;
 pub mod storage;
 pub mod transform;
 
+/// Seeds, mutations and a bounded runner for the property tests of the
+/// crate-private parsers (shared with `tests/fuzz/`).
+#[cfg(test)]
+#[path = "../../tests/fuzz/support.rs"]
+mod fuzz_support;
+
 use fbp_runtime::Catalogue;
 
 /// Every component type fbp knows.

@@ -216,14 +216,33 @@ impl Serialize for Json<'_> {
 }
 
 /// A number written as its digits: what the reader kept of a number that does
-/// not fit `f64`. The digits came from the JSON reader (so they are a JSON
-/// number) or from integer arithmetic.
+/// not fit `f64`. The digits came from the JSON reader or from integer
+/// arithmetic; the reader takes what jq takes (`+1e400`, `01e400`), so they
+/// are made a JSON number first.
 fn exact<S: Serializer>(digits: &str, s: S) -> Result<S::Ok, S::Error> {
-    let digits = digits.strip_prefix('+').unwrap_or(digits);
-    match serde_json::value::RawValue::from_string(digits.to_string()) {
+    let digits = json_number(digits);
+    match serde_json::value::RawValue::from_string(digits.clone()) {
         Ok(raw) => raw.serialize(s),
-        Err(_) => s.serialize_str(digits),
+        Err(_) => s.serialize_str(&digits),
     }
+}
+
+/// `digits` as JSON writes a number: no `+` sign, no leading zeros, no `.`
+/// without digits after it (`+01.e400` is `1e400`).
+fn json_number(digits: &str) -> String {
+    let (sign, unsigned) = match digits.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", digits.strip_prefix('+').unwrap_or(digits)),
+    };
+    let (mantissa, exponent) = unsigned.split_once(['e', 'E']).map_or((unsigned, None), |(m, e)| (m, Some(e)));
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let int = match int.trim_start_matches('0') {
+        "" => "0",
+        int => int,
+    };
+    let frac = if frac.is_empty() { String::new() } else { format!(".{frac}") };
+    let exponent = exponent.map(|e| format!("e{e}")).unwrap_or_default();
+    format!("{sign}{int}{frac}{exponent}")
 }
 
 impl fmt::Display for Json<'_> {
@@ -287,6 +306,9 @@ mod tests {
     fn numbers_past_f64_are_written_exactly() {
         let v = parse_json(b"[1e400, -1e400, 123456789012345678901234567890, 2.50, 1e2]").unwrap();
         assert_eq!(to_json_string(&v), "[1e400,-1e400,123456789012345678901234567890,2.5,100.0]");
+        // The reader takes a sign and leading zeros; the print is JSON all the same.
+        let v = parse_json(b"[01e400, +01e400, 001.5e400, 0e400]").unwrap();
+        assert_eq!(to_json_string(&v), "[1e400,1e400,1.5e400,0.0]");
     }
 
     #[test]

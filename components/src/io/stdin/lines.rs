@@ -53,7 +53,7 @@ fn read_line(input: &mut impl BufRead, max: usize) -> io::Result<Option<(Vec<u8>
     loop {
         let chunk = input.fill_buf()?;
         if chunk.is_empty() {
-            return Ok(any.then_some((line, too_long)));
+            return Ok(any.then(|| (without_cr(line), too_long)));
         }
         any = true;
         let (used, done) = match chunk.iter().position(|&b| b == b'\n') {
@@ -66,13 +66,22 @@ fn read_line(input: &mut impl BufRead, max: usize) -> io::Result<Option<(Vec<u8>
         line.extend_from_slice(&body[..body.len().min(room)]);
         input.consume(used);
         if done {
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            return Ok(Some((line, too_long)));
+            return Ok(Some((without_cr(line), too_long)));
         }
     }
 }
+
+/// A line without its last `\r`: `\r\n` ends a line as `\n` does, and an
+/// unterminated last line loses it too, as `tcp-listen` and `file-read` do.
+fn without_cr(mut line: Vec<u8>) -> Vec<u8> {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    line
+}
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
@@ -90,6 +99,11 @@ mod tests {
         let want = [("a".to_string(), false), (String::new(), false), ("b".to_string(), false)];
         assert_eq!(all("a\r\n\nb", 10), want);
         assert_eq!(all("", 10), []);
+    }
+
+    #[test]
+    fn an_unterminated_last_line_loses_its_cr_too() {
+        assert_eq!(all("a\r\nlast\r", 10), [("a".to_string(), false), ("last".to_string(), false)]);
     }
 
     #[test]

@@ -64,6 +64,9 @@ fn check_topic(topic: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use fbp_runtime::{Meta, value};

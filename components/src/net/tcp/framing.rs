@@ -22,7 +22,8 @@ pub(crate) enum Framing {
 pub(crate) enum Frame {
     /// A whole frame.
     Data(Bytes),
-    /// A frame longer than the limit; `head` is what was buffered of it. With
+    /// A frame longer than the limit; `head` is what was buffered of it, at
+    /// most the limit. With
     /// lines the rest of it is skipped and the next line read; a length-prefixed
     /// stream cannot resync, so `resync` is false and the connection must close.
     TooLong { head: Bytes, resync: bool },
@@ -73,7 +74,10 @@ impl Deframer {
                         if e.get_ref()
                             .is_some_and(|inner| inner.is::<tokio_util::codec::LengthDelimitedCodecError>()) =>
                     {
-                        let head = Bytes::copy_from_slice(buf.get(4..).unwrap_or_default());
+                        // What has arrived of the frame, at most the limit of it:
+                        // the buffer may hold a whole read past the prefix.
+                        let arrived = buf.get(4..).unwrap_or_default();
+                        let head = Bytes::copy_from_slice(&arrived[..arrived.len().min(codec.max_frame_length())]);
                         Ok(Some(Frame::TooLong { head, resync: false }))
                     }
                     Err(_) => Err(format!("the stream ended inside a frame ({} bytes of it received)", buf.len())),
@@ -91,15 +95,28 @@ fn strip_cr(line: Bytes) -> Bytes {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     /// Every frame of `input` fed in pieces of `step` bytes, then the end.
     fn frames(framing: Framing, max: usize, input: &[u8], step: usize) -> Vec<Result<Frame, String>> {
+        frames_in(framing, max, input.chunks(step))
+    }
+
+    /// Every frame of a stream fed in `pieces`, then the end; a frame that
+    /// cannot be resynchronised after, or an error, ends the list.
+    pub(super) fn frames_in<'a>(
+        framing: Framing,
+        max: usize,
+        pieces: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Vec<Result<Frame, String>> {
         let mut d = Deframer::new(framing, max);
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
-        for piece in input.chunks(step).map(Some).chain([None]) {
+        for piece in pieces.into_iter().map(Some).chain([None]) {
             if let Some(p) = piece {
                 buf.extend_from_slice(p);
             }
@@ -150,7 +167,7 @@ mod tests {
         assert_eq!(frames(Framing::Lines, 8, b"\xff\xfe\n", 8), [Ok(Frame::Data(Bytes::from_static(b"\xff\xfe")))]);
     }
 
-    fn prefixed(payload: &[u8]) -> Vec<u8> {
+    pub(super) fn prefixed(payload: &[u8]) -> Vec<u8> {
         [&(payload.len() as u32).to_be_bytes()[..], payload].concat()
     }
 
@@ -169,6 +186,13 @@ mod tests {
         assert_eq!(got[0], data("ok"));
         assert!(matches!(&got[1], Ok(Frame::TooLong { head, resync: false }) if head.starts_with(b"yyyy")), "{got:?}");
         assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn a_refused_length_prefixed_frame_gives_at_most_the_limit_of_itself() {
+        let input = [prefixed(&[b'y'; 100]), prefixed(b"next")].concat();
+        let got = frames(Framing::Length, 10, &input, 1000);
+        assert!(matches!(&got[..], [Ok(Frame::TooLong { head, .. })] if head[..] == [b'y'; 10]), "{got:?}");
     }
 
     #[test]

@@ -213,3 +213,6 @@ pub(super) async fn first_line(path: &Path, max_line: usize) -> std::io::Result<
     };
     read_line(&mut file, &mut Pending::default(), max_line).await
 }
+
+#[cfg(test)]
+mod fuzz;
