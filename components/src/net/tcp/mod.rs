@@ -112,6 +112,7 @@ impl TcpListen {
         super::check_bind(&config.bind)?;
         let max_connections = match config.max_connections {
             Some(n) if n < 1 => return Err("`max_connections` must be at least 1".into()),
+            Some(n) if n > 1 << 20 => return Err("`max_connections` must be at most 1048576".into()),
             Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
             None => fbp_runtime::fd::connection_cap(1024),
         };
@@ -148,6 +149,7 @@ mod tests {
         assert_eq!((ok.max_frame, ok.framing), (64 * 1024, super::Framing::Length));
         assert!(build(json!({"bind": "5514"})).unwrap_err().contains("HOST:PORT"));
         assert!(build(json!({"bind": "h:1", "max_connections": 0})).unwrap_err().contains("at least 1"));
+        assert!(build(json!({"bind": "h:1", "max_connections": 1i64 << 40})).unwrap_err().contains("at most"));
         assert!(build(json!({"bind": "h:1", "max_frame_size": "0B"})).unwrap_err().contains("more than 0"));
         assert!(build(json!({"bind": "h:1", "idle_timeout": "0s"})).unwrap_err().contains("idle_timeout"));
         assert!(build(json!({"bind": "h:1", "framing": "crlf"})).is_err());
