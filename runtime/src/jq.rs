@@ -65,9 +65,19 @@ pub fn limits() -> Limits {
 /// and unwinding.
 const STACK_BUDGET: usize = 1 << 20;
 
+/// Steps between two looks at the stack and the step count (a power of two).
+const LOOK_EVERY: u64 = 8;
+
 /// Steps between two looks at the clock (a program that takes fewer never
-/// reads it).
+/// reads it; a multiple of [`LOOK_EVERY`]).
 const CLOCK_EVERY: u64 = 1 << 12;
+
+/// The longest jq program taken.
+const MAX_PROGRAM: usize = 16 * 1024;
+
+/// Stack for compiling one: room for a [`MAX_PROGRAM`] nested all the way
+/// down (only what is touched is memory).
+const COMPILE_STACK: usize = 256 << 20;
 
 /// Why a program was stopped.
 #[derive(Debug)]
@@ -90,13 +100,23 @@ impl Budget {
         Budget { stack_top: stack_address(), steps: Cell::new(0), started: Cell::new(None), limits }
     }
 
-    /// One step of the program: unwinds out of it when over budget.
+    /// One step of the program: unwinds out of it when over budget. The
+    /// stack and the step count are looked at every [`LOOK_EVERY`] steps
+    /// (a few levels of recursion), the clock every [`CLOCK_EVERY`].
+    #[inline]
     fn step(&self) {
+        let n = self.steps.get() + 1;
+        self.steps.set(n);
+        if n & (LOOK_EVERY - 1) == 0 {
+            self.look(n);
+        }
+    }
+
+    #[cold]
+    fn look(&self, n: u64) {
         if self.stack_top.saturating_sub(stack_address()) > STACK_BUDGET {
             panic::resume_unwind(Box::new(Over::Recursion));
         }
-        let n = self.steps.get() + 1;
-        self.steps.set(n);
         if n > self.limits.max_steps {
             panic::resume_unwind(Box::new(Over::Steps(self.limits.max_steps)));
         }
@@ -206,6 +226,21 @@ impl std::fmt::Debug for Program {
 impl Program {
     /// Compiles `code`, or explains why it does not compile.
     pub fn compile(code: &str) -> Result<Program, String> {
+        // jaq's parser recurses once per level of nesting (brackets, `if`s,
+        // operator chains): a bounded program parsed on a thread with room
+        // for the deepest it can hold never overflows a stack.
+        if code.len() > MAX_PROGRAM {
+            return Err(format!("invalid jq program: longer than {} KiB", MAX_PROGRAM / 1024));
+        }
+        let code = code.to_string();
+        let compile = std::thread::Builder::new().name("fbp-jq-compile".into()).stack_size(COMPILE_STACK);
+        match compile.spawn(move || Program::compile_here(&code)) {
+            Ok(thread) => thread.join().unwrap_or_else(|_| Err("invalid jq program: the compiler failed".into())),
+            Err(e) => Err(format!("cannot compile the jq program: {e}")),
+        }
+    }
+
+    fn compile_here(code: &str) -> Result<Program, String> {
         let defs = jaq_core::defs().chain(jaq_std::defs()).chain(jaq_json::defs());
         // The first filter of a name wins, so ours replace jaq's.
         let funs = guarded_funs().chain(jaq_core::funs()).chain(jaq_std::funs()).chain(jaq_json::funs());
@@ -362,6 +397,17 @@ mod tests {
         let p = Program::compile("def f: [f]; if .stop then 1 else f end").unwrap();
         assert!(p.run(&msg(r#"{"stop": false}"#)).is_err());
         assert_eq!(p.run(&msg(r#"{"stop": true}"#)).unwrap(), [value::int(1)]);
+    }
+
+    #[test]
+    fn a_program_nested_as_deep_as_it_can_be_compiles_or_is_refused_never_overflows() {
+        let deep = |open: &str, close: &str, n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
+        for code in [deep("(", ")", 8000), deep("[", "]", 8000), "1+".repeat(8000) + "1", "-".repeat(16000) + "1"] {
+            let _ = Program::compile(&code);
+        }
+        let long = Program::compile(&" ".repeat(MAX_PROGRAM + 1)).unwrap_err();
+        assert!(long.contains("longer than 16 KiB"), "{long}");
+        assert!(Program::compile(&deep("(", ")", 100)).is_ok());
     }
 
     #[test]

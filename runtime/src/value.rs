@@ -49,22 +49,15 @@ pub fn parse_json(text: &[u8]) -> Result<Value, String> {
     read::parse(text, max_depth()).map_err(|e| e.to_string())
 }
 
-/// Whether `v` nests more than `levels` arrays and objects deep. It walks the
-/// value without recursing, so any depth is safe to ask about.
+/// Whether `v` nests more than `levels` arrays and objects deep. It recurses
+/// at most `levels + 1` times (fbp's levels are at most [`MAX_MAX_DEPTH`]),
+/// whatever the depth of `v`, and allocates nothing.
 pub fn deeper_than(v: &Value, levels: usize) -> bool {
-    let mut stack: Vec<(&Value, usize)> = vec![(v, 0)];
-    while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Arr(a) => Box::new(a.iter()),
-            Value::Obj(o) => Box::new(o.iter().flat_map(|(k, v)| [k, v])),
-            _ => continue,
-        };
-        if depth == levels {
-            return true;
-        }
-        stack.extend(children.map(|c| (c, depth + 1)));
+    match v {
+        Value::Arr(a) => levels == 0 || a.iter().any(|c| deeper_than(c, levels - 1)),
+        Value::Obj(o) => levels == 0 || o.iter().any(|(k, v)| deeper_than(k, levels - 1) || deeper_than(v, levels - 1)),
+        _ => false,
     }
-    false
 }
 
 /// Drops a value of any depth without recursing (dropping a deeply nested
