@@ -21,14 +21,15 @@ use self::conn::Server;
 use super::FLUSH_INTERVAL_KEY;
 
 /// The `sslmode` key `postgres` and `postgres-read` share.
-pub(crate) const SSLMODE_KEY: KeySpec = KeySpec::new(
+pub(crate) const SSLMODE_KEY: KeySpec = KeySpec::optional(
     "sslmode",
     KeyType::Enum(&["disable", "require", "verify-full"]),
-    "\"disable\"",
     "TLS to the server (rustls): `verify-full` checks its certificate against `ca_file` (or the \
      system's CAs) and its host name, as libpq does; `require` encrypts without checking who \
      answers (warned about at start; `sslmode=require` in `url` means the same); `disable` \
-     speaks in the clear, for a server on the same host.",
+     speaks in the clear (warned about at start for a server on another host). Unset: \
+     `disable` for a server on this host (`localhost`, a loopback address, a Unix socket), \
+     `verify-full` for any other.",
 );
 
 /// The `ca_file` key `postgres` and `postgres-read` share.
@@ -42,7 +43,7 @@ pub(crate) const CA_FILE_KEY: KeySpec = KeySpec::optional(
 pub(crate) fn server(
     ctx: &BuildContext,
     url: &str,
-    sslmode: &str,
+    sslmode: Option<&str>,
     ca_file: Option<&str>,
     reconnect: &str,
 ) -> Result<Server, String> {
@@ -52,6 +53,13 @@ pub(crate) fn server(
             component = %ctx.name,
             "`sslmode = \"require\"`: the connection is encrypted but the server's certificate is not \
              checked; set `sslmode = \"verify-full\"` (with `ca_file`) to know who answers."
+        );
+    }
+    if server.in_clear_beyond_this_host() {
+        tracing::warn!(
+            component = %ctx.name,
+            "`sslmode = \"disable\"` to a server on another host: its password and data cross the \
+             network in the clear; leave `sslmode` unset or set `verify-full`."
         );
     }
     Ok(server)
@@ -146,7 +154,7 @@ struct Config {
     batch_size: usize,
     #[serde(deserialize_with = "fbp_runtime::units::duration")]
     flush_interval: Duration,
-    sslmode: String,
+    sslmode: Option<String>,
     ca_file: Option<String>,
     reconnect: String,
 }
@@ -176,7 +184,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         return Err(format!("`key`: `{k}` is not one of the declared `columns`"));
     }
     Ok(Instance::task(Postgres {
-        server: server(ctx, &config.url, &config.sslmode, config.ca_file.as_deref(), &config.reconnect)?,
+        server: server(ctx, &config.url, config.sslmode.as_deref(), config.ca_file.as_deref(), &config.reconnect)?,
         table: config.table,
         key,
         declared,

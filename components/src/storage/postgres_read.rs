@@ -95,7 +95,7 @@ struct Config {
     batch_size: usize,
     listen: Option<String>,
     format: String,
-    sslmode: String,
+    sslmode: Option<String>,
     ca_file: Option<String>,
     reconnect: String,
 }
@@ -148,7 +148,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         },
     };
     Ok(Instance::task(PostgresRead {
-        server: server(ctx, &c.url, &c.sslmode, c.ca_file.as_deref(), &c.reconnect)?,
+        server: server(ctx, &c.url, c.sslmode.as_deref(), c.ca_file.as_deref(), &c.reconnect)?,
         mode,
     }))
 }

@@ -52,14 +52,18 @@ pub(crate) struct Server {
 impl Server {
     /// Reads a connection string (`host=.. user=..` or `postgresql://..`) and
     /// the `sslmode` key (`disable`, `require`, `verify-full`; a `sslmode` of
-    /// `require` in the string counts as the key's `require`).
-    pub(crate) fn parse(url: &str, sslmode: &str, reconnect: &str) -> Result<Server, String> {
+    /// `require` in the string counts as the key's `require`). Unset, a
+    /// server on this host is reached in the clear and any other with
+    /// `verify-full`.
+    pub(crate) fn parse(url: &str, sslmode: Option<&str>, reconnect: &str) -> Result<Server, String> {
         let mut config: Config = url.parse().map_err(|e| format!("`url`: not a PostgreSQL connection string: {e}"))?;
         let tls = match (sslmode, config.get_ssl_mode()) {
-            ("verify-full", _) => Tls::VerifyFull,
-            ("require", _) | (_, SslMode::Require) => Tls::Require,
-            ("disable", _) => Tls::Disable,
-            (other, _) => {
+            (Some("verify-full"), _) => Tls::VerifyFull,
+            (Some("require"), _) | (_, SslMode::Require) => Tls::Require,
+            (Some("disable"), _) | (None, SslMode::Disable) => Tls::Disable,
+            (None, _) if on_this_host(&config) => Tls::Disable,
+            (None, _) => Tls::VerifyFull,
+            (Some(other), _) => {
                 return Err(format!("`sslmode`: `{other}` is not one of `disable`, `require`, `verify-full`"));
             }
         };
@@ -95,6 +99,11 @@ impl Server {
     /// Whether the server's certificate goes unchecked (`sslmode = "require"`).
     pub(crate) fn unverified(&self) -> bool {
         self.tls == Tls::Require
+    }
+
+    /// Whether it speaks in the clear to a server on another host.
+    pub(crate) fn in_clear_beyond_this_host(&self) -> bool {
+        self.tls == Tls::Disable && !on_this_host(&self.config)
     }
 
     /// One connection attempt; the caller drives the connection.
@@ -136,6 +145,18 @@ impl Server {
             }
         }
     }
+}
+
+/// Whether every host of `config` is this one: a Unix socket, `localhost`
+/// or a loopback address (none given means `localhost`).
+fn on_this_host(config: &Config) -> bool {
+    config.get_hosts().iter().all(|h| match h {
+        Host::Unix(_) => true,
+        Host::Tcp(name) => {
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+    })
 }
 
 /// The TLS connector `sslmode` asks for (unused with `disable`), with the
@@ -254,20 +275,35 @@ mod tests {
 
     #[test]
     fn both_connection_string_forms_and_sslmode() {
-        let s = Server::parse("postgresql://app:secret@db.local:5433/metrics", "disable", "100ms..10s").unwrap();
+        let s = Server::parse("postgresql://app:secret@db.local:5433/metrics", Some("disable"), "100ms..10s").unwrap();
         assert_eq!(s.target, "postgres db.local:5433/metrics");
-        let s = Server::parse("host=127.0.0.1 user=postgres dbname=test", "disable", "100ms..10s").unwrap();
+        let s = Server::parse("host=127.0.0.1 user=postgres dbname=test", Some("disable"), "100ms..10s").unwrap();
         assert_eq!(s.target, "postgres 127.0.0.1:5432/test");
-        assert!(Server::parse("host=x", "require", "100ms..10s").unwrap().unverified());
-        assert!(Server::parse("postgresql://x/db?sslmode=require", "disable", "100ms..10s").unwrap().unverified());
-        let verified = Server::parse("host=x", "verify-full", "100ms..10s").unwrap();
+        assert!(Server::parse("host=x", Some("require"), "100ms..10s").unwrap().unverified());
+        assert!(Server::parse("postgresql://x/db?sslmode=require", None, "100ms..10s").unwrap().unverified());
+        let verified = Server::parse("host=x", Some("verify-full"), "100ms..10s").unwrap();
         assert!(!verified.unverified());
         let err = verified.with_ca_file(Some("/nonexistent/ca.pem".into())).unwrap_err();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
-        let err = Server::parse("host=x", "disable", "1s..2s").unwrap().with_ca_file(Some("ca.pem".into()));
+        let err = Server::parse("host=x", Some("disable"), "1s..2s").unwrap().with_ca_file(Some("ca.pem".into()));
         assert!(err.unwrap_err().contains("verify-full"));
-        assert!(Server::parse("host=x", "prefer", "1s..2s").unwrap_err().contains("`sslmode`"));
-        assert!(Server::parse("postgresql://x/db?bogus=1", "disable", "100ms..10s").unwrap_err().contains("`url`"));
-        assert!(Server::parse("host=x", "disable", "soon").is_err());
+        assert!(Server::parse("host=x", Some("prefer"), "1s..2s").unwrap_err().contains("`sslmode`"));
+        assert!(Server::parse("postgresql://x/db?bogus=1", None, "100ms..10s").unwrap_err().contains("`url`"));
+        assert!(Server::parse("host=x", None, "soon").is_err());
+        // Unset: in the clear on this host, verified beyond it.
+        for (url, beyond) in [
+            ("host=localhost", false),
+            ("host=127.0.0.1", false),
+            ("host=::1", false),
+            ("host=/run/pg", false),
+            ("host=db.plant", true),
+        ] {
+            let s = Server::parse(url, None, "1s..2s").unwrap();
+            assert_eq!((s.tls == Tls::VerifyFull, s.in_clear_beyond_this_host()), (beyond, false), "{url}");
+        }
+        assert!(Server::parse("host=10.0.0.5", Some("disable"), "1s..2s").unwrap().in_clear_beyond_this_host());
+        assert!(
+            Server::parse("postgresql://db/x?sslmode=disable", None, "1s..2s").unwrap().in_clear_beyond_this_host()
+        );
     }
 }

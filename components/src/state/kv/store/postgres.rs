@@ -78,7 +78,7 @@ impl Store for PgStore {
 }
 
 fn server(url: &str) -> Result<Server, String> {
-    Server::parse(url, "disable", "100ms..10s").map_err(|e| format!("`store`: {}", e.trim_start_matches("`url`: ")))
+    Server::parse(url, None, "100ms..10s").map_err(|e| format!("`store`: {}", e.trim_start_matches("`url`: ")))
 }
 
 async fn connect(server: &Server) -> Result<Client, String> {
