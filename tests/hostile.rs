@@ -337,3 +337,16 @@ fn a_thousand_rejected_messages_with_nowhere_to_go_log_five_lines_and_count_all(
     assert_eq!(logged, 5, "{log}");
     assert_eq!(summary(&log, "src", "errors"), Some(1000), "{log}");
 }
+
+#[test]
+fn a_value_a_program_nests_300000_deep_is_built_and_dropped_without_a_crash() {
+    let dir = tempdir();
+    write(dir.path(), "in.txt", "{\"n\": 300000}\n{\"n\": 3000000}\n");
+    // jaq drops what it builds by recursion: the data threads have room for
+    // the deepest value the step budget allows; past the budget, an error.
+    let expr = "expr = 'reduce range(.n) as $i (null; [.]) | length'";
+    let log = run_through(dir.path(), "format = \"json\"", "map", expr, "");
+    assert_eq!(envelopes(&dir.path().join("out.jsonl"))[0]["data"], 1, "{log}");
+    let errors = errors(dir.path());
+    assert!(errors.len() == 1 && errors[0].contains("steps on one message"), "{errors:?}");
+}

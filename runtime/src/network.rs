@@ -70,6 +70,14 @@ pub struct RunReport {
     pub summaries: Vec<Summary>,
 }
 
+/// Stack of each data-plane thread: room for the deepest value a jq program
+/// can build within its step budget (less on a 32-bit target, whose address
+/// space is small).
+#[cfg(target_pointer_width = "64")]
+const DATA_STACK: usize = 256 << 20;
+#[cfg(not(target_pointer_width = "64"))]
+const DATA_STACK: usize = 32 << 20;
+
 /// Runs a flow until its sources finish and it drains, or until `opts.shutdown`
 /// fires and it drains. Blocks the calling thread.
 pub fn run(flow: Flow, opts: RunOptions) -> RunReport {
@@ -84,7 +92,11 @@ fn run_inner(flow: Flow, opts: &RunOptions, metrics: &Arc<Registry>) -> Result<(
     flow.limits.apply();
     crate::fd::raise_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().thread_name("fbp-data");
+    // A value a jq program builds may nest as deep as its step budget lets
+    // it (`reduce range(300000) as $i (null; [.])`), and is dropped by
+    // recursion inside jaq: the data threads have room for that (only what
+    // is touched is memory).
+    builder.enable_all().thread_name("fbp-data").thread_stack_size(DATA_STACK);
     if let Some(n) = opts.threads {
         builder.worker_threads(n);
     }
