@@ -65,7 +65,7 @@ pub fn blank_toml(text: &str) -> String {
     for (eq, _) in text.match_indices('=') {
         let key_end = text[..eq].trim_end().len();
         let key_start =
-            text[..key_end].rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).map_or(0, |i| i + 1);
+            text[..key_end].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-').len();
         let value = eq + 1 + (text[eq + 1..].len() - text[eq + 1..].trim_start().len());
         let Some(&quote) = bytes.get(value).filter(|q| **q == b'"' || **q == b'\'') else { continue };
         let Some(len) = text[value + 1..].find(quote as char) else { continue };
@@ -161,6 +161,7 @@ mod tests {
     #[test]
     fn toml_keeps_its_shape_with_secrets_blanked() {
         let toml = "config = { url = \"nats://bob:hunter2@h:4222\", password = \"pw\", token='t0k', key = \".k\" }";
+        assert_eq!(blank_toml("név = \"x\"\nä✓=1 password='p' ✓"), "név = \"x\"\nä✓=1 password='*' ✓");
         assert_eq!(
             blank_toml(toml),
             "config = { url = \"nats://bob:*******@h:4222\", password = \"**\", token='***', key = \".k\" }"
