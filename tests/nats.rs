@@ -631,3 +631,46 @@ config = {{ path = "windows.jsonl", format = "lines" }}
     assert!(stop(&mut run).success(), "{}", log(dir.path(), "fbp.log"));
     assert_eq!(counted(), total as u64, "each message counted once");
 }
+
+#[test]
+fn a_slow_consumer_counts_what_core_nats_dropped_and_warns_once_per_episode() {
+    let dir = tempdir();
+    let bus = Bus::start(dir.path());
+    // A subscription that buffers 500 messages, in front of a flow that takes
+    // 2 000 a second: a burst of 50 000 overflows it.
+    let flow = format!(
+        "[flow]\nname = \"slow\"\nconnections = [\"src -> slow\", \"slow -> out\"]\n\
+         [components.src]\ntype = \"nats-subscribe\"\nconfig = {{ url = \"{}\", subject = \"burst\", pending_limit = 500, format = \"bytes\" }}\n\
+         [components.slow]\ntype = \"throttle\"\ncapacity = 4\nconfig = {{ rate = 2000, per = \"1s\" }}\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"out.txt\", format = \"lines\" }}\n",
+        bus.url()
+    );
+    let flow = write(dir.path(), "slow.toml", &flow);
+    let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
+    let out = dir.path().join("out.txt");
+    let ready = wait_until(Duration::from_secs(15), || {
+        bus.publish("burst", b"probe".to_vec());
+        !lines(&out).is_empty()
+    });
+    assert!(ready, "{}", log(dir.path(), "fbp.log"));
+    let probes = lines(&out).len() as u64;
+    const N: u64 = 50_000;
+    bus.rt.block_on(async {
+        for i in 0..N {
+            bus.client.publish("burst", format!("{i}").into()).await.unwrap();
+        }
+        bus.client.flush().await.unwrap();
+    });
+    // The burst is over once the episode is: nothing dropped for a while.
+    let over = || log(dir.path(), "fbp.log").contains("no longer dropping");
+    assert!(wait_until(Duration::from_secs(60), over), "{}", log(dir.path(), "fbp.log"));
+    assert!(stop(&mut run).success(), "{}", log(dir.path(), "fbp.log"));
+    let text = log(dir.path(), "fbp.log");
+    let received = lines(&out).len() as u64 - probes;
+    let dropped = summary(&text, "src", "dropped").unwrap();
+    assert!(received < N / 2, "the burst did overflow: {received} of {N} arrived");
+    let lost = N - received;
+    eprintln!("slow consumer: {N} published, {received} received, {lost} lost, {dropped} counted as dropped");
+    assert!(dropped.abs_diff(lost) * 100 <= lost, "dropped {dropped}, lost {lost}\n{text}");
+    assert_eq!(text.matches("NATS slow consumer: the flow is slower").count(), 1, "{text}");
+}

@@ -10,7 +10,7 @@
 //! while the server is away.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,6 +118,9 @@ pub(super) struct Connection {
     pub(super) target: String,
     /// The reconnection backoff, for retries of the component's own.
     pub(super) backoff: Backoff,
+    /// Messages the client dropped for a full subscription ("slow consumer"),
+    /// as it reported them (at least that many).
+    pub(super) slow: Arc<AtomicU64>,
 }
 
 impl Conn {
@@ -172,6 +175,7 @@ impl Conn {
     pub(super) async fn connect(&self, component: &Arc<str>, capacity: usize) -> Result<Connection, Failure> {
         let (tx, up) = watch::channel(false);
         let events = Events::new(Link::new(component.clone(), self.target.clone(), self.backoff), tx);
+        let slow = events.slow.clone();
         let backoff = self.backoff;
         let mut opts = ConnectOptions::new()
             .name(format!("fbp {component}"))
@@ -203,7 +207,7 @@ impl Conn {
             opts = opts.require_tls(true).tls_client_config((*config).clone());
         }
         let client = opts.connect(self.servers.clone()).await.map_err(|e| local(e.to_string()))?;
-        Ok(Connection { client, up, target: self.target.clone(), backoff: self.backoff })
+        Ok(Connection { client, up, target: self.target.clone(), backoff: self.backoff, slow })
     }
 }
 
@@ -238,12 +242,12 @@ fn delay(backoff: Backoff, attempts: usize) -> Duration {
 struct Events {
     link: Mutex<Link>,
     up: watch::Sender<bool>,
-    slow_warned: AtomicBool,
+    slow: Arc<AtomicU64>,
 }
 
 impl Events {
     fn new(link: Link, up: watch::Sender<bool>) -> Arc<Events> {
-        Arc::new(Events { link: Mutex::new(link), up, slow_warned: AtomicBool::new(false) })
+        Arc::new(Events { link: Mutex::new(link), up, slow: Arc::default() })
     }
 
     fn on(self: &Arc<Self>, event: Event) {
@@ -265,13 +269,9 @@ impl Events {
                 }
             }
             Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error."),
+            // One event per message dropped; the subscriber counts and warns.
             Event::SlowConsumer(_) => {
-                if !self.slow_warned.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "NATS slow consumer: the flow is slower than the subject; core NATS drops what \
-                         overflows the client's buffer (logged once)."
-                    );
-                }
+                self.slow.fetch_add(1, Ordering::Relaxed);
             }
             Event::LameDuckMode => tracing::info!("NATS server entered lame duck mode."),
             Event::Draining | Event::Closed => {}

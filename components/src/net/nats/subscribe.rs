@@ -75,7 +75,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             KeyType::Integer,
             "65536",
             "Core NATS: messages the client holds, per subject, until the flow takes them; past it the \
-             server's messages are dropped (\"slow consumer\", logged). It absorbs bursts faster than \
+             server's messages are dropped (\"slow consumer\": counted in `dropped`, warned about once \
+             when an episode starts and once when it ends). It absorbs bursts faster than \
              the flow: memory is bounded by about this many payloads (65 536 readings of 120 bytes: \
              ~18 MiB; of 1 KiB: ~75 MiB).",
         ),
@@ -267,6 +268,7 @@ impl Subscribe {
         let mut batch = Batch::default();
         let mut draining = false;
         let mut up = conn.up.clone();
+        let (mut drops, mut pulled) = (Drops::default(), 0u64);
         loop {
             tokio::select! {
                 m = merged.next() => match m {
@@ -274,15 +276,26 @@ impl Subscribe {
                         // Take what the client already holds, then send it on in one go.
                         let mut next = Some(m);
                         while let Some(m) = &mut next {
+                            pulled += 1;
                             if let Some((msg, e)) = self.take(ctx, &mut batch, m, None) {
                                 ctx.reject(&msg, &e).await?;
                             }
-                            next = if batch.full() { None } else { merged.next().now_or_never().flatten() };
+                            next = match batch.full() {
+                                true => None,
+                                false => match merged.next().now_or_never() {
+                                    Some(m) => m,
+                                    None => {
+                                        drops.count(ctx, &conn, pulled, false);
+                                        None
+                                    }
+                                },
+                            };
                         }
                         batch.send(out).await?;
                     }
                     None => break,
                 },
+                () = drops.quiet(), if drops.in_episode() => drops.over(ctx),
                 _ = ctx.shutdown().cancelled(), if !draining => {
                     // Unsubscribe, but deliver what the server already sent.
                     draining = true;
@@ -295,6 +308,9 @@ impl Subscribe {
                 _ = async { drop(up.wait_for(|up| !*up).await) }, if draining => break,
             }
         }
+        // Drained: whatever the client took in and the flow did not get was dropped.
+        drops.count(ctx, &conn, pulled, true);
+        drops.over(ctx);
         Ok(())
     }
 
@@ -431,6 +447,80 @@ impl Subscribe {
                 None
             }
             Err((e, raw)) => Some((Message { payload: undecoded(raw), meta: Arc::new(meta), ack }, e)),
+        }
+    }
+}
+
+/// Core NATS: the messages the client dropped because the flow fell behind
+/// (a full subscription, "slow consumer"), counted in `dropped` and warned
+/// about once per episode, at its start and with its count at its end.
+#[derive(Default)]
+struct Drops {
+    counted: u64,
+    /// While dropping: the count when it began, and when it last grew.
+    episode: Option<(u64, Instant)>,
+}
+
+/// Messages the client may have read and not yet handed to a subscription.
+const IN_FLIGHT: u64 = 1024;
+
+impl Drops {
+    /// How long without a new drop ends an episode.
+    const QUIET: Duration = Duration::from_secs(5);
+
+    /// Counts what the client says it dropped; once `drained` (nothing is
+    /// left in the client to deliver), every message it took in and the flow
+    /// did not get, which covers drops it could not report.
+    fn count(&mut self, ctx: &Context, conn: &Connection, pulled: u64, drained: bool) {
+        let reported = conn.slow.load(Ordering::Relaxed);
+        if reported == 0 {
+            return;
+        }
+        let taken = conn.client.statistics().in_messages.load(Ordering::Relaxed);
+        // The client counts a message as it reads it, a little before it is
+        // in the subscription (or dropped): while messages come, allow for
+        // those. The client reports at most 128 drops at a time.
+        let unseen = taken.saturating_sub(pulled);
+        let dropped = reported.max(if drained { unseen } else { unseen.saturating_sub(IN_FLIGHT) });
+        if dropped <= self.counted {
+            return;
+        }
+        ctx.metrics().dropped.fetch_add(dropped - self.counted, Ordering::Relaxed);
+        if drained {
+            self.counted = dropped;
+            return;
+        }
+        if self.episode.is_none() {
+            tracing::warn!(
+                component = %ctx.name,
+                dropped = dropped - self.counted,
+                "NATS slow consumer: the flow is slower than the subject and core NATS drops what \
+                 overflows `pending_limit`; counted in `dropped` (JetStream loses nothing)."
+            );
+        }
+        let start = self.episode.map_or(self.counted, |(start, _)| start);
+        (self.counted, self.episode) = (dropped, Some((start, Instant::now())));
+    }
+
+    fn in_episode(&self) -> bool {
+        self.episode.is_some()
+    }
+
+    /// Resolves once the episode has been quiet for [`Drops::QUIET`].
+    async fn quiet(&self) {
+        if let Some((_, last)) = self.episode {
+            tokio::time::sleep_until(last + Self::QUIET).await;
+        }
+    }
+
+    /// The episode is over: say how many it dropped.
+    fn over(&mut self, ctx: &Context) {
+        if let Some((start, _)) = self.episode.take() {
+            tracing::warn!(
+                component = %ctx.name,
+                dropped = self.counted - start,
+                "NATS slow consumer: no longer dropping (the run summary has the exact count)."
+            );
         }
     }
 }
