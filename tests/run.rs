@@ -11,7 +11,7 @@ use fbp_runtime::network::{RunOptions, run};
 use fbp_runtime::spec::{Acks, BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec};
 use fbp_runtime::{Ack, Context, Failure, Instance, Message, Outcome, Task, TaskFuture, value};
 
-use crate::util::{fbp, root, rss_kib, signal, stderr, stdout, summary, tempdir, wait_until, write};
+use crate::util::{fbp, lines, root, rss_kib, signal, stderr, stdout, summary, tempdir, wait_until, write};
 
 #[test]
 fn sensor_flow_finite_variant_stores_averages_and_prints_alerts() {
@@ -224,4 +224,56 @@ fn merge_combines_inputs_and_fan_out_copies_to_every_receiver() {
         got.sort();
         assert_eq!(got, [1, 2, 3, 10, 20], "{f}");
     }
+}
+
+#[test]
+fn file_read_follows_ten_create_rotations_with_a_writer_that_reopens_a_second_later() {
+    use std::io::Write;
+    let dir = tempdir();
+    let log = dir.path().join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let flow = "[flow]\nname = \"tail\"\nconnections = [\"input -> out\"]\n\
+                [components.input]\ntype = \"file-read\"\nconfig = { path = \"app.log\", follow = true, poll_interval = \"50ms\", rotate_grace = \"1500ms\" }\n\
+                [components.out]\ntype = \"file-write\"\nconfig = { path = \"out.jsonl\", format = \"lines\" }\n";
+    let fbp = crate::sockets::Running::start(dir.path(), flow);
+    assert!(fbp.wait_log("Flow started", 1), "{}", fbp.log());
+    let (rotations, per_file) = (10, 2_000);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let mut n = 0;
+    for r in 0..rotations {
+        for _ in 0..per_file / 2 {
+            writeln!(file, "{{\"n\": {n}}}").unwrap();
+            n += 1;
+        }
+        // logrotate's `create`: the log is renamed and a new, empty one made
+        // in its place; the writer goes on with the old one until told to reopen.
+        std::fs::rename(&log, dir.path().join(format!("app.log.{r}"))).unwrap();
+        std::fs::write(&log, "").unwrap();
+        // It writes on through the second before it is told to reopen.
+        for _ in 0..10 {
+            for _ in 0..per_file / 20 {
+                writeln!(file, "{{\"n\": {n}}}").unwrap();
+                n += 1;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        writeln!(file, "{{\"n\": {n}}}").unwrap();
+        n += 1;
+        // The next rotation comes once this file is being read.
+        let caught_up = wait_until(Duration::from_secs(20), || lines(&dir.path().join("out.jsonl")).len() >= n);
+        assert!(caught_up, "rotation {r}: {} of {n}\n{}", lines(&dir.path().join("out.jsonl")).len(), fbp.log());
+    }
+    let out = dir.path().join("out.jsonl");
+    let all = wait_until(Duration::from_secs(30), || lines(&out).len() >= n);
+    let log_text = fbp.stop();
+    let got: Vec<u64> = lines(&out)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["n"].as_u64().unwrap())
+        .collect();
+    assert!(all, "{} of {n} lines\n{log_text}", got.len());
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!((got.len(), sorted.len()), (n, n), "every line once");
 }

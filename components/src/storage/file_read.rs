@@ -103,6 +103,14 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "\"250ms\"",
             "With `follow`: how often to look for new lines, truncation and rotation once at the end.",
         ),
+        KeySpec::optional(
+            "rotate_grace",
+            KeyType::Duration,
+            "With `follow`: once the path names a new file (rotation), the old one is still read \
+             until it has given nothing for this long, since a writer may append to it until it \
+             reopens its log (logrotate's `create`, then a HUP). Unset: 4 `poll_interval`s, at \
+             least 2s.",
+        ),
         KeySpec::new(
             "max_line_size",
             KeyType::String,
@@ -147,6 +155,8 @@ struct Config {
     from: StartAt,
     #[serde(deserialize_with = "fbp_runtime::units::duration")]
     poll_interval: Duration,
+    #[serde(default, deserialize_with = "fbp_runtime::units::opt_duration")]
+    rotate_grace: Option<Duration>,
     max_line_size: String,
 }
 
@@ -172,6 +182,7 @@ struct FileRead {
     follow: bool,
     from_end: bool,
     poll_interval: Duration,
+    rotate_grace: Duration,
     max_line: usize,
 }
 
@@ -193,6 +204,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         follow: config.follow,
         from_end: config.follow && config.from == StartAt::End,
         poll_interval: config.poll_interval,
+        rotate_grace: config.rotate_grace.unwrap_or((4 * config.poll_interval).max(Duration::from_secs(2))),
         max_line,
     }))
 }

@@ -9,6 +9,7 @@
 
 use std::io::{ErrorKind, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tokio::fs::File;
 use tokio::io::{AsyncBufReadExt, AsyncSeekExt, BufReader};
@@ -97,14 +98,34 @@ pub(super) struct LineReader {
     max_line: usize,
     file: Option<Open>,
     pending: Pending,
-    /// The path now names another file: finish this one, then switch.
-    draining: bool,
+    /// The path now names another file: finish this one, then switch, once
+    /// it has given nothing for `rotate_grace` (a writer may go on appending
+    /// to it for a while, say until it is told to reopen its log). Holds when
+    /// it last gave something, or when the new file was noticed.
+    draining: Option<tokio::time::Instant>,
+    /// The file the path named when the rotation was noticed, opened then
+    /// (so a second rotation during the grace does not skip it).
+    next: Option<Open>,
+    rotate_grace: Duration,
 }
 
 impl LineReader {
     /// Opens `path`, at its end when `from_end`. Following, a missing file is
     /// waited for; otherwise it is an error.
+    #[cfg(test)]
     pub(super) async fn open(path: &Path, follow: bool, from_end: bool, max_line: usize) -> std::io::Result<Self> {
+        Self::open_with_grace(path, follow, from_end, max_line, Duration::ZERO).await
+    }
+
+    /// [`LineReader::open`], a replaced file read on until it has been quiet
+    /// for `rotate_grace`.
+    pub(super) async fn open_with_grace(
+        path: &Path,
+        follow: bool,
+        from_end: bool,
+        max_line: usize,
+        rotate_grace: Duration,
+    ) -> std::io::Result<Self> {
         let mut file = match open(path).await? {
             Some(f) => Some(f),
             None if follow => {
@@ -122,7 +143,9 @@ impl LineReader {
             max_line,
             file,
             pending: Pending::default(),
-            draining: false,
+            draining: None,
+            next: None,
+            rotate_grace,
         })
     }
 
@@ -133,13 +156,22 @@ impl LineReader {
                 return Ok(if self.follow { Next::Idle } else { Next::End });
             };
             if let Some(line) = read_line(file, &mut self.pending, self.max_line).await? {
+                if let Some(since) = &mut self.draining {
+                    *since = tokio::time::Instant::now();
+                }
                 return Ok(Next::Line(line));
             }
-            if self.draining {
+            if self.draining.is_some_and(|since| since.elapsed() < self.rotate_grace) {
+                return Ok(Next::Idle);
+            }
+            if self.draining.is_some() {
                 // The old file is done: its unterminated last line will not be completed.
-                self.draining = false;
+                self.draining = None;
                 let partial = self.pending.take();
-                self.file = open(&self.path).await?;
+                self.file = match self.next.take() {
+                    Some(next) => Some(next),
+                    None => open(&self.path).await?,
+                };
                 tracing::info!(path = %self.path.display(), "Followed file was replaced; reading the new one.");
                 if let Some(line) = partial {
                     return Ok(Next::Line(line));
@@ -162,7 +194,12 @@ impl LineReader {
         };
         match &mut self.file {
             None => self.file = open(&self.path).await?,
-            Some(f) if f.id.is_some() && f.id != file_id(&meta) => self.draining = true,
+            Some(f) if f.id.is_some() && f.id != file_id(&meta) => {
+                if self.draining.is_none() {
+                    self.draining = Some(tokio::time::Instant::now());
+                    self.next = open(&self.path).await?;
+                }
+            }
             Some(f) if meta.len() < f.pos => {
                 tracing::warn!(path = %self.path.display(), "Followed file was truncated; reading it from the start.");
                 f.pos = f.reader.seek(SeekFrom::Start(0)).await?;

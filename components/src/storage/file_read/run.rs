@@ -25,9 +25,10 @@ struct Sender {
 
 impl FileRead {
     async fn read(&self, ctx: &Context) -> Result<(), Failure> {
-        let mut reader = LineReader::open(&self.path, self.follow, self.from_end, self.max_line)
-            .await
-            .map_err(|e| self.failure("open", e))?;
+        let mut reader =
+            LineReader::open_with_grace(&self.path, self.follow, self.from_end, self.max_line, self.rotate_grace)
+                .await
+                .map_err(|e| self.failure("open", e))?;
         let mut parser = self.parser();
         if self.from_end && parser.wants_header() {
             self.read_header(&mut parser).await?;
