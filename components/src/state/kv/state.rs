@@ -251,7 +251,8 @@ impl Shared {
 
     /// Locks the state to read it.
     pub(crate) fn read(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves a consistent map (every write is one insert).
+        // A panic while holding the lock leaves a consistent map (every write is one insert or
+        // removal, with its `ttl` index entry moved beside it).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -281,11 +282,14 @@ impl Shared {
     /// their removals; the keys removed.
     pub(crate) fn expire(&self, now: Instant, most: usize) -> Vec<String> {
         let mut state = self.read();
-        let keys = state.expired(now, most);
-        for key in &keys {
-            state.remove(key);
-            self.publish_removal(&state, key);
-        }
+        let mut keys = state.expired(now, most);
+        keys.retain(|key| {
+            let removed = state.remove(key);
+            if removed {
+                self.publish_removal(&state, key);
+            }
+            removed
+        });
         keys
     }
 

@@ -159,6 +159,7 @@ async fn a_removal_is_a_change_subscribers_see_in_order_and_frees_its_place() {
 async fn keys_not_updated_for_ttl_expire_oldest_first_a_bounded_number_at_a_time() {
     let ttl = std::time::Duration::from_secs(10);
     let shared = Shared::new(100, Some(ttl), 16);
+    let mut sub = shared.subscribe();
     for k in ["a", "b", "c"] {
         shared.update(k, v("1")).unwrap();
         tokio::time::advance(std::time::Duration::from_secs(1)).await;
@@ -173,6 +174,13 @@ async fn keys_not_updated_for_ttl_expire_oldest_first_a_bounded_number_at_a_time
     assert_eq!(shared.expire(now, 1), ["a"]);
     assert!(shared.expire(now, 10).is_empty());
     assert_eq!(shared.read().version(), 6, "three sets, three removals");
+    let mut events = Vec::new();
+    for _ in 0..7 {
+        let (kind, version, _) = sub.next().await;
+        events.push((kind, version));
+    }
+    let (sync, change, delete) = (EventKind::Sync, EventKind::Change, EventKind::Delete);
+    assert_eq!(events, [(sync, 0), (change, 1), (change, 2), (change, 3), (delete, 4), (delete, 5), (delete, 6)]);
 }
 
 #[tokio::test]
