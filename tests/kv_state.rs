@@ -1,6 +1,7 @@
 //! `kv-state` through the binary: subscribers (WebSocket and Server-Sent
 //! Events) that follow 10 000 updates, a `PUT` that enters the flow, the
-//! SQLite and PostgreSQL stores across a restart, and a subscriber that stops reading.
+//! SQLite and PostgreSQL stores across a restart, a subscriber that stops
+//! reading, and keys removed (`DELETE`, `null`, `ttl`) for good.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,11 +46,16 @@ impl Drop for Running {
 
 /// One HTTP/1.1 request with `Connection: close`: the status and the body.
 pub(crate) fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+    http_from(port, &format!("127.0.0.1:{port}"), method, path, body)
+}
+
+/// The same with this `Host` header.
+fn http_from(port: u16, host: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -79,6 +85,7 @@ struct Mirror {
     version: Option<u64>,
     syncs: u32,
     changes: u32,
+    deletes: u32,
 }
 
 impl Mirror {
@@ -95,6 +102,13 @@ impl Mirror {
                 assert_eq!(version, last + 1, "a change was skipped or reordered without a sync");
                 self.state.insert(event["key"].as_str().unwrap().to_string(), event["value"].clone());
                 self.changes += 1;
+            }
+            "delete" => {
+                let last = self.version.expect("a delete before the first sync");
+                assert_eq!(version, last + 1, "a delete was skipped or reordered without a sync");
+                let key = event["key"].as_str().unwrap();
+                assert!(self.state.remove(key).is_some(), "a delete of `{key}`, which was not held");
+                self.deletes += 1;
             }
             other => panic!("unknown event type {other}"),
         }
@@ -418,4 +432,146 @@ fn the_sensor_state_sample_flow_serves_the_latest_reading_per_sensor() {
     assert!(change["value"]["value"].is_number(), "{change}");
     let (ok, _, err) = fbp.stop(Duration::from_secs(10));
     assert!(ok, "{err}");
+}
+
+/// `n` updates `{"k": "{prefix}N", "v": value}`, one per key.
+fn keys(prefix: &str, n: usize, value: Value) -> String {
+    (0..n).map(|i| format!("{}\n", json!({"k": format!("{prefix}{i}"), "v": value}))).collect()
+}
+
+fn key_count(port: u16) -> usize {
+    get_json(port, "/keys").as_array().unwrap().len()
+}
+
+#[test]
+fn delete_and_null_remove_keys_and_subscribers_see_each_removal_in_order() {
+    let (dir, port) = (tempdir(), free_port());
+    let flow = following_flow(dir.path(), port, ", put_creates = true", "");
+    let fbp = Running::start(&flow);
+    wait_for_api(port);
+    let (mut ws, mut sse) = (ws_connect(port), Sse::connect(port));
+    let (mut ws_mirror, mut sse_mirror) = (Mirror::default(), Mirror::default());
+    ws_mirror.apply(&ws_next(&mut ws, Duration::from_secs(10)).unwrap());
+    sse_mirror.apply(&sse.next(Duration::from_secs(10)).unwrap().1);
+    let input = dir.path().join("in.jsonl");
+    append(&input, &keys("k", 3, json!(1)));
+    append(&input, "{\"k\": \"k1\", \"v\": null}\n");
+    let two = json!({"k0": 1, "k2": 1});
+    assert!(wait_until(Duration::from_secs(10), || get_json(port, "/state") == two), "{}", get_json(port, "/state"));
+    assert_eq!(http(port, "GET", "/state/k1", "").0, 404, "a null update removed `k1`");
+
+    assert_eq!(http_from(port, "evil.example", "DELETE", "/state/k0", "").0, 421, "the Host rules hold for DELETE");
+    assert_eq!(http(port, "DELETE", "/state/k0", ""), (204, String::new()));
+    assert_eq!(http(port, "DELETE", "/state/k0", "").0, 404, "already removed");
+    assert_eq!(http(port, "DELETE", "/state/never", "").0, 404);
+    assert_eq!(http(port, "PUT", "/state/k2", "null").0, 202, "a null PUT removes too");
+    assert_eq!(http(port, "PUT", "/state/a/b", "7").0, 202);
+    assert_eq!(http(port, "DELETE", "/state/a/b", "").0, 204, "a key with a `/`");
+    assert_eq!(get_json(port, "/state"), json!({}));
+
+    let (want, limit) = (BTreeMap::new(), Duration::from_secs(10));
+    // Three keys set, `k1` by null, `k0` by DELETE, `k2` by null PUT, `a/b` set and deleted.
+    let events = 3 + 1 + 1 + 1 + 2;
+    for (name, mirror, next) in [
+        ("websocket", &mut ws_mirror, &mut (|| ws_next(&mut ws, limit)) as &mut dyn FnMut() -> Option<Value>),
+        ("sse", &mut sse_mirror, &mut || sse.next(limit).map(|(_, data)| data)),
+    ] {
+        while mirror.version < Some(events) {
+            mirror.apply(&next().unwrap_or_else(|| panic!("{name}: the stream ended at {:?}", mirror.version)));
+        }
+        assert_eq!(mirror.state, want, "{name}");
+        assert_eq!((mirror.syncs, mirror.changes, mirror.deletes), (1, 4, 4), "{name}: every removal, in order");
+    }
+    let (ok, _, err) = fbp.stop(Duration::from_secs(10));
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn keys_not_updated_for_ttl_expire_for_subscribers_and_the_store() {
+    let (dir, port) = (tempdir(), free_port());
+    let flow = following_flow(dir.path(), port, ", ttl = \"1s\", store = \"sqlite:state.db\"", "");
+    let fbp = Running::start(&flow);
+    wait_for_api(port);
+    let mut sse = Sse::connect(port);
+    assert_eq!(sse.next(Duration::from_secs(10)).unwrap().0, "sync");
+    append(&dir.path().join("in.jsonl"), &keys("k", 2, json!("x")));
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let (name, event) = sse.next(Duration::from_secs(10)).expect("the keys never expired");
+        seen.push((name, event["key"].as_str().unwrap().to_string()));
+    }
+    let seen: Vec<(&str, &str)> = seen.iter().map(|(n, k)| (n.as_str(), k.as_str())).collect();
+    assert_eq!(seen, [("change", "k0"), ("change", "k1"), ("delete", "k0"), ("delete", "k1")]);
+    assert_eq!(get_json(port, "/state"), json!({}));
+    let (ok, _, err) = fbp.stop(Duration::from_secs(10));
+    assert!(ok, "{err}");
+
+    write(dir.path(), "in.jsonl", "");
+    let fbp = Running::start(&flow);
+    wait_for_api(port);
+    assert_eq!(get_json(port, "/state"), json!({}), "expired keys are gone from the store too");
+    let (ok, _, err) = fbp.stop(Duration::from_secs(10));
+    assert!(ok, "{err}");
+}
+
+/// The acceptance case of removals: `max_keys = 10000` filled, then emptied by
+/// `null` updates (and one `DELETE`), leaves room for 100 new keys, and after
+/// a restart on `store` the removed keys are still gone and the room is still there.
+fn removed_keys_leave_room_also_after_a_restart(store: &str, component: &str) {
+    let (dir, port) = (tempdir(), free_port());
+    write(dir.path(), "in.jsonl", "");
+    let flow = write(
+        dir.path(),
+        "f.toml",
+        &format!(
+            "[flow]\nname = \"kv\"\nconnections = [\"input -> {component}\"]\n\
+             [components.input]\ntype = \"file-read\"\nconfig = {{ path = \"in.jsonl\", follow = true, poll_interval = \"20ms\" }}\n\
+             [components.{component}]\ntype = \"kv-state\"\nconfig = {{ key = \".k\", value = \".v\", bind = \"127.0.0.1:{port}\", store = \"{store}\", max_keys = 10000 }}\n"
+        ),
+    );
+    let input = dir.path().join("in.jsonl");
+    let fbp = Running::start(&flow);
+    wait_for_api(port);
+    append(&input, &keys("old-", 10_000, json!(1)));
+    assert!(wait_until(Duration::from_secs(60), || key_count(port) == 10_000), "{} keys", key_count(port));
+    assert_eq!(http(port, "DELETE", "/state/old-0", "").0, 204);
+    append(&input, &keys("old-", 10_000, Value::Null));
+    assert!(wait_until(Duration::from_secs(60), || key_count(port) == 0), "{} keys left", key_count(port));
+    append(&input, &keys("new-", 100, json!(2)));
+    assert!(wait_until(Duration::from_secs(20), || key_count(port) == 100), "{} keys: no room", key_count(port));
+    let (ok, _, err) = fbp.stop(Duration::from_secs(10));
+    assert!(ok, "{err}");
+
+    write(dir.path(), "in.jsonl", "");
+    let fbp = Running::start(&flow);
+    wait_for_api(port);
+    let want: BTreeMap<String, Value> = (0..100).map(|i| (format!("new-{i}"), json!(2))).collect();
+    let state = get_json(port, "/state");
+    let held = state.as_object().unwrap().len();
+    assert_eq!(held, 100, "the removed keys stay removed: {held} keys after the restart");
+    assert_eq!(state, serde_json::to_value(&want).unwrap());
+    append(&input, &keys("newer-", 100, json!(3)));
+    assert!(wait_until(Duration::from_secs(20), || key_count(port) == 200), "{} keys: no room", key_count(port));
+    let (ok, _, err) = fbp.stop(Duration::from_secs(10));
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn removed_keys_leave_room_under_max_keys_also_after_a_restart_with_sqlite() {
+    removed_keys_leave_room_also_after_a_restart("sqlite:state.db", "state");
+}
+
+#[test]
+fn removed_keys_leave_room_under_max_keys_also_after_a_restart_with_postgres() {
+    use crate::postgres::sql;
+    let component = format!("room_{}", std::process::id());
+    let clear = format!(
+        "DO $$ BEGIN IF to_regclass('kv_state') IS NOT NULL THEN \
+         DELETE FROM kv_state WHERE component = '{component}'; END IF; END $$"
+    );
+    sql(&clear);
+    removed_keys_leave_room_also_after_a_restart(crate::postgres::URL, &component);
+    let rows = sql(&format!("SELECT count(*) AS n FROM kv_state WHERE component = '{component}'"));
+    sql(&clear);
+    assert_eq!(rows, ["{\"n\":200}"], "one row per key held, none for a removed one");
 }

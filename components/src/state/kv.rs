@@ -3,8 +3,9 @@
 //! subscribe to changes, push an update into the flow).
 //!
 //! - this file: the declaration, the config and the build (no I/O);
-//! - `state`: the map, its version, capabilities and the change feed (no I/O);
-//! - `store`: the [`store::Store`] trait and its SQLite backend;
+//! - `state`: the map, its version, capabilities, the `ttl` index and the
+//!   change feed (no I/O);
+//! - `store`: the [`store::Store`] trait and its SQLite and PostgreSQL backends;
 //! - `server`: the axum routes, served by [`crate::net::server`] behind its
 //!   `Host` and `Origin` checks;
 //! - `run`: the task, the one writer of the state.
@@ -15,6 +16,8 @@ mod state;
 mod store;
 #[cfg(test)]
 mod tests;
+
+use std::time::Duration;
 
 use fbp_runtime::jq::Program;
 use fbp_runtime::spec::{KeySpec, KeyType};
@@ -35,9 +38,14 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           `GET /state` gives every key and value as one object; `GET /state/{key}` one value (404 \
           for an unknown key); `GET /subscribe` (WebSocket, text frames) and `GET /events` \
           (Server-Sent Events) start with a full sync, `{\"type\":\"sync\",\"version\":N,\"state\":{..}}`, \
-          then send one event per change, in order, `{\"type\":\"change\",\"version\":N,\"key\":K,\"value\":V}` \
-          (SSE event names `sync` and `change`, SSE id the version). An update that leaves a key's \
-          value as it was is not a change. A subscriber is never waited for: one that falls more \
+          then send one event per change, in order, `{\"type\":\"change\",\"version\":N,\"key\":K,\"value\":V}`, \
+          or per removal, `{\"type\":\"delete\",\"version\":N,\"key\":K}` (SSE event names `sync`, \
+          `change` and `delete`, SSE id the version). An update that leaves a key's value as it was \
+          is not a change. A key is removed by `DELETE /state/{key}` (204; 404 for a key the state \
+          does not hold; not sent on `out`), by an update whose value is `null` (unless \
+          `null_deletes = false`, which keeps the key holding `null`), or once it has not been \
+          updated for `ttl` (swept on a timer, at most 1024 keys a sweep); a removal frees its \
+          place under `max_keys` and is written to the store like any change. A subscriber is never waited for: one that falls more \
           than `subscriber_buffer` changes behind is sent a fresh full sync (any sync replaces what \
           the subscriber held). `PUT /state/{key}` with a JSON body applies the update and sends it \
           into the flow on `out` (topic: the key, header `origin = \"api\"`), answered 202 with \
@@ -46,8 +54,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           key's, 413 past `max_body_size`, 507 past `max_keys`, 503 while shutting down. With \
           `emit_changes` every change from `in` is sent on `out` too, carrying its input's \
           acknowledgement. A message whose key is not a string or a number, or a new key past \
-          `max_keys`, goes to `err`. With `store = \"sqlite:PATH\"` or a PostgreSQL URI every change \
-          is committed to the database (a batch at a time, before its messages are acknowledged) and \
+          `max_keys`, goes to `err`. With `store = \"sqlite:PATH\"` or a PostgreSQL URI every change (a removal \
+          too) is committed to the database (a batch at a time, before its messages are acknowledged) and \
           the state is loaded from it at start, so it survives a restart; with `memory` it starts \
           empty. A store that fails (PostgreSQL is reconnected once per batch first) fails the \
           component: its batch is rejected and the supervisor restarts it, which loads the state \
@@ -98,7 +106,22 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "max_keys",
             KeyType::Integer,
             "10000",
-            "Most keys held; an update that would add one more goes to `err` (a PUT gets 507).",
+            "Most keys held; an update that would add one more goes to `err` (a PUT gets 507). A \
+             removed key (`DELETE`, `null`, `ttl`) frees its place.",
+        ),
+        KeySpec::new(
+            "null_deletes",
+            KeyType::Bool,
+            "true",
+            "An update whose value (after `value`) is `null` removes its key, as `DELETE` does; \
+             `false`: the key is kept, holding `null`.",
+        ),
+        KeySpec::optional(
+            "ttl",
+            KeyType::Duration,
+            "Remove a key not updated for this long (an update that leaves its value as it was \
+             counts), e.g. `\"10m\"`; subscribers see a `delete`, the store forgets it. Unset: keys \
+             stay until removed.",
         ),
         KeySpec::new(
             "subscriber_buffer",
@@ -173,6 +196,9 @@ struct Config {
     bind: String,
     store: String,
     max_keys: usize,
+    null_deletes: bool,
+    #[serde(default, deserialize_with = "fbp_runtime::units::opt_duration")]
+    ttl: Option<Duration>,
     subscriber_buffer: usize,
     max_body_size: String,
     max_message_size: String,
@@ -189,6 +215,10 @@ struct KvState {
     bind: String,
     store: StoreSpec,
     max_keys: usize,
+    /// Whether a `null` value removes its key.
+    null_deletes: bool,
+    /// How long a key lives without an update.
+    ttl: Option<Duration>,
     subscriber_buffer: usize,
     max_body: usize,
     /// Frames and messages from subscribers.
@@ -206,6 +236,9 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
     if config.max_keys == 0 {
         return Err("`max_keys` must be at least 1".into());
     }
+    if config.ttl == Some(Duration::ZERO) {
+        return Err("`ttl` must be more than 0s (leave it unset to keep keys until removed)".into());
+    }
     if config.subscriber_buffer == 0 {
         return Err("`subscriber_buffer` must be at least 1".into());
     }
@@ -215,6 +248,8 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         store: StoreSpec::parse(&config.store, |p| ctx.path(p))?,
         bind: config.bind,
         max_keys: config.max_keys,
+        null_deletes: config.null_deletes,
+        ttl: config.ttl,
         subscriber_buffer: config.subscriber_buffer,
         max_body: positive_size("max_body_size", &config.max_body_size)?,
         max_message: positive_size("max_message_size", &config.max_message_size)?,

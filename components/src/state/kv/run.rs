@@ -1,6 +1,7 @@
 //! The task: the one writer of the state. It loads the store, starts the
-//! server, then applies what comes from `in` and from `PUT`s, in arrival
-//! order, until the flow shuts down and its input has ended.
+//! server, then applies what comes from `in`, from `PUT`s and `DELETE`s and
+//! from the `ttl` sweep, in arrival order, until the flow shuts down and its
+//! input has ended.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,9 +14,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::KvState;
-use super::server::{self, Api, Put};
-use super::state::Shared;
-use super::store::Store;
+use super::server::{self, Api, Put, Reply};
+use super::state::{Refused, Shared};
+use super::store::{Change, Store};
 use crate::net::server::host::Allowed;
 use crate::storage::reject_all;
 
@@ -25,6 +26,8 @@ const BATCH: usize = 256;
 const SERVER_GRACE: Duration = Duration::from_secs(2);
 /// How often a quiet subscriber is pinged (at most half of `idle_timeout`).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Most keys one `ttl` sweep removes (one store transaction); the rest wait for the next.
+const SWEEP: usize = 1024;
 
 type BoxStore = Option<Box<dyn Store>>;
 
@@ -38,7 +41,7 @@ impl KvState {
     async fn serve(self: Box<Self>, mut ctx: Context) -> Result<(), Failure> {
         let mut input = ctx.input("in");
         let out = ctx.output("out");
-        let shared = Shared::new(self.max_keys, self.subscriber_buffer);
+        let shared = Shared::new(self.max_keys, self.ttl, self.subscriber_buffer);
         let mut store = self.load(&ctx.name, &shared).await?;
         let listener = TcpListener::bind(&self.bind)
             .await
@@ -64,6 +67,8 @@ impl KvState {
         );
 
         let (mut batch, mut input_open) = (Vec::with_capacity(BATCH), true);
+        let mut sweep = tokio::time::interval(sweep_period(self.ttl));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while input_open || !stop.is_cancelled() {
             tokio::select! {
                 biased;
@@ -71,6 +76,7 @@ impl KvState {
                     stop.cancel();
                     puts.close();
                 }
+                _ = sweep.tick(), if self.ttl.is_some() => store = expire(&shared, store, &ctx.name).await?,
                 more = input.recv_many(&mut batch, BATCH), if input_open => {
                     if more {
                         store = self.apply_batch(&batch, &shared, store, &ctx, &out).await?;
@@ -124,6 +130,15 @@ impl KvState {
         Ok((key, value))
     }
 
+    /// Sets `key` to `value`, or removes it when the value is `null` and
+    /// `null_deletes`; the change for the store when the state changed.
+    fn change(&self, shared: &Shared, key: &str, value: Value) -> Result<Option<Change>, Refused> {
+        if self.null_deletes && matches!(value, Value::Null) {
+            return Ok(shared.remove(key).then(|| (key.to_string(), None)));
+        }
+        Ok(shared.update(key, value)?.map(|json| (key.to_string(), Some(json.to_string()))))
+    }
+
     /// Applies a batch from `in`, commits its changes, then lets its messages go.
     async fn apply_batch(
         &self,
@@ -142,15 +157,15 @@ impl KvState {
                     continue;
                 }
             };
-            match shared.update(&key, value.clone()) {
+            match self.change(shared, &key, value.clone()) {
                 Err(refused) => ctx.reject(msg, &format!("key `{key}`: {refused}")).await?,
                 Ok(None) => {}
-                Ok(Some(json)) => {
+                Ok(Some(change)) => {
                     if self.emit_changes {
                         emits.push(keyed(msg.with_payload(value), &key, None));
                     }
                     if store.is_some() {
-                        changes.push((key, json.to_string()));
+                        changes.push(change);
                     }
                 }
             }
@@ -160,7 +175,8 @@ impl KvState {
         Ok(store)
     }
 
-    /// Applies an update pushed through the API, commits it, sends it on `out`, answers.
+    /// Applies an update pushed through the API, commits it, sends it on `out`, answers;
+    /// or applies and commits a `DELETE`.
     async fn apply_put(
         &self,
         put: Put,
@@ -170,8 +186,9 @@ impl KvState {
         out: &OutPort,
     ) -> Result<BoxStore, Failure> {
         let Put { key, value, reply } = put;
+        let Some(value) = value else { return delete(key, reply, shared, store).await };
         let checked = shared.read().check_put(&key, &value, self.put_creates);
-        let changed = match checked.and_then(|()| shared.update(&key, value.clone())) {
+        let changed = match checked.and_then(|()| self.change(shared, &key, value.clone())) {
             Ok(changed) => changed,
             Err(refused) => {
                 let _ = reply.send(Err(refused));
@@ -179,7 +196,7 @@ impl KvState {
             }
         };
         let store = match changed {
-            Some(json) => persist(store, vec![(key.clone(), json.to_string())]).await?,
+            Some(change) => persist(store, vec![change]).await?,
             None => store,
         };
         let version = shared.read().version();
@@ -225,8 +242,34 @@ fn keyed(msg: Message, key: &str, origin: Option<&str>) -> Message {
     Message { payload: msg.payload, meta: Arc::new(meta), ack: msg.ack }
 }
 
+/// Removes `key` (a `DELETE`), commits it, answers with the new version (or
+/// `UnknownKey` when the state did not hold it).
+async fn delete(key: String, reply: Reply, shared: &Shared, store: BoxStore) -> Result<BoxStore, Failure> {
+    if !shared.remove(&key) {
+        let _ = reply.send(Err(Refused::UnknownKey));
+        return Ok(store);
+    }
+    let store = persist(store, vec![(key, None)]).await?;
+    let _ = reply.send(Ok(shared.read().version()));
+    Ok(store)
+}
+
+/// Removes the keys whose `ttl` has passed (at most [`SWEEP`]) and commits their removal.
+async fn expire(shared: &Shared, store: BoxStore, name: &str) -> Result<BoxStore, Failure> {
+    let expired = shared.expire(tokio::time::Instant::now(), SWEEP);
+    if !expired.is_empty() {
+        tracing::debug!(component = %name, keys = expired.len(), "Keys expired.");
+    }
+    persist(store, expired.into_iter().map(|key| (key, None)).collect()).await
+}
+
+/// How often the `ttl` sweep runs: a quarter of `ttl`, between 10ms and 1s.
+fn sweep_period(ttl: Option<Duration>) -> Duration {
+    ttl.map_or(Duration::from_secs(3600), |ttl| (ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)))
+}
+
 /// Commits changes to the store (on the blocking pool); a failure breaks the component.
-async fn persist(store: BoxStore, changes: Vec<(String, String)>) -> Result<BoxStore, Failure> {
+async fn persist(store: BoxStore, changes: Vec<Change>) -> Result<BoxStore, Failure> {
     let mut store = match store {
         Some(s) if !changes.is_empty() => s,
         other => return Ok(other),

@@ -1,6 +1,6 @@
 //! The HTTP API (axum): list keys, read the state, subscribe (WebSocket and
-//! Server-Sent Events), and `PUT` an update, which the task applies and sends
-//! into the flow.
+//! Server-Sent Events), `PUT` an update, which the task applies and sends
+//! into the flow, and `DELETE` a key.
 //!
 //! The server only reads the state; updates go to the task through a bounded
 //! channel, so the task stays the one writer and orders `PUT`s with the
@@ -35,12 +35,16 @@ use super::state::{Refused, Shared, Subscription};
 use crate::net::server::body::{BodyError, read_body};
 use crate::net::server::{self, Limits, host};
 
-/// An update pushed through the API, on its way to the task.
+/// Where the task answers a [`Put`]: the new version, or why it was refused.
+pub(crate) type Reply = oneshot::Sender<Result<u64, Refused>>;
+
+/// An update (`PUT`) or a removal (`DELETE`) pushed through the API, on its way to the task.
 pub(crate) struct Put {
     pub(crate) key: String,
-    pub(crate) value: Value,
-    /// The new version (or why it was refused), once applied and sent on `out`.
-    pub(crate) reply: oneshot::Sender<Result<u64, Refused>>,
+    /// The new value; `None` for a `DELETE`.
+    pub(crate) value: Option<Value>,
+    /// Answered once applied (and, for a `PUT`, sent on `out`).
+    pub(crate) reply: Reply,
 }
 
 /// What every handler shares.
@@ -65,7 +69,7 @@ pub(crate) async fn serve(listener: TcpListener, api: Api, limits: Limits, allow
     let app = Router::new()
         .route("/keys", get(keys))
         .route("/state", get(all))
-        .route("/state/{*key}", get(one).put(put))
+        .route("/state/{*key}", get(one).put(put).delete(delete))
         .route("/subscribe", get(websocket))
         .route("/events", get(events))
         .layer(axum::middleware::from_fn_with_state(Arc::new(allowed), host::require))
@@ -120,23 +124,36 @@ async fn put(State(api): State<Api>, Path(key): Path<String>, headers: HeaderMap
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body is not JSON: {e}")),
     };
+    match ask(&api, &key, Some(value)).await {
+        Ok(version) => json(StatusCode::ACCEPTED, serde_json::json!({ "key": key, "version": version }).to_string()),
+        Err(refused) => refused,
+    }
+}
+
+async fn delete(State(api): State<Api>, Path(key): Path<String>) -> Response {
+    match ask(&api, &key, None).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// Hands an update (or, with `None`, a removal) to the task: the new version, or the error answer.
+async fn ask(api: &Api, key: &str, value: Option<Value>) -> Result<u64, Response> {
     let (reply, answer) = oneshot::channel();
     let queued = tokio::select! {
-        sent = api.puts.send(Put { key: key.clone(), value, reply }) => sent.is_ok(),
+        sent = api.puts.send(Put { key: key.to_string(), value, reply }) => sent.is_ok(),
         _ = api.stop.cancelled() => false,
     };
     let shutting_down = || error(StatusCode::SERVICE_UNAVAILABLE, "the flow is shutting down".into());
     if !queued {
-        return shutting_down();
+        return Err(shutting_down());
     }
     match answer.await {
-        Ok(Ok(version)) => {
-            json(StatusCode::ACCEPTED, serde_json::json!({ "key": key, "version": version }).to_string())
-        }
-        Ok(Err(Refused::UnknownKey)) => error(StatusCode::NOT_FOUND, format!("unknown key `{key}`")),
-        Ok(Err(e @ Refused::WrongType { .. })) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("`{key}`: {e}")),
-        Ok(Err(e @ Refused::Full(_))) => error(StatusCode::INSUFFICIENT_STORAGE, format!("`{key}`: {e}")),
-        Err(_) => shutting_down(),
+        Ok(Ok(version)) => Ok(version),
+        Ok(Err(Refused::UnknownKey)) => Err(error(StatusCode::NOT_FOUND, format!("unknown key `{key}`"))),
+        Ok(Err(e @ Refused::WrongType { .. })) => Err(error(StatusCode::UNPROCESSABLE_ENTITY, format!("`{key}`: {e}"))),
+        Ok(Err(e @ Refused::Full(_))) => Err(error(StatusCode::INSUFFICIENT_STORAGE, format!("`{key}`: {e}"))),
+        Err(_) => Err(shutting_down()),
     }
 }
 

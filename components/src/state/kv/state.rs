@@ -9,18 +9,26 @@
 //! in order". The feed is a bounded ring (`tokio::sync::broadcast`): a
 //! subscriber that falls more than its length behind misses changes, learns
 //! it (`Lagged`), and is sent a fresh full sync instead; the writer never waits.
+//!
+//! A key is removed by its writer (`DELETE`, a `null` update) or expires once
+//! it has not been updated for `ttl`: an index by last update lets a sweep
+//! find the oldest keys without walking the map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use fbp_runtime::value::{self, Value};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 /// One key's latest value, and its JSON text (rendered once per change).
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
     pub(crate) value: Value,
     pub(crate) json: Arc<str>,
+    /// When the key was last updated (changed or not).
+    touched: Instant,
 }
 
 /// Why an update was refused.
@@ -50,28 +58,66 @@ pub(crate) struct State {
     entries: BTreeMap<String, Entry>,
     version: u64,
     max_keys: usize,
+    /// How long a key lives without an update; `None`: for ever.
+    ttl: Option<Duration>,
+    /// The keys by last update, oldest first (kept only with a `ttl`).
+    by_age: BTreeSet<(Instant, String)>,
 }
 
 impl State {
-    pub(crate) fn new(max_keys: usize) -> Self {
-        State { entries: BTreeMap::new(), version: 0, max_keys }
+    pub(crate) fn new(max_keys: usize, ttl: Option<Duration>) -> Self {
+        State { entries: BTreeMap::new(), version: 0, max_keys, ttl, by_age: BTreeSet::new() }
     }
 
     /// Sets `key` to `value`. `Ok(Some(json))` when the state changed (the
-    /// version moved on), `Ok(None)` when the key already held that value.
+    /// version moved on), `Ok(None)` when the key already held that value
+    /// (it counts as an update for `ttl` all the same).
     pub(crate) fn apply(&mut self, key: &str, value: Value) -> Result<Option<Arc<str>>, Refused> {
         let json: Arc<str> = value::to_json_string(&value).into();
-        let len = self.entries.len();
-        match self.entries.get_mut(key) {
-            Some(e) if e.json == json => return Ok(None),
-            Some(e) => *e = Entry { value, json: json.clone() },
+        let (len, now) = (self.entries.len(), Instant::now());
+        let (before, changed) = match self.entries.get_mut(key) {
+            Some(e) if e.json == json => (Some(std::mem::replace(&mut e.touched, now)), false),
+            Some(e) => (Some(std::mem::replace(e, Entry { value, json: json.clone(), touched: now }).touched), true),
             None if len >= self.max_keys => return Err(Refused::Full(self.max_keys)),
             None => {
-                self.entries.insert(key.to_string(), Entry { value, json: json.clone() });
+                self.entries.insert(key.to_string(), Entry { value, json: json.clone(), touched: now });
+                (None, true)
             }
+        };
+        self.age(key, before, Some(now));
+        if !changed {
+            return Ok(None);
         }
         self.version += 1;
         Ok(Some(json))
+    }
+
+    /// Removes `key`; whether the state held it (the version moved on).
+    pub(crate) fn remove(&mut self, key: &str) -> bool {
+        let Some(entry) = self.entries.remove(key) else { return false };
+        self.age(key, Some(entry.touched), None);
+        self.version += 1;
+        true
+    }
+
+    /// Up to `most` keys not updated for `ttl` at `now`, oldest first.
+    pub(crate) fn expired(&self, now: Instant, most: usize) -> Vec<String> {
+        let Some(ttl) = self.ttl else { return Vec::new() };
+        let due = self.by_age.iter().take_while(|(touched, _)| *touched + ttl <= now);
+        due.take(most).map(|(_, key)| key.clone()).collect()
+    }
+
+    /// Moves `key` in the age index from `before` to `after`.
+    fn age(&mut self, key: &str, before: Option<Instant>, after: Option<Instant>) {
+        if self.ttl.is_none() {
+            return;
+        }
+        if let Some(t) = before {
+            self.by_age.remove(&(t, key.to_string()));
+        }
+        if let Some(t) = after {
+            self.by_age.insert((t, key.to_string()));
+        }
     }
 
     /// Whether a `PUT` of `value` to `key` may be applied: the key exists (or
@@ -152,6 +198,11 @@ pub(crate) fn change_event(version: u64, key: &str, json: &str) -> Arc<str> {
     format!(r#"{{"type":"change","version":{version},"key":{},"value":{json}}}"#, json_string(key)).into()
 }
 
+/// The removal event: `{"type":"delete","version":N,"key":K}`.
+pub(crate) fn delete_event(version: u64, key: &str) -> Arc<str> {
+    format!(r#"{{"type":"delete","version":{version},"key":{}}}"#, json_string(key)).into()
+}
+
 fn json_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
@@ -163,6 +214,8 @@ pub(crate) enum EventKind {
     Sync,
     /// One key's new value.
     Change,
+    /// One key removed.
+    Delete,
 }
 
 impl EventKind {
@@ -170,6 +223,7 @@ impl EventKind {
         match self {
             EventKind::Sync => "sync",
             EventKind::Change => "change",
+            EventKind::Delete => "delete",
         }
     }
 }
@@ -177,22 +231,28 @@ impl EventKind {
 /// An event's JSON text with the version it brings the subscriber to.
 type Versioned = (u64, Arc<str>);
 
+/// A feed event: what it is, and its text with its version.
+type Fed = (EventKind, Versioned);
+
 /// The state shared between the task (the writer) and the server (readers).
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: Mutex<State>,
-    feed: broadcast::Sender<Versioned>,
+    feed: broadcast::Sender<Fed>,
 }
 
 impl Shared {
-    /// A state of at most `max_keys` keys whose subscribers may fall `buffer` changes behind.
-    pub(crate) fn new(max_keys: usize, buffer: usize) -> Arc<Self> {
-        Arc::new(Shared { state: Mutex::new(State::new(max_keys)), feed: broadcast::channel(buffer.max(1)).0 })
+    /// A state of at most `max_keys` keys, each living `ttl` without an
+    /// update, whose subscribers may fall `buffer` changes behind.
+    pub(crate) fn new(max_keys: usize, ttl: Option<Duration>, buffer: usize) -> Arc<Self> {
+        let state = Mutex::new(State::new(max_keys, ttl));
+        Arc::new(Shared { state, feed: broadcast::channel(buffer.max(1)).0 })
     }
 
     /// Locks the state to read it.
     pub(crate) fn read(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves a consistent map (every write is one insert).
+        // A panic while holding the lock leaves a consistent map (every write is one insert or
+        // removal, with its `ttl` index entry moved beside it).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -203,9 +263,39 @@ impl Shared {
         if let Some(json) = &changed {
             let version = state.version();
             // No subscriber is not an error: the event is simply not kept.
-            let _ = self.feed.send((version, change_event(version, key, json)));
+            let _ = self.feed.send((EventKind::Change, (version, change_event(version, key, json))));
         }
         Ok(changed)
+    }
+
+    /// Removes `key` and publishes its removal; whether the state held it.
+    pub(crate) fn remove(&self, key: &str) -> bool {
+        let mut state = self.read();
+        let removed = state.remove(key);
+        if removed {
+            self.publish_removal(&state, key);
+        }
+        removed
+    }
+
+    /// Removes up to `most` keys not updated for `ttl` at `now` and publishes
+    /// their removals; the keys removed.
+    pub(crate) fn expire(&self, now: Instant, most: usize) -> Vec<String> {
+        let mut state = self.read();
+        let mut keys = state.expired(now, most);
+        keys.retain(|key| {
+            let removed = state.remove(key);
+            if removed {
+                self.publish_removal(&state, key);
+            }
+            removed
+        });
+        keys
+    }
+
+    fn publish_removal(&self, state: &State, key: &str) {
+        let version = state.version();
+        let _ = self.feed.send((EventKind::Delete, (version, delete_event(version, key))));
     }
 
     /// A subscription: a full sync, then every change after it, in order.
@@ -214,7 +304,7 @@ impl Shared {
         Subscription { shared: self.clone(), rx, pending: Some(sync), resyncs: 0 }
     }
 
-    fn sync_point(&self) -> (broadcast::Receiver<Versioned>, Versioned) {
+    fn sync_point(&self) -> (broadcast::Receiver<Fed>, Versioned) {
         let state = self.read();
         (self.feed.subscribe(), (state.version(), state.sync_event()))
     }
@@ -223,7 +313,7 @@ impl Shared {
 /// One subscriber's view of the feed.
 pub(crate) struct Subscription {
     shared: Arc<Shared>,
-    rx: broadcast::Receiver<Versioned>,
+    rx: broadcast::Receiver<Fed>,
     pending: Option<Versioned>,
     resyncs: u64,
 }
@@ -235,7 +325,7 @@ impl Subscription {
             return (EventKind::Sync, version, sync);
         }
         match self.rx.recv().await {
-            Ok((version, change)) => (EventKind::Change, version, change),
+            Ok((kind, (version, event))) => (kind, version, event),
             // `Closed` cannot happen while we hold the sender through `shared`.
             Err(_) => {
                 self.resyncs += 1;

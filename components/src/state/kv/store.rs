@@ -14,12 +14,17 @@ use rusqlite::{Connection, params};
 
 use self::postgres::PgStore;
 
+/// One key's change for the store: its new value as JSON text, or `None` when
+/// it was removed.
+pub(crate) type Change = (String, Option<String>);
+
 /// A backing store for one `kv-state` component's keys.
 pub(crate) trait Store: Send + 'static {
     /// Every key with its value as JSON text.
     fn load(&mut self) -> Result<Vec<(String, String)>, String>;
-    /// Writes these keys' latest values (JSON text), all or none.
-    fn save(&mut self, changes: &[(String, String)]) -> Result<(), String>;
+    /// Writes these keys' latest values (JSON text) and removes the removed
+    /// ones, in order, all or none.
+    fn save(&mut self, changes: &[Change]) -> Result<(), String>;
 }
 
 /// The `store` config key, parsed (no I/O).
@@ -96,16 +101,20 @@ impl Store for SqliteStore {
         read().map_err(|e| format!("cannot read the kv-state store: {e}"))
     }
 
-    fn save(&mut self, changes: &[(String, String)]) -> Result<(), String> {
+    fn save(&mut self, changes: &[Change]) -> Result<(), String> {
         let write = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             {
-                let mut stmt = tx.prepare_cached(
+                let mut set = tx.prepare_cached(
                     "INSERT INTO kv_state (component, key, value) VALUES (?1, ?2, ?3)
                      ON CONFLICT (component, key) DO UPDATE SET value = excluded.value",
                 )?;
+                let mut remove = tx.prepare_cached("DELETE FROM kv_state WHERE component = ?1 AND key = ?2")?;
                 for (key, value) in changes {
-                    stmt.execute(params![self.component, key, value])?;
+                    match value {
+                        Some(value) => set.execute(params![self.component, key, value])?,
+                        None => remove.execute(params![self.component, key])?,
+                    };
                 }
             }
             tx.commit()
@@ -118,6 +127,10 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
     use crate::storage::test_support::TempDir;
+
+    fn set(key: &str, json: &str) -> Change {
+        (key.into(), Some(json.into()))
+    }
 
     #[test]
     fn parses_the_store_key() {
@@ -140,12 +153,14 @@ mod tests {
         let dir = TempDir::new("kv-store");
         let spec = StoreSpec::Sqlite(dir.path().join("sub/state.db"));
         let mut a = spec.open("a").unwrap().unwrap();
-        a.save(&[("k1".into(), "1".into()), ("k2".into(), "\"x\"".into())]).unwrap();
-        a.save(&[("k1".into(), "{\"v\":2}".into())]).unwrap();
-        spec.open("b").unwrap().unwrap().save(&[("k1".into(), "9".into())]).unwrap();
+        a.save(&[set("k1", "1"), set("k2", "\"x\""), set("k3", "3")]).unwrap();
+        a.save(&[set("k1", "{\"v\":2}"), ("k3".into(), None), ("k4".into(), None)]).unwrap();
+        spec.open("b").unwrap().unwrap().save(&[set("k1", "9"), set("k3", "9")]).unwrap();
         drop(a);
         let loaded = spec.open("a").unwrap().unwrap().load().unwrap();
         assert_eq!(loaded, [("k1".to_string(), "{\"v\":2}".to_string()), ("k2".into(), "\"x\"".into())]);
+        let other = spec.open("b").unwrap().unwrap().load().unwrap();
+        assert_eq!(other.len(), 2, "a removal is one component's: {other:?}");
     }
 
     /// Against the PostgreSQL on 127.0.0.1:5432 (database `test`), through a
@@ -161,16 +176,12 @@ mod tests {
         let (s, c) = (spec.clone(), component.clone());
         let loaded = tokio::task::spawn_blocking(move || {
             let mut store = s.open(&c)?.unwrap();
-            store.save(&[
-                ("k1".into(), "1".into()),
-                ("k2".into(), "\"x\"".into()),
-                ("k1".into(), "{\"v\":2}".into()),
-            ])?;
+            store.save(&[set("k1", "1"), set("k2", "\"x\""), set("k1", "{\"v\":2}"), set("k4", "4")])?;
             proxy.cut();
             proxy.restore();
-            store.save(&[("k3".into(), "[true]".into())])?;
+            store.save(&[set("k3", "[true]"), ("k4".into(), None), set("k5", "5"), ("k5".into(), None)])?;
             let loaded = s.open(&c)?.unwrap().load();
-            s.open(&format!("{c}-other"))?.unwrap().save(&[("k1".into(), "0".into())])?;
+            s.open(&format!("{c}-other"))?.unwrap().save(&[set("k1", "0")])?;
             loaded
         })
         .await

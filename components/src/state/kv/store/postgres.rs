@@ -8,7 +8,7 @@
 use tokio::runtime::Handle;
 use tokio_postgres::Client;
 
-use super::Store;
+use super::{Change, Store};
 use crate::storage::postgres::conn::{Server, describe, is_connection_error};
 use crate::storage::postgres::sql::last_positions;
 
@@ -26,8 +26,10 @@ const CREATE: &str = "CREATE TABLE IF NOT EXISTS kv_state (
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (component, key))";
 
-/// One statement for a whole batch: all of it or none of it.
-const UPSERT: &str = "INSERT INTO kv_state (component, key, value)
+/// One statement for a whole batch, removals and values: all of it or none of
+/// it. The two lists name different keys (a batch writes each key once).
+const WRITE: &str = "WITH removed AS (DELETE FROM kv_state WHERE component = $1 AND key = ANY($4::text[]))
+    INSERT INTO kv_state (component, key, value)
     SELECT $1, k, v::jsonb FROM unnest($2::text[], $3::text[]) AS t(k, v)
     ON CONFLICT (component, key) DO UPDATE SET value = excluded.value, updated_at = now()";
 
@@ -46,8 +48,8 @@ impl PgStore {
         Ok(PgStore { server, client, component: component.to_string(), rt })
     }
 
-    fn upsert(&self, keys: &[&str], values: &[&str]) -> Result<(), tokio_postgres::Error> {
-        self.rt.block_on(self.client.execute(UPSERT, &[&self.component, &keys, &values])).map(drop)
+    fn write(&self, keys: &[&str], values: &[&str], removed: &[&str]) -> Result<(), tokio_postgres::Error> {
+        self.rt.block_on(self.client.execute(WRITE, &[&self.component, &keys, &values, &removed])).map(drop)
     }
 }
 
@@ -58,19 +60,27 @@ impl Store for PgStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    fn save(&mut self, changes: &[(String, String)]) -> Result<(), String> {
-        // A key changed twice in one batch is written once, with its last value
+    fn save(&mut self, changes: &[Change]) -> Result<(), String> {
+        // A key changed twice in one batch is written once, as it was last
         // (one statement may not update a row twice).
         let keys: Vec<Option<&str>> = changes.iter().map(|(k, _)| Some(k.as_str())).collect();
-        let (keys, values): (Vec<&str>, Vec<&str>) =
-            last_positions(&keys).into_iter().map(|i| (changes[i].0.as_str(), changes[i].1.as_str())).unzip();
-        match self.upsert(&keys, &values) {
+        let (mut set, mut values, mut removed) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, value) in last_positions(&keys).into_iter().map(|i| &changes[i]) {
+            match value {
+                Some(value) => {
+                    set.push(key.as_str());
+                    values.push(value.as_str());
+                }
+                None => removed.push(key.as_str()),
+            }
+        }
+        match self.write(&set, &values, &removed) {
             Ok(()) => Ok(()),
             // The server restarted since the last batch: once more on a new connection.
             Err(e) if is_connection_error(&e) => {
                 tracing::warn!(target = %self.server.target, error = %describe(&e), "kv-state store connection lost; reconnecting.");
                 self.client = self.rt.block_on(connect(&self.server))?;
-                self.upsert(&keys, &values).map_err(|e| fail(&self.server, &e))
+                self.write(&set, &values, &removed).map_err(|e| fail(&self.server, &e))
             }
             Err(e) => Err(fail(&self.server, &e)),
         }
