@@ -102,6 +102,15 @@ impl Bus {
     }
 
     /// (delivered but not acknowledged, not delivered yet) of a durable consumer.
+    /// A durable consumer's (unacknowledged, not yet delivered, delivered
+    /// again), once it exists.
+    fn consumer_state(&self, stream: &str, durable: &str) -> Option<(usize, u64, usize)> {
+        self.rt.block_on(async {
+            let info = self.js.get_stream(stream).await.ok()?.consumer_info(durable).await.ok()?.clone();
+            Some((info.num_ack_pending, info.num_pending, info.num_redelivered))
+        })
+    }
+
     fn consumer(&self, stream: &str, durable: &str) -> (usize, u64) {
         self.rt.block_on(async {
             let stream = self.js.get_stream(stream).await.unwrap();
@@ -555,14 +564,7 @@ config = {{ path = "windows.jsonl", format = "lines" }}
     );
     let flow = write(dir.path(), "windowed.toml", &flow);
     let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
-    // (unacknowledged, not yet delivered, delivered again), once fbp made the consumer.
-    let state = || {
-        bus.rt.block_on(async {
-            let stream = bus.js.get_stream("READINGS").await.ok()?;
-            let info = stream.consumer_info("fbp").await.ok()?;
-            Some((info.num_ack_pending, info.num_pending, info.num_redelivered))
-        })
-    };
+    let state = || bus.consumer_state("READINGS", "fbp");
     let drained = wait_until(Duration::from_secs(30), || state() == Some((0, 0, 0)));
     assert!(drained, "{:?}\n{}", state(), log(dir.path(), "fbp.log"));
     assert!(stop(&mut run).success(), "{}", log(dir.path(), "fbp.log"));
@@ -610,13 +612,7 @@ config = {{ path = "windows.jsonl", format = "lines" }}
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64())
             .sum()
     };
-    let state = || {
-        bus.rt.block_on(async {
-            let stream = bus.js.get_stream("HELD").await.ok()?;
-            let info = stream.consumer_info("fbp").await.ok()?;
-            Some((info.num_ack_pending, info.num_pending, info.num_redelivered))
-        })
-    };
+    let state = || bus.consumer_state("HELD", "fbp");
     let held = wait_until(Duration::from_secs(20), || state().is_some_and(|s| s.0 == total / 2));
     assert!(held, "{:?}\n{}", state(), log(dir.path(), "fbp.log"));
     // Three times ack_wait: JetStream would have delivered the held half again by now.

@@ -21,22 +21,19 @@ pub const SECRET_PARAMS: &[&str] =
 
 /// `text`, a URL, with its userinfo password and token-like query values masked.
 pub fn url(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for span in spans(text) {
-        out.push_str(&text[at..span.start]);
-        out.push_str(MASK);
-        at = span.end;
-    }
-    out.push_str(&text[at..]);
-    out
+    masked(text, spans(text))
 }
 
 /// `text` with every URL in it (`scheme://...` up to a space or a quote) masked.
 pub fn urls_in(text: &str) -> String {
+    masked(text, spans_in(text))
+}
+
+/// `text` with each of `spans` (in order) replaced by [`MASK`].
+fn masked(text: &str, spans: Vec<Range<usize>>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
-    for span in spans_in(text) {
+    for span in spans {
         out.push_str(&text[at..span.start]);
         out.push_str(MASK);
         at = span.end;
