@@ -176,6 +176,25 @@ fn tally(ids: &[i64]) -> BTreeMap<i64, usize> {
     t
 }
 
+/// `name.toml` in `dir`: a JetStream `nats-subscribe` (`sub`, its config
+/// after `url`) into a `window` (`window`, its config) into `windows.jsonl`.
+fn windowed_flow(bus: &Bus, dir: &Path, name: &str, sub: &str, window: &str) -> std::path::PathBuf {
+    let flow = format!(
+        "[flow]\nname = \"{name}\"\nconnections = [\"sub -> avg\", \"avg -> out\"]\n\
+         [components.sub]\ntype = \"nats-subscribe\"\nconfig = {{ url = \"{}\", {sub} }}\n\
+         [components.avg]\ntype = \"window\"\nconfig = {{ {window} }}\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"windows.jsonl\", format = \"lines\" }}\n",
+        bus.url()
+    );
+    write(dir, &format!("{name}.toml"), &flow)
+}
+
+/// The messages the windows in `dir/windows.jsonl` counted, in all.
+fn counted(dir: &Path) -> u64 {
+    let windows = lines(&dir.join("windows.jsonl"));
+    windows.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64()).sum()
+}
+
 fn log(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
@@ -497,26 +516,13 @@ fn a_jetstream_consumer_at_max_ack_pending_behind_a_window_warns_once_naming_it(
     let bus = Bus::start(dir.path());
     bus.stream("HELD", "held");
     (0..50).for_each(|id| bus.js_publish("held", job(id)));
-    let flow = format!(
-        r#"[flow]
-name = "held"
-connections = ["sub -> avg", "avg -> out"]
-
-[components.sub]
-type = "nats-subscribe"
-config = {{ url = "{}", subject = "held", stream = "HELD", durable = "fbp", max_ack_pending = 10 }}
-
-[components.avg]
-type = "window"
-config = {{ every = "1h", field = "n", ack = "on_emit" }}
-
-[components.out]
-type = "file-write"
-config = {{ path = "windows.jsonl", format = "lines" }}
-"#,
-        bus.url()
+    let flow = windowed_flow(
+        &bus,
+        dir.path(),
+        "held",
+        "subject = \"held\", stream = \"HELD\", durable = \"fbp\", max_ack_pending = 10",
+        "every = \"1h\", field = \"n\", ack = \"on_emit\"",
     );
-    let flow = write(dir.path(), "held.toml", &flow);
     let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
     let warnings = || crate::util::logged(&log(dir.path(), "fbp.log"), "Messages stay unacknowledged");
     let warned = wait_until(Duration::from_secs(20), || !warnings().is_empty());
@@ -528,9 +534,7 @@ config = {{ path = "windows.jsonl", format = "lines" }}
     assert_eq!((&w[0]["component"], &w[0]["unacknowledged"]), (&serde_json::json!("sub"), &serde_json::json!(10)));
     assert!(w[0]["held_by"].as_str().unwrap().contains("`avg` (window) holds them up to 1h"), "{w:?}");
     let windows = lines(&dir.path().join("windows.jsonl"));
-    let counted: u64 =
-        windows.iter().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64()).sum();
-    assert_eq!(counted, 10, "the window flushes what it held when the flow stops: {windows:?}");
+    assert_eq!(counted(dir.path()), 10, "the window flushes what it held when the flow stops: {windows:?}");
 }
 
 #[test]
@@ -543,36 +547,19 @@ fn a_window_longer_than_ack_wait_counts_every_jetstream_message_once() {
     // The window (3 s) is longer than ack_wait (1 s), and far more messages
     // wait than max_ack_pending lets out: with acknowledgements held by the
     // window, JetStream would stall at 100 and deliver them all again.
-    let flow = format!(
-        r#"[flow]
-name = "windowed"
-connections = ["sub -> avg", "avg -> out"]
-
-[components.sub]
-type = "nats-subscribe"
-config = {{ url = "{}", subject = "readings", stream = "READINGS", durable = "fbp", max_ack_pending = 100, ack_wait = "1s" }}
-
-[components.avg]
-type = "window"
-config = {{ every = "3s", field = "n" }}
-
-[components.out]
-type = "file-write"
-config = {{ path = "windows.jsonl", format = "lines" }}
-"#,
-        bus.url()
+    let flow = windowed_flow(
+        &bus,
+        dir.path(),
+        "windowed",
+        "subject = \"readings\", stream = \"READINGS\", durable = \"fbp\", max_ack_pending = 100, ack_wait = \"1s\"",
+        "every = \"3s\", field = \"n\"",
     );
-    let flow = write(dir.path(), "windowed.toml", &flow);
     let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
     let state = || bus.consumer_state("READINGS", "fbp");
     let drained = wait_until(Duration::from_secs(30), || state() == Some((0, 0, 0)));
     assert!(drained, "{:?}\n{}", state(), log(dir.path(), "fbp.log"));
     assert!(stop(&mut run).success(), "{}", log(dir.path(), "fbp.log"));
-    let counted: u64 = lines(&dir.path().join("windows.jsonl"))
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64())
-        .sum();
-    assert_eq!(counted, total as u64, "every message counted once: none lost, none delivered again");
+    assert_eq!(counted(dir.path()), total as u64, "every message counted once: none lost, none delivered again");
 }
 
 #[test]
@@ -585,33 +572,14 @@ fn messages_a_window_holds_past_ack_wait_are_kept_in_progress_not_delivered_agai
     // the second half comes: JetStream would deliver them again after each
     // `ack_wait` (1 s) unless they are reported in progress.
     (0..total / 2).for_each(|id| bus.js_publish("held", job(id)));
-    let flow = format!(
-        r#"[flow]
-name = "held"
-connections = ["sub -> avg", "avg -> out"]
-
-[components.sub]
-type = "nats-subscribe"
-config = {{ url = "{}", subject = "held", stream = "HELD", durable = "fbp", ack_wait = "1s" }}
-
-[components.avg]
-type = "window"
-config = {{ count = 200, field = "n", ack = "on_emit" }}
-
-[components.out]
-type = "file-write"
-config = {{ path = "windows.jsonl", format = "lines" }}
-"#,
-        bus.url()
+    let flow = windowed_flow(
+        &bus,
+        dir.path(),
+        "held",
+        "subject = \"held\", stream = \"HELD\", durable = \"fbp\", ack_wait = \"1s\"",
+        "count = 200, field = \"n\", ack = \"on_emit\"",
     );
-    let flow = write(dir.path(), "held.toml", &flow);
     let mut run = start(dir.path(), "fbp.log", &["run", flow.to_str().unwrap()], &[]);
-    let counted = || -> u64 {
-        lines(&dir.path().join("windows.jsonl"))
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["count"].as_u64())
-            .sum()
-    };
     let state = || bus.consumer_state("HELD", "fbp");
     let held = wait_until(Duration::from_secs(20), || state().is_some_and(|s| s.0 == total / 2));
     assert!(held, "{:?}\n{}", state(), log(dir.path(), "fbp.log"));
@@ -622,10 +590,10 @@ config = {{ path = "windows.jsonl", format = "lines" }}
         thread::sleep(Duration::from_millis(100));
     }
     (total / 2..total).for_each(|id| bus.js_publish("held", job(id)));
-    let all = wait_until(Duration::from_secs(30), || counted() >= total as u64 && state() == Some((0, 0, 0)));
-    assert!(all, "counted {}, consumer {:?}\n{}", counted(), state(), log(dir.path(), "fbp.log"));
+    let all = wait_until(Duration::from_secs(30), || counted(dir.path()) >= total as u64 && state() == Some((0, 0, 0)));
+    assert!(all, "counted {}, consumer {:?}\n{}", counted(dir.path()), state(), log(dir.path(), "fbp.log"));
     assert!(stop(&mut run).success(), "{}", log(dir.path(), "fbp.log"));
-    assert_eq!(counted(), total as u64, "each message counted once");
+    assert_eq!(counted(dir.path()), total as u64, "each message counted once");
 }
 
 #[test]
