@@ -1,6 +1,7 @@
 //! One function per subcommand; each maps the runtime's answer to an exit code:
 //! 0 ok, 1 run-time failure, 2 usage or flow-file error.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -21,8 +22,8 @@ pub(crate) fn dispatch(command: Command) -> ExitCode {
         Command::Check { flows } => check(&flows),
         Command::Components { format } => {
             match format {
-                ListFormat::Text => print!("{}", docs::list(&CATALOGUE)),
-                ListFormat::Markdown => print!("{}", docs::markdown(&CATALOGUE)),
+                ListFormat::Text => out(&docs::list(&CATALOGUE)),
+                ListFormat::Markdown => out(&docs::markdown(&CATALOGUE)),
             }
             ExitCode::SUCCESS
         }
@@ -34,7 +35,7 @@ pub(crate) fn dispatch(command: Command) -> ExitCode {
                     GraphFormat::Dot => graph::Format::Dot,
                     GraphFormat::Mermaid => graph::Format::Mermaid,
                 };
-                print!("{}", graph::render(&f, format));
+                out(&graph::render(&f, format));
                 ExitCode::SUCCESS
             },
         ),
@@ -47,8 +48,26 @@ pub(crate) fn dispatch(command: Command) -> ExitCode {
     }
 }
 
+/// Writes a command's output. A reader that went away (`fbp components |
+/// head -1`) ends the output, not the command: nothing is left to say to it.
+/// Any other write error is the command's failure.
+fn out(text: &str) {
+    let written = std::io::stdout().lock().write_all(text.as_bytes());
+    if let Err(e) = written.and_then(|()| std::io::stdout().flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        err(&format!("error: cannot write the output: {e}\n"));
+        std::process::exit(1);
+    }
+}
+
+/// Writes to stderr; if even that is gone, the exit code still tells.
+fn err(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 fn report(diags: &Diagnostics) -> ExitCode {
-    eprint!("{}", diags.render());
+    err(&diags.render());
     ExitCode::from(USAGE)
 }
 
@@ -62,16 +81,16 @@ fn check(paths: &[std::path::PathBuf]) -> ExitCode {
         match flow::load(path, &CATALOGUE) {
             Ok(f) => {
                 if let Some(w) = &f.warnings {
-                    eprint!("{}", w.render_warnings());
+                    err(&w.render_warnings());
                 }
-                println!(
-                    "{}: ok ({} component{}, {} connection{})",
+                out(&format!(
+                    "{}: ok ({} component{}, {} connection{})\n",
                     path.display(),
                     f.nodes.len(),
                     if f.nodes.len() == 1 { "" } else { "s" },
                     f.edges.len(),
                     if f.edges.len() == 1 { "" } else { "s" }
-                )
+                ))
             }
             Err(d) => code = report(&d),
         }
@@ -82,13 +101,13 @@ fn check(paths: &[std::path::PathBuf]) -> ExitCode {
 fn describe(name: &str) -> ExitCode {
     match CATALOGUE.get(name) {
         Some(spec) => {
-            print!("{}", docs::describe(spec));
+            out(&docs::describe(spec));
             ExitCode::SUCCESS
         }
         None => {
             let hint = flow::diag::did_you_mean(name, CATALOGUE.names())
                 .map_or_else(|| "`fbp components` lists the types".to_string(), |b| format!("did you mean `{b}`?"));
-            eprintln!("error: unknown component type `{name}`\n  = help: {hint}");
+            err(&format!("error: unknown component type `{name}`\n  = help: {hint}\n"));
             ExitCode::from(USAGE)
         }
     }
@@ -105,7 +124,7 @@ fn generated(
     let text = match text {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("error: {e}");
+            err(&format!("error: {e}\n"));
             return ExitCode::from(USAGE);
         }
     };
@@ -114,7 +133,7 @@ fn generated(
     match (loaded, print_flow) {
         (Err(d), _) => report(&d),
         (Ok(_), true) => {
-            print!("{text}");
+            out(&text);
             ExitCode::SUCCESS
         }
         (Ok(f), false) => run(f, timeout),
@@ -138,13 +157,18 @@ fn run(flow: Flow, shutdown_timeout: Duration) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "Flow failed.");
-            eprintln!("error: {e}");
+            err(&format!("error: {e}\n"));
             ExitCode::FAILURE
         }
     }
 }
 
-/// SIGINT or SIGTERM starts a graceful shutdown; a second one exits at once.
+/// A second signal sooner than this after the first is the same request:
+/// coreutils `timeout` sends SIGTERM to fbp and again to its process group.
+const SAME_SIGNAL: Duration = Duration::from_secs(1);
+
+/// SIGINT or SIGTERM starts a graceful shutdown; a second one (past
+/// [`SAME_SIGNAL`]) exits at once.
 fn watch_signals(shutdown: CancellationToken) {
     std::thread::Builder::new()
         .name("fbp-signals".into())
@@ -156,17 +180,24 @@ fn watch_signals(shutdown: CancellationToken) {
                 let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
                     return;
                 };
-                for n in 0.. {
+                let mut first = None;
+                loop {
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}
                         _ = term.recv() => {}
                     }
-                    if n > 0 {
-                        eprintln!("error: second signal; exiting without draining");
-                        std::process::exit(1);
+                    match first {
+                        None => {
+                            first = Some(std::time::Instant::now());
+                            tracing::info!("Signal received; draining.");
+                            shutdown.cancel();
+                        }
+                        Some(at) if at.elapsed() < SAME_SIGNAL => {}
+                        Some(_) => {
+                            err("error: second signal; exiting without draining\n");
+                            std::process::exit(1);
+                        }
                     }
-                    tracing::info!("Signal received; draining.");
-                    shutdown.cancel();
                 }
             });
         })

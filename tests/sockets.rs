@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use fbp_runtime::testbed::{free_port, wait_for_port};
 
-use crate::util::{fbp, lines, rss_kib, signal, summary, tempdir, wait_until, write};
+use crate::util::{catches, fbp, lines, rss_kib, signal, summary, tempdir, wait_until, write};
 
 /// `fbp run` of a flow, JSON logs collected as they come; killed on drop.
 pub(crate) struct Running {
@@ -63,7 +63,7 @@ impl Running {
         // fbp installs its SIGTERM handler on a thread of its own, which a
         // loaded machine may start late: signal once it is in place.
         let pid = self.child.id();
-        assert!(wait_until(Duration::from_secs(10), || catches_sigterm(pid)), "fbp never handled SIGTERM");
+        assert!(wait_until(Duration::from_secs(10), || catches(pid, 15)), "fbp never handled SIGTERM");
         signal(&self.child, "TERM");
         assert!(wait_until(Duration::from_secs(15), || self.child.try_wait().unwrap().is_some()), "fbp did not stop");
         let status = self.child.wait().unwrap();
@@ -73,13 +73,6 @@ impl Running {
         assert!(!log.contains("panicked"), "{log}");
         log
     }
-}
-
-/// Whether process `pid` catches SIGTERM (signal 15: bit 14 of `SigCgt`).
-fn catches_sigterm(pid: u32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap_or("0");
-    u64::from_str_radix(mask, 16).is_ok_and(|m| m & (1 << 14) != 0)
 }
 
 impl Drop for Running {
@@ -642,7 +635,7 @@ fn relay_tcp_to_stdout_prints_what_clients_send() {
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let data: Vec<serde_json::Value> =
         (0..2).map(|_| serde_json::from_str::<serde_json::Value>(&out.next().unwrap().unwrap()).unwrap()).collect();
-    assert!(wait_until(Duration::from_secs(10), || catches_sigterm(child.id())));
+    assert!(wait_until(Duration::from_secs(10), || catches(child.id(), 15)));
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
     assert_eq!(data.iter().map(|e| e["data"].as_str().unwrap()).collect::<Vec<_>>(), ["hello", "world"]);

@@ -19,4 +19,5 @@ mod servers;
 mod sockets;
 mod subflows;
 mod supervision;
+mod unix;
 mod util;

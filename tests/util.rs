@@ -54,6 +54,13 @@ pub(crate) fn signal(child: &std::process::Child, sig: &str) {
     assert!(status.success(), "kill -{sig} failed");
 }
 
+/// Whether process `pid` catches signal `sig` (its bit in `SigCgt`).
+pub(crate) fn catches(pid: u32, sig: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap_or("0");
+    u64::from_str_radix(mask, 16).is_ok_and(|m| m & (1 << (sig - 1)) != 0)
+}
+
 /// Writes `text` to `dir/name` and returns the path.
 pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

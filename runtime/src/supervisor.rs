@@ -106,6 +106,9 @@ pub(crate) struct Supervisor {
     pub(crate) budget: Budget,
     pub(crate) running: usize,
     pub(crate) finished: bool,
+    /// Restarts waiting out their backoff: a shutdown launches them at once
+    /// (a source's are dropped: it would only stop again).
+    pub(crate) pending: Vec<SpawnHandle>,
 }
 
 impl Supervisor {
@@ -137,6 +140,7 @@ impl Supervisor {
             budget,
             running: 0,
             finished: false,
+            pending: Vec::new(),
         }
     }
 
@@ -229,7 +233,11 @@ impl Supervisor {
             Some(delay) => {
                 tracing::warn!(component = %name, error = %reason, restart_in = ?delay, "Component failed; restarting.");
                 self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
-                ctx.run_later(delay, |act, ctx| act.launch(ctx));
+                let handle = ctx.run_later(delay, |act, ctx| {
+                    act.pending.pop();
+                    act.launch(ctx)
+                });
+                self.pending.push(handle);
             }
             None => {
                 tracing::error!(component = %name, error = %reason, "Component failed and will not be restarted.");
@@ -246,6 +254,26 @@ impl Supervisor {
     /// Whether an instance that returned `Ok` is done rather than to be restarted.
     fn done_after_stop(&self) -> bool {
         self.node.spec.kind == Kind::Source || self.node.restart.policy != Policy::Always || self.wiring.inputs_closed()
+    }
+
+    /// The flow is shutting down: restarts waiting out a backoff happen now,
+    /// so the instance drains its inputs; a source has nothing to drain and
+    /// is done.
+    fn shutting_down(&mut self, ctx: &mut actix::Context<Self>) {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return;
+        }
+        for handle in &pending {
+            ctx.cancel_future(*handle);
+        }
+        if self.node.spec.kind == Kind::Source {
+            tracing::info!(component = %self.node.name, "Shutting down; the restart it waited for is cancelled.");
+            return self.worker_done(ctx);
+        }
+        for _ in pending {
+            self.launch(ctx);
+        }
     }
 
     fn worker_done(&mut self, ctx: &mut actix::Context<Self>) {
@@ -266,6 +294,8 @@ impl Actor for Supervisor {
         for _ in 0..self.node.workers.max(1) {
             self.launch(ctx);
         }
+        let shutdown = self.shutdown.clone().cancelled_owned();
+        ctx.spawn(actix::fut::wrap_future::<_, Self>(shutdown).map(|(), act, ctx| act.shutting_down(ctx)));
     }
 }
 

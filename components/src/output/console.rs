@@ -3,6 +3,12 @@
 //! Each batch taken from the input is rendered whole, written to stdout under
 //! its lock (so two consoles never interleave their lines) on tokio's
 //! blocking pool, flushed, and only then dropped, which acknowledges it.
+//!
+//! When the reader of stdout goes away (`fbp ... | head -2`), the write fails
+//! with a broken pipe: that is the end of the output, not a failure. The
+//! console then stops the whole flow as a signal would (sources stop, the
+//! rest drains), and takes what still reaches it without printing it,
+//! counting it in `dropped`.
 
 use std::future::Future;
 use std::io::{self, Write};
@@ -22,7 +28,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     doc: "Prints each message on stdout: `simple` prints the payload as one line of JSON, `json` \
           the wire envelope `{\"data\": .., \"metadata\": {..}}` on one line, `pretty` the payload \
           as indented JSON over several lines. Output is written and flushed a batch at a time, \
-          and a message is acknowledged once it has been flushed.",
+          and a message is acknowledged once it has been flushed. When the reader of stdout goes \
+          away (`| head`), the flow stops as on Ctrl-C and exits 0; what reaches the console after \
+          that is counted in `dropped`, not printed.",
     kind: Kind::Sink,
     inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to print" }],
     outputs: &[],
@@ -70,29 +78,66 @@ impl Task for Console {
     fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
         Box::pin(async move {
             let mut input = ctx.input("in");
-            print(&mut input, self.format, write_stdout).await
+            let mut batch = Vec::with_capacity(BATCH);
+            if print(&mut input, &mut batch, self.format, write_stdout).await? == Printed::ReaderGone {
+                tracing::info!(component = %ctx.name, "Stdout was closed by its reader; stopping the flow.");
+                ctx.shutdown().cancel();
+                discard(&mut input, &mut batch, &ctx).await;
+            }
+            Ok(())
         })
     }
 }
 
+/// How printing ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Printed {
+    /// The input ended and everything was written.
+    All,
+    /// The reader of stdout went away; the batch that could not be written
+    /// is left in `batch`.
+    ReaderGone,
+}
+
 /// Renders and writes each batch; drops (acknowledges) it once `write` has
 /// written and flushed it. `write` hands its buffer back for reuse.
-async fn print<W, F>(input: &mut InPort, format: Format, mut write: W) -> Result<(), Failure>
+async fn print<W, F>(
+    input: &mut InPort,
+    batch: &mut Vec<Message>,
+    format: Format,
+    mut write: W,
+) -> Result<Printed, Failure>
 where
     W: FnMut(Vec<u8>) -> F,
     F: Future<Output = io::Result<Vec<u8>>>,
 {
-    let mut batch = Vec::with_capacity(BATCH);
     let mut text = Vec::new();
-    while input.recv_many(&mut batch, BATCH).await {
+    while input.recv_many(batch, BATCH).await {
         text.clear();
-        for msg in &batch {
+        for msg in batch.iter() {
             render(format, msg, &mut text);
         }
-        text = write(text).await.map_err(|e| Failure(format!("cannot write to stdout: {e}")))?;
+        text = match write(text).await {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Printed::ReaderGone),
+            Err(e) => return Err(Failure(format!("cannot write to stdout: {e}"))),
+        };
         batch.clear();
     }
-    Ok(())
+    Ok(Printed::All)
+}
+
+/// Takes what is left (the batch not written, then the input until it
+/// ends), rejecting each message's acknowledgement and counting it dropped.
+async fn discard(input: &mut InPort, batch: &mut Vec<Message>, ctx: &Context) {
+    loop {
+        let n = batch.len() as u64;
+        batch.drain(..).filter_map(|m| m.ack).for_each(|ack| ack.reject());
+        ctx.metrics().dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if !input.recv_many(batch, BATCH).await {
+            return;
+        }
+    }
 }
 
 fn render(format: Format, msg: &Message, text: &mut Vec<u8>) {
@@ -140,7 +185,8 @@ mod tests {
             sink.lock().unwrap().extend_from_slice(&text);
             std::future::ready(Ok(text))
         };
-        print(&mut InPort::new(vec![q.receiver()], Arc::default()), format, write).await.unwrap();
+        let mut batch = Vec::new();
+        print(&mut InPort::new(vec![q.receiver()], Arc::default()), &mut batch, format, write).await.unwrap();
         String::from_utf8(written.lock().unwrap().clone()).unwrap()
     }
 
@@ -180,18 +226,32 @@ mod tests {
             sink.lock().unwrap().extend_from_slice(&text);
             std::future::ready(Ok(text))
         };
-        print(&mut InPort::new(vec![q.receiver()], Arc::default()), Format::Simple, write).await.unwrap();
+        let mut batch = Vec::new();
+        print(&mut InPort::new(vec![q.receiver()], Arc::default()), &mut batch, Format::Simple, write).await.unwrap();
         assert_eq!(*seen.lock().unwrap(), [(Outcome::Delivered, b"7\n".to_vec())]);
+    }
+
+    /// Prints one message through a `write` that fails with `kind`.
+    async fn failing(kind: io::ErrorKind) -> (Result<Printed, Failure>, usize) {
+        let q = Queue::new(4, WhenFull::Block);
+        q.sender().0.try_send(Message::new(value::int(1), Meta::new("src".into(), 0))).unwrap();
+        q.close();
+        let write = |_: Vec<u8>| std::future::ready(Err(io::Error::from(kind)));
+        let mut batch = Vec::new();
+        let printed =
+            print(&mut InPort::new(vec![q.receiver()], Arc::default()), &mut batch, Format::Simple, write).await;
+        (printed, batch.len())
     }
 
     #[tokio::test]
     async fn a_write_error_is_a_failure() {
-        let q = Queue::new(4, WhenFull::Block);
-        q.sender().0.try_send(Message::new(value::int(1), Meta::new("src".into(), 0))).unwrap();
-        q.close();
-        let write = |_: Vec<u8>| std::future::ready(Err(io::Error::from(io::ErrorKind::BrokenPipe)));
-        let err = print(&mut InPort::new(vec![q.receiver()], Arc::default()), Format::Simple, write).await.unwrap_err();
+        let err = failing(io::ErrorKind::PermissionDenied).await.0.unwrap_err();
         assert!(err.0.contains("cannot write to stdout"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_reader_gone_ends_the_output_and_keeps_the_batch() {
+        assert!(matches!(failing(io::ErrorKind::BrokenPipe).await, (Ok(Printed::ReaderGone), 1)));
     }
 
     #[test]
