@@ -34,9 +34,8 @@ pub(crate) enum Command {
     Run {
         /// The flow file.
         flow: PathBuf,
-        /// How long a graceful shutdown may take.
-        #[arg(long, env = "FBP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
-        shutdown_timeout: Duration,
+        #[command(flatten)]
+        run: RunFlags,
     },
     /// Check a flow file: syntax, components, config, ports, types, variables.
     Check {
@@ -70,9 +69,8 @@ pub(crate) enum Command {
         /// Print the equivalent flow file instead of running it.
         #[arg(long, env = "FBP_PRINT_FLOW")]
         print_flow: bool,
-        /// How long a graceful shutdown may take.
-        #[arg(long, env = "FBP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
-        shutdown_timeout: Duration,
+        #[command(flatten)]
+        run: RunFlags,
     },
     /// Relay messages from a source URI to a sink URI: 'file:in.jsonl' 'sqlite://out.db?table=t'.
     ///
@@ -93,10 +91,20 @@ pub(crate) enum Command {
         /// Print the equivalent flow file instead of running it.
         #[arg(long, env = "FBP_PRINT_FLOW")]
         print_flow: bool,
-        /// How long a graceful shutdown may take.
-        #[arg(long, env = "FBP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
-        shutdown_timeout: Duration,
+        #[command(flatten)]
+        run: RunFlags,
     },
+}
+
+/// How `run`, `launch` and `relay` run a flow.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub(crate) struct RunFlags {
+    /// How long a graceful shutdown may take.
+    #[arg(long, env = "FBP_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub(crate) shutdown_timeout: Duration,
+    /// How often to log a status line with the counts so far (`0s`: never).
+    #[arg(long, env = "FBP_STATUS_INTERVAL", default_value = "10s", value_parser = duration)]
+    pub(crate) status_interval: Duration,
 }
 
 /// `fbp components` output.

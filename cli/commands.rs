@@ -12,13 +12,13 @@ use fbp_runtime::network::{self, RunOptions};
 use fbp_runtime::{docs, graph, launch, relay};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Command, GraphFormat, ListFormat};
+use crate::args::{Command, GraphFormat, ListFormat, LogFormat, RunFlags};
 
 const USAGE: u8 = 2;
 
-pub(crate) fn dispatch(command: Command) -> ExitCode {
+pub(crate) fn dispatch(command: Command, log: LogFormat) -> ExitCode {
     match command {
-        Command::Run { flow, shutdown_timeout } => load(&flow).map_or_else(|c| c, |f| run(f, shutdown_timeout)),
+        Command::Run { flow, run: flags } => load(&flow).map_or_else(|c| c, |f| run(f, flags, log)),
         Command::Check { flows } => check(&flows),
         Command::Components { format } => {
             match format {
@@ -39,11 +39,13 @@ pub(crate) fn dispatch(command: Command) -> ExitCode {
                 ExitCode::SUCCESS
             },
         ),
-        Command::Launch { pipeline, print_flow, shutdown_timeout } => {
-            generated("<launch>", launch::to_flow_toml(&pipeline, &CATALOGUE), print_flow, shutdown_timeout)
+        Command::Launch { pipeline, print_flow, run } => {
+            let text = launch::to_flow_toml(&pipeline, &CATALOGUE);
+            generated("<launch>", text, if print_flow { Then::Print } else { Then::Run(run, log) })
         }
-        Command::Relay { source, sink, sets, print_flow, shutdown_timeout } => {
-            generated("<relay>", relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE), print_flow, shutdown_timeout)
+        Command::Relay { source, sink, sets, print_flow, run } => {
+            let text = relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE);
+            generated("<relay>", text, if print_flow { Then::Print } else { Then::Run(run, log) })
         }
     }
 }
@@ -113,14 +115,17 @@ fn describe(name: &str) -> ExitCode {
     }
 }
 
-/// A flow file built from the command line (`launch`, `relay`): printed with
-/// `--print-flow`, else checked and run like a flow file.
-fn generated(
-    name: &str,
-    text: Result<String, impl std::fmt::Display>,
-    print_flow: bool,
-    timeout: Duration,
-) -> ExitCode {
+/// What to do with a flow built from the command line.
+enum Then {
+    /// Print it (`--print-flow`).
+    Print,
+    /// Run it.
+    Run(RunFlags, LogFormat),
+}
+
+/// A flow file built from the command line (`launch`, `relay`): checked, then
+/// printed or run like a flow file.
+fn generated(name: &str, text: Result<String, impl std::fmt::Display>, then: Then) -> ExitCode {
     let text = match text {
         Ok(t) => t,
         Err(e) => {
@@ -130,34 +135,48 @@ fn generated(
     };
     let cwd = std::env::current_dir().unwrap_or_default();
     let loaded = flow::check::check_source(name, &text, &cwd, &CATALOGUE, &|k| std::env::var(k).ok());
-    match (loaded, print_flow) {
+    match (loaded, then) {
         (Err(d), _) => report(&d),
-        (Ok(_), true) => {
+        (Ok(_), Then::Print) => {
             out(&text);
             ExitCode::SUCCESS
         }
-        (Ok(f), false) => run(f, timeout),
+        (Ok(f), Then::Run(flags, log)) => run(f, flags, log),
     }
 }
 
-fn run(flow: Flow, shutdown_timeout: Duration) -> ExitCode {
+fn run(flow: Flow, flags: RunFlags, log: LogFormat) -> ExitCode {
     for w in flow.warnings.iter().flat_map(|d| &d.errors) {
         tracing::warn!(warning = %w.message, help = w.help.as_deref().unwrap_or(""), "The flow check warns.");
     }
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
-    let report = network::run(flow, RunOptions { shutdown_timeout, shutdown, threads: None });
-    for s in &report.summaries {
-        tracing::info!(
-            component = %s.component, received = s.received, sent = s.sent, errors = s.errors,
-            dropped = s.dropped, restarts = s.restarts, "Component summary."
-        );
+    let status_every = Some(flags.status_interval).filter(|d| !d.is_zero());
+    let options = RunOptions { shutdown_timeout: flags.shutdown_timeout, shutdown, threads: None, status_every };
+    let report = network::run(flow, options);
+    match log {
+        // A person reads a table; a machine gets one record per component.
+        LogFormat::Text if tracing::enabled!(tracing::Level::INFO) => {
+            err(&fbp_runtime::report::table(&report.summaries))
+        }
+        LogFormat::Text => {}
+        LogFormat::Json => {
+            for s in &report.summaries {
+                tracing::info!(
+                    component = %s.component, r#type = s.type_name, received = s.received, sent = s.sent,
+                    errors = s.errors, dead_lettered = s.dead_lettered, dropped = s.dropped, restarts = s.restarts,
+                    ran_ms = s.ran.as_millis() as u64, "Component summary."
+                );
+            }
+        }
     }
     match report.result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "Flow failed.");
-            err(&format!("error: {e}\n"));
+            match log {
+                LogFormat::Text => err(&format!("error: {e}\n")),
+                LogFormat::Json => tracing::error!(error = %e, "Flow failed."),
+            }
             ExitCode::FAILURE
         }
     }

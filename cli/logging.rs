@@ -64,7 +64,8 @@ fn filter(level: Option<&str>) -> (Option<Targets>, Option<EnvFilter>) {
 pub(crate) fn init(level: Option<&str>, format: LogFormat) {
     let layer = fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal());
     let layer: Box<dyn Layer<Registry> + Send + Sync> = match format {
-        LogFormat::Text => layer.boxed(),
+        // A person reads the message and the fields, not the module path.
+        LogFormat::Text => layer.with_target(false).boxed(),
         LogFormat::Json => layer.json().boxed(),
     };
     let (targets, env) = filter(level);

@@ -115,7 +115,31 @@ fn launch_runs_and_data_goes_to_stdout_logs_to_stderr() {
     let o = run_in(dir.path(), &["launch", "inject messages=[1,2,3] ! map expr=\".+1\" ! console"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "2\n3\n4\n");
-    assert!(stderr(&o).contains("Component summary."), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(log.contains("INFO console (console) writes to stdout."), "{log}");
+    // The table at the end, without its `ran` column.
+    let table: Vec<String> = log
+        .lines()
+        .skip_while(|l| !l.starts_with("component "))
+        .map(|l| l.rsplit_once("  ").map_or(l, |(row, _)| row).trim_end().to_string())
+        .collect();
+    let expected = [
+        "component  type     in  out/written  errors  dead-lettered  dropped  restarts",
+        "inject     inject    0            3       0              0        0         0",
+        "map        map       3            3       0              0        0         0",
+        "console    console   3            3       0              0        0         0",
+    ];
+    assert_eq!(table, expected, "{log}");
+    assert!(!log.contains("fbp_runtime::"), "module paths are not shown: {log}");
+}
+
+#[test]
+fn a_long_run_says_how_it_is_flowing() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["launch", "--status-interval", "100ms", "counter interval=20ms max_count=25 ! null"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let status = stderr(&o).lines().filter(|l| l.contains("INFO Flowing. taken=")).count();
+    assert!(status >= 1, "{}", stderr(&o));
 }
 
 #[test]
@@ -166,7 +190,15 @@ fn a_flow_that_cannot_start_exits_1() {
     );
     let o = fbp().arg("run").arg(&flow).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("component `s` failed"), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert_eq!(
+        log.lines().last(),
+        Some(
+            "error: component `s` failed: cannot open sqlite database `/proc/no/such/dir/x.db`: No such file or directory (os error 2)"
+        ),
+        "{log}"
+    );
+    assert_eq!(log.matches("component `s` failed:").count(), 1, "said once: {log}");
 }
 
 #[test]

@@ -68,7 +68,7 @@ fn a_subflow_nested_twice_checks_graphs_and_runs() {
         lines(&dir.path().join("out.jsonl")),
         [r#"{"n":2,"tagged":true}"#, r#"{"n":6,"tagged":true}"#, r#"{"n":10,"tagged":true}"#]
     );
-    assert!(stderr(&run).contains("component=mid/inner/double"), "inner components are named in the summary");
+    assert!(stderr(&run).contains("\nmid/inner/double "), "inner components are named in the summary");
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{catches, fbp, signal, tempdir, wait_until, write};
+use crate::util::{catches, fbp, signal, summary, tempdir, wait_until, write};
 
 /// Waits for `child` to exit within `limit`; its status and stderr.
 fn finish(mut child: Child, limit: Duration) -> (ExitStatus, String, Duration) {
@@ -69,7 +69,7 @@ fn the_two_signals_timeout_sends_are_one_request_to_drain() {
     );
     // Without --foreground, timeout signals fbp and then its whole process group.
     let child = std::process::Command::new("timeout")
-        .args(["--preserve-status", "2", env!("CARGO_BIN_EXE_fbp"), "run", "flow.toml"])
+        .args(["--preserve-status", "2", env!("CARGO_BIN_EXE_fbp"), "--log-format", "json", "run", "flow.toml"])
         .current_dir(dir.path())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -81,7 +81,7 @@ fn the_two_signals_timeout_sends_are_one_request_to_drain() {
     assert!(log.contains("Signal received; draining."), "{log}");
     assert!(!log.contains("second signal"), "{log}");
     let written = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
-    let sent = log.lines().find(|l| l.contains("component=ticks")).and_then(|l| field(l, "sent"));
+    let sent = summary(&log, "ticks", "sent");
     assert_eq!(Some(written.lines().count() as u64), sent, "every message sent was written: {log}");
 }
 
@@ -123,9 +123,4 @@ fn two_components(a: &str, a_body: &str, b: &str, b_body: &str) -> tempfile::Tem
     );
     write(dir.path(), "flow.toml", &flow);
     dir
-}
-
-/// `key=value` from a text log line.
-fn field(line: &str, key: &str) -> Option<u64> {
-    line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
 }

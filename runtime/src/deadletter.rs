@@ -71,9 +71,14 @@ impl ErrorRoute {
         }
         self.metrics.errors.fetch_add(1, Ordering::Relaxed);
         if let Some(dl) = &self.dead_letter {
-            if let Err(e) = dl.write(&err) {
-                tracing::error!(component = %self.component, error = %e, "Could not write to the dead-letter file; the message is logged instead.");
-                self.log_rejected(&err);
+            match dl.write(&err) {
+                Ok(()) => {
+                    self.metrics.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::error!(component = %self.component, error = %e, "Could not write to the dead-letter file; the message is logged instead.");
+                    self.log_rejected(&err);
+                }
             }
         } else {
             self.log_rejected(&err);

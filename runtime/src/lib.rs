@@ -45,6 +45,7 @@ pub mod port;
 pub mod queue;
 pub mod ratelimit;
 pub mod relay;
+pub mod report;
 pub mod secret;
 pub mod spec;
 pub mod supervisor;

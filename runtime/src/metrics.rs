@@ -18,6 +18,10 @@ pub struct Metrics {
     pub dropped: AtomicU64,
     /// Times the supervisor restarted it.
     pub restarts: AtomicU64,
+    /// Of `errors`, those written to the flow's dead-letter file.
+    pub dead_lettered: AtomicU64,
+    /// Milliseconds from the start of the run until it finished (0: it ran to the end).
+    pub finished_ms: AtomicU64,
     /// Its "message rejected" warnings (where `err` goes nowhere), limited.
     pub rejected_log: crate::ratelimit::LogLimit,
 }
@@ -27,6 +31,10 @@ pub struct Metrics {
 pub struct Summary {
     /// Component name.
     pub component: String,
+    /// Its type, e.g. `sqlite`.
+    pub type_name: &'static str,
+    /// Whether it is a sink (its `sent` is 0; what it wrote is `received - errors - dropped`).
+    pub sink: bool,
     /// See [`Metrics::received`].
     pub received: u64,
     /// See [`Metrics::sent`].
@@ -37,6 +45,10 @@ pub struct Summary {
     pub dropped: u64,
     /// See [`Metrics::restarts`].
     pub restarts: u64,
+    /// See [`Metrics::dead_lettered`].
+    pub dead_lettered: u64,
+    /// How long it ran.
+    pub ran: std::time::Duration,
 }
 
 impl Metrics {
@@ -49,6 +61,9 @@ impl Metrics {
             errors: get(&self.errors),
             dropped: get(&self.dropped),
             restarts: get(&self.restarts),
+            dead_lettered: get(&self.dead_lettered),
+            ran: std::time::Duration::from_millis(get(&self.finished_ms)),
+            ..Summary::default()
         }
     }
 }

@@ -29,11 +29,18 @@ pub struct RunOptions {
     pub shutdown: CancellationToken,
     /// Data-plane threads; `None` for one per core.
     pub threads: Option<usize>,
+    /// How often to log a status line (`None`: never).
+    pub status_every: Option<Duration>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { shutdown_timeout: Duration::from_secs(10), shutdown: CancellationToken::new(), threads: None }
+        RunOptions {
+            shutdown_timeout: Duration::from_secs(10),
+            shutdown: CancellationToken::new(),
+            threads: None,
+            status_every: None,
+        }
     }
 }
 
@@ -82,9 +89,18 @@ const DATA_STACK: usize = 32 << 20;
 /// fires and it drains. Blocks the calling thread.
 pub fn run(flow: Flow, opts: RunOptions) -> RunReport {
     let metrics = Arc::new(Registry::default());
-    let names: Vec<Arc<str>> = flow.nodes.iter().map(|n| n.name.clone()).collect();
+    let nodes: Vec<(Arc<str>, &'static crate::spec::ComponentSpec)> =
+        flow.nodes.iter().map(|n| (n.name.clone(), n.spec)).collect();
+    let started = std::time::Instant::now();
     let result = run_inner(flow, &opts, &metrics);
-    let summaries = metrics.summaries(names.iter().map(|n| &**n));
+    let mut summaries = metrics.summaries(nodes.iter().map(|(n, _)| &**n));
+    for (s, (_, spec)) in summaries.iter_mut().zip(&nodes) {
+        s.type_name = spec.name;
+        s.sink = spec.kind == crate::spec::Kind::Sink;
+        if s.ran.is_zero() {
+            s.ran = started.elapsed();
+        }
+    }
     RunReport { result, summaries }
 }
 
@@ -180,6 +196,20 @@ async fn coordinate(
     }
     drop(events_tx);
     tracing::info!(flow = %flow.name, components = flow.nodes.len(), connections = flow.edges.len(), "Flow started.");
+    for node in &flow.nodes {
+        if let Some(to) = crate::report::destination(node) {
+            tracing::info!(component = %node.name, "{} ({}) writes to {to}.", node.name, node.spec.name);
+        }
+    }
+    let started = tokio::time::Instant::now();
+    let finished = |i: usize| {
+        let ms = started.elapsed().as_millis().max(1) as u64;
+        metrics.component(&flow.nodes[i].name).finished_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    };
+    let every = opts.status_every.unwrap_or(Duration::MAX / 4);
+    let mut status = tokio::time::interval_at(started + every, every);
+    let is_source: Vec<bool> = flow.nodes.iter().map(|n| n.spec.kind == crate::spec::Kind::Source).collect();
+    let names: Vec<&str> = flow.nodes.iter().map(|n| &*n.name).collect();
     let mut failure = None;
     let deadline = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(deadline);
@@ -188,9 +218,13 @@ async fn coordinate(
     while running.iter().any(|r| *r) {
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(Event::Finished(i)) => running[i] = false,
+                Some(Event::Finished(i)) => {
+                    running[i] = false;
+                    finished(i);
+                }
                 Some(Event::Failed(i, reason, left)) => {
                     running[i] = false;
+                    finished(i);
                     let component = flow.nodes[i].name.to_string();
                     match flow.on_component_failure {
                         OnFailure::Stop => {
@@ -215,6 +249,14 @@ async fn coordinate(
                 }
                 None => break,
             },
+            _ = status.tick() => {
+                let mut now = metrics.summaries(names.iter().copied());
+                for (s, node) in now.iter_mut().zip(&flow.nodes) {
+                    s.sink = node.spec.kind == crate::spec::Kind::Sink;
+                }
+                let (taken, written, errors, dropped) = crate::report::totals(&now, &is_source);
+                tracing::info!(taken, written, errors, dropped, "Flowing.");
+            }
             _ = sources.cancelled(), if !draining => {
                 draining = true;
                 tracing::info!(timeout = ?opts.shutdown_timeout, "Shutting down: sources stop, queues drain.");
