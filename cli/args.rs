@@ -38,12 +38,14 @@ pub(crate) enum Command {
         run: RunFlags,
     },
     /// Check a flow file: syntax, components, config, ports, types, variables.
+    #[command(visible_aliases = ["validate", "lint"])]
     Check {
         /// The flow files.
         #[arg(required = true)]
         flows: Vec<PathBuf>,
     },
     /// List every component type, one line each.
+    #[command(visible_alias = "list")]
     Components {
         /// Output format.
         #[arg(long, env = "FBP_COMPONENTS_FORMAT", value_enum, default_value_t = ListFormat::Text)]
@@ -53,6 +55,25 @@ pub(crate) enum Command {
     Describe {
         /// The component type, e.g. `sensor-sim`.
         component: String,
+        /// Output format.
+        #[arg(long, env = "FBP_DESCRIBE_FORMAT", value_enum, default_value_t = DescribeFormat::Text)]
+        format: DescribeFormat,
+    },
+    /// Write a commented flow file to start from: `fbp new 'mqtt-subscribe ! window ! sqlite'`.
+    ///
+    /// Every key of every component is there, the required ones with a value to
+    /// replace (TODO), the others commented out with their defaults.
+    New {
+        /// The components in order, as for `launch`; settings (`key=value`) are kept.
+        pipeline: String,
+        /// Write it to this file (which must not exist) instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Print a shell completion script: `fbp completions bash > /etc/bash_completion.d/fbp`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Print a flow as a graph.
     Graph {
@@ -114,6 +135,15 @@ pub(crate) enum ListFormat {
     Text,
     /// The `docs/components.md` page.
     Markdown,
+}
+
+/// `fbp describe` output.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum DescribeFormat {
+    /// For people.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 /// `fbp graph` output.

@@ -9,10 +9,10 @@ use std::time::Duration;
 use fbp_components::CATALOGUE;
 use fbp_runtime::flow::{self, Diagnostics, Flow};
 use fbp_runtime::network::{self, RunOptions};
-use fbp_runtime::{docs, graph, launch, relay};
+use fbp_runtime::{docs, graph, launch, relay, skeleton};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Command, GraphFormat, ListFormat, LogFormat, RunFlags};
+use crate::args::{Cli, Command, DescribeFormat, GraphFormat, ListFormat, LogFormat, RunFlags};
 
 const USAGE: u8 = 2;
 
@@ -27,7 +27,14 @@ pub(crate) fn dispatch(command: Command, log: LogFormat) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Describe { component } => describe(&component),
+        Command::Describe { component, format } => describe(&component, format),
+        Command::New { pipeline, output } => new(&pipeline, output.as_deref()),
+        Command::Completions { shell } => {
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "fbp", &mut text);
+            out(&String::from_utf8_lossy(&text));
+            ExitCode::SUCCESS
+        }
         Command::Graph { flow, format } => load(&flow).map_or_else(
             |c| c,
             |f| {
@@ -100,10 +107,13 @@ fn check(paths: &[std::path::PathBuf]) -> ExitCode {
     code
 }
 
-fn describe(name: &str) -> ExitCode {
+fn describe(name: &str, format: DescribeFormat) -> ExitCode {
     match CATALOGUE.get(name) {
         Some(spec) => {
-            out(&docs::describe(spec));
+            match format {
+                DescribeFormat::Text => out(&docs::describe(spec)),
+                DescribeFormat::Json => out(&format!("{:#}\n", docs::describe_json(spec))),
+            }
             ExitCode::SUCCESS
         }
         None => {
@@ -111,6 +121,36 @@ fn describe(name: &str) -> ExitCode {
                 .map_or_else(|| "`fbp components` lists the types".to_string(), |b| format!("did you mean `{b}`?"));
             err(&format!("error: unknown component type `{name}`\n  = help: {hint}\n"));
             ExitCode::from(USAGE)
+        }
+    }
+}
+
+/// `fbp new`: the skeleton on stdout, or in a new file.
+fn new(pipeline: &str, output: Option<&Path>) -> ExitCode {
+    let text = match skeleton::flow(pipeline, &CATALOGUE) {
+        Ok(text) => text,
+        Err(e) => {
+            err(&format!("error: {e}\n"));
+            return ExitCode::from(USAGE);
+        }
+    };
+    let Some(path) = output else {
+        out(&text);
+        return ExitCode::SUCCESS;
+    };
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()));
+    match written {
+        Ok(()) => {
+            err(&format!("wrote {}; replace each TODO, then `fbp check {}`\n", path.display(), path.display()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            err(&format!("error: cannot write `{}`: {e}\n", path.display()));
+            ExitCode::FAILURE
         }
     }
 }

@@ -217,3 +217,50 @@ fn check_reports_what_only_a_components_build_checks_without_showing_secrets() {
     assert!(err.contains("unknown aggregate `***`"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn new_writes_a_skeleton_that_checks_once_its_todos_are_filled() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["new", "counter ! map ! file-write", "-o", "flow.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(dir.path().join("flow.toml")).unwrap();
+    assert!(text.contains("[components.map.config]\n# The jq program"), "{text}");
+    assert!(text.contains("# max_count = 0\n"), "defaults commented out: {text}");
+    let todo: Vec<&str> = text.lines().filter(|l| !l.starts_with('#') && l.ends_with("= \"TODO\"")).collect();
+    assert_eq!(todo, ["expr = \"TODO\"", "path = \"TODO\""], "the required keys to fill in: {text}");
+    let o = run_in(dir.path(), &["new", "counter ! console", "-o", "flow.toml"]);
+    assert_eq!(o.status.code(), Some(1), "an existing file is kept");
+    assert!(stderr(&o).contains("cannot write `flow.toml`"), "{}", stderr(&o));
+    std::fs::write(
+        dir.path().join("flow.toml"),
+        text.replace("expr = \"TODO\"", "expr = \".\"").replace("path = \"TODO\"", "path = \"out.jsonl\""),
+    )
+    .unwrap();
+    let o = run_in(dir.path(), &["validate", "flow.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_in(dir.path(), &["new", "counter ! consol"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o), "error: unknown component type `consol`; did you mean `console`?\n");
+}
+
+#[test]
+fn day_one_verbs_aliases_completions_and_json_descriptions() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["list"]);
+    assert!(o.status.success() && stdout(&o).starts_with("counter "), "{}", stdout(&o));
+    let o = run_in(dir.path(), &["lint", &root().join("flows/sensor.toml").to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for shell in ["bash", "zsh", "fish"] {
+        let o = run_in(dir.path(), &["completions", shell]);
+        assert!(o.status.success() && stdout(&o).contains("describe"), "{shell}");
+    }
+    let o = run_in(dir.path(), &["describe", "counter", "--format", "json"]);
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["kind"], "source");
+    assert_eq!(d["config"][0]["name"], "interval");
+    assert_eq!(d["config"][0]["default"], "\"1s\"");
+    let o = run_in(dir.path(), &["chek"]);
+    assert!(stderr(&o).contains("a similar subcommand exists: 'check'"), "{}", stderr(&o));
+    let o = run_in(dir.path(), &["start"]);
+    assert!(!stderr(&o).contains("similar subcommand"), "{}", stderr(&o));
+}

@@ -54,6 +54,36 @@ pub fn describe(s: &ComponentSpec) -> String {
     out
 }
 
+/// The description of one type as JSON, for `fbp describe TYPE --format json`.
+pub fn describe_json(s: &ComponentSpec) -> serde_json::Value {
+    let ports = |ports: &[PortSpec]| -> Vec<serde_json::Value> {
+        ports.iter().map(|p| serde_json::json!({"name": p.name, "type": p.ty, "doc": p.doc})).collect()
+    };
+    let outs: Vec<PortSpec> = s.outputs.iter().copied().chain([ERR_PORT]).collect();
+    let config: Vec<serde_json::Value> = s
+        .config
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "name": k.name, "type": k.ty.name(), "required": k.required, "default": k.default, "doc": k.doc,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": s.name,
+        "kind": s.kind.as_str(),
+        "summary": s.summary,
+        "doc": s.doc,
+        "inputs": ports(s.inputs),
+        "outputs": ports(&outs),
+        "config": config,
+        "delivery": s.delivery.describe(),
+        "acknowledgements": s.acks.describe(),
+        "stateless": s.stateless,
+        "example": s.example,
+    })
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("    {l}\n")).collect()
 }

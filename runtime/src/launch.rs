@@ -17,36 +17,57 @@ pub enum LaunchError {
     NotASetting(String),
 }
 
-/// Turns a pipeline into flow-file TOML. Types, keys and ports are checked
-/// afterwards by the flow loader, like any flow file.
-pub fn to_flow_toml(pipeline: &str, catalogue: &Catalogue) -> Result<String, LaunchError> {
+/// One element of a pipeline: `TYPE key=value ...`, named uniquely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    /// Its component name in the flow: the type, `-2`, `-3`... when repeated.
+    pub name: String,
+    /// The component type as written.
+    pub ty: String,
+    /// Its settings, as text.
+    pub settings: Vec<(String, String)>,
+}
+
+/// Reads a pipeline into its elements, in order.
+pub fn elements(pipeline: &str) -> Result<Vec<Element>, LaunchError> {
     let tokens = shlex::split(pipeline).ok_or(LaunchError::Quotes)?;
-    let mut elements: Vec<Vec<String>> = vec![Vec::new()];
+    let mut words: Vec<Vec<String>> = vec![Vec::new()];
     for t in tokens {
         if t == "!" {
-            elements.push(Vec::new());
+            words.push(Vec::new());
         } else {
-            elements.last_mut().expect("one element").push(t);
+            words.last_mut().expect("one element").push(t);
         }
     }
-    let mut names: Vec<String> = Vec::new();
-    let mut tables = String::new();
-    for (i, el) in elements.iter().enumerate() {
+    let mut elements: Vec<Element> = Vec::new();
+    for (i, el) in words.iter().enumerate() {
         let Some((ty, settings)) = el.split_first() else {
             return Err(LaunchError::Empty(i + 1));
         };
-        let name = unique_name(ty, &names);
+        let taken: Vec<String> = elements.iter().map(|e| e.name.clone()).collect();
         let mut config = Vec::new();
         for s in settings {
             let (k, v) = s.split_once('=').ok_or_else(|| LaunchError::NotASetting(s.clone()))?;
             config.push((k.to_string(), v.to_string()));
         }
-        tables.push_str(&component_table(&name, ty, &config, catalogue));
-        names.push(name);
+        elements.push(Element { name: unique_name(ty, &taken), ty: ty.clone(), settings: config });
     }
-    let connections: Vec<String> =
-        names.windows(2).map(|w| format!("  {},\n", quote(&format!("{} -> {}", w[0], w[1])))).collect();
-    Ok(format!("[flow]\nname = \"launch\"\nconnections = [\n{}]\n{tables}", connections.concat()))
+    Ok(elements)
+}
+
+/// The `connections` array of a chain of elements, one per line.
+pub(crate) fn chain(elements: &[Element]) -> String {
+    let lines: Vec<String> =
+        elements.windows(2).map(|w| format!("  {},\n", quote(&format!("{} -> {}", w[0].name, w[1].name)))).collect();
+    format!("connections = [\n{}]\n", lines.concat())
+}
+
+/// Turns a pipeline into flow-file TOML. Types, keys and ports are checked
+/// afterwards by the flow loader, like any flow file.
+pub fn to_flow_toml(pipeline: &str, catalogue: &Catalogue) -> Result<String, LaunchError> {
+    let elements = elements(pipeline)?;
+    let tables: String = elements.iter().map(|e| component_table(&e.name, &e.ty, &e.settings, catalogue)).collect();
+    Ok(format!("[flow]\nname = \"launch\"\n{}{tables}", chain(&elements)))
 }
 
 fn unique_name(ty: &str, taken: &[String]) -> String {
@@ -90,7 +111,7 @@ pub(crate) fn quote(s: &str) -> String {
 }
 
 /// The TOML literal for a value, by the key's declared type.
-fn literal(v: &str, ty: Option<KeyType>) -> String {
+pub(crate) fn literal(v: &str, ty: Option<KeyType>) -> String {
     let parses = |lit: &str| toml::from_str::<toml::Table>(&format!("v = {lit}")).is_ok();
     match ty {
         Some(

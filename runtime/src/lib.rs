@@ -47,6 +47,7 @@ pub mod ratelimit;
 pub mod relay;
 pub mod report;
 pub mod secret;
+pub mod skeleton;
 pub mod spec;
 pub mod supervisor;
 pub mod testbed;
