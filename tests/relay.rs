@@ -52,12 +52,29 @@ fn relay_csv_file_to_stdout_prints_one_envelope_per_row() {
     assert!(o.status.success(), "{}", stderr(&o));
     let printed = envelopes(&stdout(&o));
     let data: Vec<_> = printed.iter().map(|e| e["data"].clone()).collect();
-    assert_eq!(
-        data,
-        [serde_json::json!({"sensor": "a", "value": "1"}), serde_json::json!({"sensor": "b", "value": "2"})]
-    );
+    assert_eq!(data, [serde_json::json!({"sensor": "a", "value": 1}), serde_json::json!({"sensor": "b", "value": 2})]);
     assert_eq!(printed[0]["metadata"]["topic"], "in.csv");
     assert_eq!(printed[0]["metadata"]["source"], "source");
+    let o = run_in(dir.path(), &["--log-level", "error", "relay", "file:in.csv?format=csv&infer_types=false", "-"]);
+    assert_eq!(envelopes(&stdout(&o))[0]["data"], serde_json::json!({"sensor": "a", "value": "1"}), "kept as text");
+}
+
+#[test]
+fn a_csv_relay_into_sqlite_stores_numbers_as_numbers() {
+    let dir = tempdir();
+    write(dir.path(), "in.csv", "sensor,value,ok\na,1,true\nb,2.5,false\n");
+    let o = run_in(dir.path(), &["--log-level", "error", "relay", "file:in.csv?format=csv", "sqlite://out.db?table=t"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let db = rusqlite::Connection::open(dir.path().join("out.db")).unwrap();
+    let types: Vec<(String, String, String)> = db
+        .prepare("SELECT typeof(sensor), typeof(value), typeof(ok) FROM t ORDER BY rowid")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let row = |a: &str, b: &str| (String::from("text"), a.to_string(), b.to_string());
+    assert_eq!(types, [row("integer", "integer"), row("real", "integer")]);
 }
 
 #[test]

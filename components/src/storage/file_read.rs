@@ -74,8 +74,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         KeySpec::new(
             "infer_types",
             KeyType::Bool,
-            "false",
-            "csv: turn fields that read as JSON numbers or `true`/`false` into numbers and booleans.",
+            "true",
+            "csv: turn fields that read as JSON numbers or `true`/`false` into numbers and booleans \
+             (`007` and `+1` stay strings); `false` keeps every field a string.",
         ),
         KeySpec::new(
             "delimiter",

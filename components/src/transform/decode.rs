@@ -14,8 +14,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     summary: "Decode bytes or text payloads: JSON, CSV, UTF-8 text or raw bytes.",
     doc: "Reads each bytes or text payload as `format` says. `json`: the payload is one JSON \
           document. `csv`: each CSV record in the payload (usually one line) becomes a message, an \
-          object keyed by `columns` when set, else an array of strings; fields stay strings unless \
-          `infer_types` is on. `text`: bytes become UTF-8 text. `bytes`: text becomes bytes. The \
+          object keyed by `columns` when set, else an array; fields that read as numbers or booleans are typed \
+          unless `infer_types = false`. `text`: bytes become UTF-8 text. `bytes`: text becomes bytes. The \
           out-port's type follows the format (`json`, `object` or `array`, `text`, `bytes`). A \
           payload that does not decode (bad JSON, bad CSV, a record whose field count differs from \
           `columns`, invalid UTF-8) or that is not bytes or text goes to `err` with the reason; \
@@ -42,9 +42,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         KeySpec::new(
             "infer_types",
             KeyType::Bool,
-            "false",
+            "true",
             "csv: turn fields that read as JSON numbers or `true`/`false` into numbers and booleans \
-             (`007` and `+1` stay strings).",
+             (`007` and `+1` stay strings); `false` keeps every field a string.",
         ),
         KeySpec::new(
             "delimiter",
@@ -56,7 +56,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     delivery: Delivery::PassThrough,
     acks: Acks::Prompt,
     stateless: true,
-    example: "[components.parse]\ntype = \"decode\"\nconfig = { format = \"csv\", columns = [\"sensor\", \"value\"], infer_types = true }\n",
+    example: "[components.parse]\ntype = \"decode\"\nconfig = { format = \"csv\", columns = [\"sensor\", \"value\"] }\n",
     build,
     ports: Some(ports),
 };
@@ -177,14 +177,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn csv_without_columns_gives_arrays_of_strings() {
+    async fn csv_without_columns_gives_arrays_typed_unless_asked_not_to() {
         let out = decode(json!({"format": "csv"}), vec![text("a,1,\"x,y\"\n"), bytes(b"b,2")]).await;
-        assert_eq!(out.json("out"), [r#"["a","1","x,y"]"#, r#"["b","2"]"#]);
+        assert_eq!(out.json("out"), [r#"["a",1,"x,y"]"#, r#"["b",2]"#]);
+        let out = decode(json!({"format": "csv", "infer_types": false}), vec![text("a,1")]).await;
+        assert_eq!(out.json("out"), [r#"["a","1"]"#]);
     }
 
     #[tokio::test]
-    async fn csv_with_columns_gives_objects_and_infers_types_on_request() {
-        let config = json!({"format": "csv", "columns": ["sensor", "value"], "infer_types": true});
+    async fn csv_with_columns_gives_objects_with_typed_fields() {
+        let config = json!({"format": "csv", "columns": ["sensor", "value"]});
         let out = decode(config, vec![text("s1,21.5"), text("s2,true"), text("only-one")]).await;
         assert_eq!(out.json("out"), [r#"{"sensor":"s1","value":21.5}"#, r#"{"sensor":"s2","value":true}"#]);
         assert_eq!(errors(&out), ["the record has 1 fields, expected 2 (one per column)"]);
@@ -194,7 +196,7 @@ mod tests {
     async fn csv_sends_each_record_of_a_payload_or_none_of_them() {
         let config = json!({"format": "csv", "columns": ["a", "b"], "delimiter": ";"});
         let out = decode(config, vec![text("1;2\n3;4\n"), text("5;6\n7\n"), text("")]).await;
-        assert_eq!(out.json("out"), [r#"{"a":"1","b":"2"}"#, r#"{"a":"3","b":"4"}"#]);
+        assert_eq!(out.json("out"), [r#"{"a":1,"b":2}"#, r#"{"a":3,"b":4}"#]);
         assert_eq!(errors(&out).len(), 2);
         assert_eq!(errors(&out)[1], "no CSV record in the payload");
     }

@@ -106,7 +106,7 @@ async fn csv_with_columns_has_no_header_line() {
     let path = dir.join("in.csv");
     std::fs::write(&path, "a;1\nb;2\n").unwrap();
     let out = read(json!({"path": path, "format": "csv", "columns": ["k", "v"], "delimiter": ";"})).await;
-    assert_eq!(out.json("out"), [r#"{"k":"a","v":"1"}"#, r#"{"k":"b","v":"2"}"#]);
+    assert_eq!(out.json("out"), [r#"{"k":"a","v":1}"#, r#"{"k":"b","v":2}"#]);
 }
 
 #[tokio::test]
@@ -228,7 +228,7 @@ async fn follow_from_end_of_a_csv_file_keeps_its_header() {
     })
     .await;
     let out = f.stop().await;
-    assert_eq!(out.json("out")[0], r#"{"k":"new","v":"1"}"#);
+    assert_eq!(out.json("out")[0], r#"{"k":"new","v":1}"#);
     assert!(out.payloads("err").is_empty());
 }
 
