@@ -89,7 +89,8 @@ fn the_two_signals_timeout_sends_are_one_request_to_drain() {
 fn a_shutdown_does_not_wait_out_a_restart_backoff() {
     let dir = two_components(
         "input",
-        "type = \"file-read\"\nconfig = { path = \"nope.jsonl\" }\nrestart = { backoff = \"30s..30s\" }",
+        "type = \"exec\"\nconfig = { command = \"sh\", args = [\"-c\", \"exit 3\"], mode = \"source\" }\n\
+         restart = { backoff = \"30s..30s\" }",
         "show",
         "type = \"console\"",
     );
@@ -123,4 +124,26 @@ fn two_components(a: &str, a_body: &str, b: &str, b_body: &str) -> tempfile::Tem
     );
     write(dir.path(), "flow.toml", &flow);
     dir
+}
+
+#[test]
+fn permanent_failures_end_the_flow_at_once_saying_what_to_change() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let cases = [
+        ("file-read path=nope.jsonl ! console".to_string(), "no such file; check `path`"),
+        (format!("tcp-listen bind=127.0.0.1:{port} ! console"), "another program listens there"),
+    ];
+    for (pipeline, cause) in cases {
+        let start = Instant::now();
+        let dir = tempdir();
+        let o = fbp().current_dir(dir.path()).args(["launch", &pipeline]).output().unwrap();
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{pipeline}: {log}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{pipeline}: not retried: {log}");
+        assert!(log.contains("restarting cannot fix this"), "{pipeline}: {log}");
+        assert!(!log.contains("Component failed; restarting."), "{pipeline}: {log}");
+        let last = log.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: component `") && last.contains(cause), "{pipeline}: {log}");
+    }
 }

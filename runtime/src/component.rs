@@ -130,6 +130,8 @@ pub struct Context {
     aborted: Arc<AtomicBool>,
     /// Components downstream that hold this source's acknowledgements for a time.
     ack_holders: Arc<[AckHolder]>,
+    /// Set by [`Context::permanent`]: the failure this instance returns is not retried.
+    pub(crate) permanent: Arc<AtomicBool>,
 }
 
 /// What a failed instance of a transform leaves for the next one: the message
@@ -166,6 +168,7 @@ impl Context {
             carry: Arc::default(),
             aborted: Arc::default(),
             ack_holders: Vec::new().into(),
+            permanent: Arc::default(),
         }
     }
 
@@ -248,6 +251,21 @@ impl Context {
     pub fn ack(&self, notify: impl Fn(Outcome) + Send + Sync + 'static) -> Ack {
         let aborted = self.aborted.clone();
         Ack::new(move |o| notify(if aborted.load(Ordering::Relaxed) { Outcome::Rejected } else { o }))
+    }
+
+    /// A failure no restart can fix (a missing input file, a database that
+    /// does not exist, credentials refused, an address in use, a provider
+    /// that refuses its config): return it, and the supervisor fails the
+    /// flow at once with `message` instead of retrying. Say what to change.
+    pub fn permanent(&self, message: impl Into<String>) -> Failure {
+        self.permanent.store(true, Ordering::Relaxed);
+        Failure(message.into())
+    }
+
+    /// Shares the supervisor's flag for [`Context::permanent`].
+    pub(crate) fn with_permanent(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.permanent = flag;
+        self
     }
 
     /// This component's counters.

@@ -27,6 +27,7 @@
 //!   durations and sizes, and a harness to test one component without a flow;
 //!   [`testbed`]: real brokers started on free ports for tests.
 
+pub mod cause;
 pub mod channel;
 pub mod component;
 pub mod deadletter;

@@ -109,6 +109,8 @@ pub(crate) struct Supervisor {
     /// Restarts waiting out their backoff: a shutdown launches them at once
     /// (a source's are dropped: it would only stop again).
     pub(crate) pending: Vec<SpawnHandle>,
+    /// Set when an instance failed with [`ComponentContext::permanent`].
+    pub(crate) permanent: Arc<AtomicBool>,
 }
 
 impl Supervisor {
@@ -141,6 +143,7 @@ impl Supervisor {
             running: 0,
             finished: false,
             pending: Vec::new(),
+            permanent: Arc::default(),
         }
     }
 
@@ -184,6 +187,7 @@ impl Supervisor {
         .with_carry(self.carry.clone())
         .with_abort(self.aborted.clone())
         .with_ack_holders(self.wiring.ack_holders.clone())
+        .with_permanent(self.permanent.clone())
     }
 
     fn launch(&mut self, ctx: &mut actix::Context<Self>) {
@@ -220,9 +224,10 @@ impl Supervisor {
             Ok(()) => "stopped while its inputs are still open".to_string(),
             Err(f) => f.0,
         };
+        let permanent = self.permanent.swap(false, Ordering::Relaxed);
         let restartable = match self.node.restart.policy {
             Policy::Never => false,
-            Policy::OnFailure | Policy::Always => true,
+            Policy::OnFailure | Policy::Always => !permanent,
         };
         let delay = if restartable && !self.shutdown.is_cancelled() {
             self.budget.next(Instant::now(), ran, &self.node.restart)
@@ -239,15 +244,24 @@ impl Supervisor {
                 });
                 self.pending.push(handle);
             }
+            None if permanent => {
+                tracing::error!(component = %name, error = %reason, "Component failed; restarting cannot fix this.");
+                self.give_up(reason, ctx);
+            }
             None => {
                 tracing::error!(component = %name, error = %reason, "Component failed and will not be restarted.");
-                if self.running == 0 {
-                    let carry = std::mem::take(&mut *self.carry.lock().unwrap_or_else(|p| p.into_inner()));
-                    let left: Vec<Message> = carry.in_hand.map(|(m, _, _)| m).into_iter().chain(carry.rest).collect();
-                    let _ = self.events.send(Event::Failed(self.index, reason, left));
-                    ctx.stop();
-                }
+                self.give_up(reason, ctx);
             }
+        }
+    }
+
+    /// No restart: once no instance runs, hands what it held to the network.
+    fn give_up(&mut self, reason: String, ctx: &mut actix::Context<Self>) {
+        if self.running == 0 {
+            let carry = std::mem::take(&mut *self.carry.lock().unwrap_or_else(|p| p.into_inner()));
+            let left: Vec<Message> = carry.in_hand.map(|(m, _, _)| m).into_iter().chain(carry.rest).collect();
+            let _ = self.events.send(Event::Failed(self.index, reason, left));
+            ctx.stop();
         }
     }
 
@@ -257,8 +271,8 @@ impl Supervisor {
     }
 
     /// The flow is shutting down: restarts waiting out a backoff happen now,
-    /// so the instance drains its inputs; a source has nothing to drain and
-    /// is done.
+    /// so the instance drains its inputs; a source, or a component nothing
+    /// is connected to, has nothing to drain and is done.
     fn shutting_down(&mut self, ctx: &mut actix::Context<Self>) {
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
@@ -267,7 +281,8 @@ impl Supervisor {
         for handle in &pending {
             ctx.cancel_future(*handle);
         }
-        if self.node.spec.kind == Kind::Source {
+        let nothing_to_drain = self.wiring.inputs.iter().all(|(_, qs)| qs.is_empty());
+        if self.node.spec.kind == Kind::Source || nothing_to_drain {
             tracing::info!(component = %self.node.name, "Shutting down; the restart it waited for is cancelled.");
             return self.worker_done(ctx);
         }

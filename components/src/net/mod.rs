@@ -37,6 +37,30 @@ fn check_bind(bind: &str) -> Result<(), String> {
     }
 }
 
+/// Why a listener could not bind `bind`: an address in use, one this host
+/// does not have, or a port it may not take are permanent (the flow fails at
+/// once, saying what to change); anything else is retried.
+pub(crate) fn bind_failure(
+    ctx: &fbp_runtime::Context,
+    what: &str,
+    bind: &str,
+    e: &std::io::Error,
+) -> fbp_runtime::Failure {
+    use std::io::ErrorKind;
+    let port = bind.rsplit_once(':').map_or("", |(_, p)| p);
+    let hint = match e.kind() {
+        ErrorKind::AddrInUse => format!(
+            "another program listens there (`ss -lntup 'sport = :{port}'` shows which); stop it or change `bind`"
+        ),
+        ErrorKind::AddrNotAvailable => "this host has no such address; change `bind` (`0.0.0.0` listens on all)".into(),
+        ErrorKind::PermissionDenied => {
+            "ports below 1024 need privileges; choose a port from 1024 up or grant CAP_NET_BIND_SERVICE".into()
+        }
+        _ => return fbp_runtime::Failure(format!("cannot {what} on `{bind}`: {e}")),
+    };
+    ctx.permanent(format!("cannot {what} on `{bind}`: {e}; {hint}"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

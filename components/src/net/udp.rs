@@ -132,9 +132,8 @@ type Datagram = (Bytes, SocketAddr);
 impl Task for UdpListen {
     fn run(self: Box<Self>, ctx: Context) -> TaskFuture {
         Box::pin(async move {
-            let socket = UdpSocket::bind(&self.bind)
-                .await
-                .map_err(|e| Failure(format!("cannot bind UDP {}: {e}", self.bind)))?;
+            let socket =
+                UdpSocket::bind(&self.bind).await.map_err(|e| super::bind_failure(&ctx, "bind UDP", &self.bind, &e))?;
             let local = socket.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| self.bind.clone());
             tracing::info!(component = %ctx.name, addr = %local, "Listening.");
             let (tx, mut rx) = mpsc::channel(self.buffer);

@@ -25,8 +25,7 @@ use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::units::positive_size;
 use fbp_runtime::{
-    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
-    TaskFuture,
+    Acks, BuildContext, ComponentSpec, Context, Delivery, Instance, Kind, Message, Outcome, PortSpec, Task, TaskFuture,
 };
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -218,7 +217,7 @@ impl Task for Listen {
         Box::pin(async move {
             let listener = TcpListener::bind(self.bind)
                 .await
-                .map_err(|e| Failure(format!("cannot listen on {}: {e}", self.bind)))?;
+                .map_err(|e| crate::net::bind_failure(&ctx, "listen", &self.bind.to_string(), &e))?;
             let local = listener.local_addr()?;
             tracing::info!(component = %ctx.name, address = %local, tls = self.limits.tls(), "Listening.");
             let shutdown = ctx.shutdown().clone();

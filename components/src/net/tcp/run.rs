@@ -37,8 +37,9 @@ enum End {
 
 impl TcpListen {
     async fn serve(self: Arc<Self>, ctx: Arc<Context>) -> Result<(), Failure> {
-        let listener =
-            TcpListener::bind(&self.bind).await.map_err(|e| Failure(format!("cannot listen on {}: {e}", self.bind)))?;
+        let listener = TcpListener::bind(&self.bind)
+            .await
+            .map_err(|e| crate::net::bind_failure(&ctx, "listen", &self.bind, &e))?;
         let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| self.bind.clone());
         tracing::info!(component = %ctx.name, addr = %local, "Listening.");
         let slots = Arc::new(Semaphore::new(self.max_connections));

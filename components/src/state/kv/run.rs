@@ -45,7 +45,7 @@ impl KvState {
         let mut store = self.load(&ctx.name, &shared).await?;
         let listener = TcpListener::bind(&self.bind)
             .await
-            .map_err(|e| Failure(format!("kv-state cannot listen on `{}`: {e}", self.bind)))?;
+            .map_err(|e| crate::net::bind_failure(&ctx, "listen", &self.bind, &e))?;
         let local = listener.local_addr()?;
         let allowed = Allowed::new(&self.bind, local, self.limits.tls(), &self.allowed_hosts, &self.allowed_origins);
         let (puts_tx, mut puts) = mpsc::channel(64);

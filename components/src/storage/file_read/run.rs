@@ -1,5 +1,7 @@
 //! The `file-read` task: lines in, messages out in batches, errors to `err`.
 
+use std::io::ErrorKind;
+
 use fbp_runtime::queue::OutPort;
 use fbp_runtime::value;
 use fbp_runtime::{Context, Failure, Message, Task, TaskFuture};
@@ -28,7 +30,7 @@ impl FileRead {
         let mut reader =
             LineReader::open_with_grace(&self.path, self.follow, self.from_end, self.max_line, self.rotate_grace)
                 .await
-                .map_err(|e| self.failure("open", e))?;
+                .map_err(|e| self.open_failure(ctx, e))?;
         let mut parser = self.parser();
         if self.from_end && parser.wants_header() {
             self.read_header(&mut parser).await?;
@@ -96,6 +98,21 @@ impl FileRead {
         tokio::select! {
             _ = ctx.shutdown().cancelled() => false,
             _ = tokio::time::sleep(self.poll_interval) => true,
+        }
+    }
+
+    /// A file that is not there (without `follow`) or may not be read is
+    /// permanent: waiting will not make it appear.
+    fn open_failure(&self, ctx: &Context, e: std::io::Error) -> Failure {
+        let path = self.path.display();
+        match e.kind() {
+            ErrorKind::NotFound => ctx.permanent(format!(
+                "cannot open `{path}`: no such file; check `path` (a relative path is taken from the flow \
+                 file's folder), or set `follow = true` to wait for it to appear"
+            )),
+            ErrorKind::PermissionDenied => ctx
+                .permanent(format!("cannot open `{path}`: permission denied; fbp runs as a user who may not read it")),
+            _ => self.failure("open", e),
         }
     }
 
