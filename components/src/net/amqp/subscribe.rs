@@ -537,11 +537,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn build_needs_a_queue_or_an_exchange_and_a_sane_prefetch() {
+    async fn build_needs_a_queue_or_an_exchange_a_sane_prefetch_and_a_size() {
         let out = Harness::new(&SPEC, json!({})).run().await;
         assert!(out.result.unwrap().unwrap_err().0.contains("set `queue`"));
         let out = Harness::new(&SPEC, json!({"queue": "q", "prefetch": 0})).run().await;
         assert!(out.result.unwrap().unwrap_err().0.contains("prefetch"));
+        let out = Harness::new(&SPEC, json!({"queue": "q", "max_payload_size": "lots"})).run().await;
+        assert!(out.result.unwrap().unwrap_err().0.contains("`max_payload_size`"));
     }
 
     #[test]
