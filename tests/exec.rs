@@ -307,14 +307,30 @@ fn counts(dir: &Path, name: &str) -> Vec<u64> {
         .collect()
 }
 
-#[test]
-fn with_one_reply_per_line_a_child_killed_every_two_seconds_loses_and_repeats_nothing() {
+/// What 4 000 messages through `echo.py` (with `replies`), its child killed every 2 s, gave.
+struct Killed {
+    log: String,
+    kills: usize,
+    /// The counts delivered, in order, and those dead-lettered.
+    out: Vec<u64>,
+    dead: Vec<u64>,
+    /// The counts delivered, once each.
+    unique: BTreeSet<u64>,
+}
+
+fn killed_every_two_seconds(replies: &str) -> Killed {
     let dir = tempdir();
     write(dir.path(), "echo.py", ECHO_PY);
-    let (log, kills) = run_killing_the_child(dir.path(), &echo_flow(4000, "one"));
+    let (log, kills) = run_killing_the_child(dir.path(), &echo_flow(4000, replies));
     assert!(kills >= 3, "only {kills} kills: the test did not test\n{log}");
     let (out, dead) = (counts(dir.path(), "out.txt"), counts(dir.path(), "dead.jsonl"));
-    let unique: BTreeSet<u64> = out.iter().copied().collect();
+    let unique = out.iter().copied().collect();
+    Killed { log, kills, out, dead, unique }
+}
+
+#[test]
+fn with_one_reply_per_line_a_child_killed_every_two_seconds_loses_and_repeats_nothing() {
+    let Killed { log, kills, out, dead, unique } = killed_every_two_seconds("one");
     let missing: Vec<u64> = (1..=4000).filter(|n| !unique.contains(n) && !dead.contains(n)).collect();
     assert!(
         missing.is_empty(),
@@ -395,12 +411,7 @@ done
 
 #[test]
 fn with_any_replies_a_child_killed_every_two_seconds_loses_nothing_silently() {
-    let dir = tempdir();
-    write(dir.path(), "echo.py", ECHO_PY);
-    let (log, kills) = run_killing_the_child(dir.path(), &echo_flow(4000, "any"));
-    assert!(kills >= 3, "only {kills} kills: the test did not test\n{log}");
-    let (out, dead) = (counts(dir.path(), "out.txt"), counts(dir.path(), "dead.jsonl"));
-    let unique: BTreeSet<u64> = out.iter().copied().collect();
+    let Killed { log, kills, out, dead, unique } = killed_every_two_seconds("any");
     let dropped = summary(&log, "echo", "dropped").unwrap();
     let warned: u64 = logged(&log, "Program ended with messages written since its last stdout line")
         .iter()
