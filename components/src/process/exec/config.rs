@@ -43,7 +43,9 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           with exactly one line, in order) fbp keeps each message until its answer, which \
           carries the message's acknowledgement; the messages a crashed program had not answered \
           are written again to the restarted program (at-least-once), the oldest of them counted \
-          as an attempt, so a message that crashes the program twice goes to `err`.",
+          as an attempt, so a message that crashes the program twice goes to `err`; a last line \
+          cut short by the end of stdout (a program killed mid-line) goes to `err` and is not \
+          taken as an answer.",
     kind: Kind::Transform,
     inputs: &[PortSpec { name: "in", ty: "json", doc: "messages written to the program's stdin (transform, sink)" }],
     outputs: &[PortSpec {

@@ -315,6 +315,12 @@ impl Exec {
                 Line::Blank | Line::Ready => continue,
                 Line::Error(message) => return Ending::Refused(format!("reported an error: {message}")),
                 Line::Data(env) => out.send(message(ctx, env, flight.answered())).await.map_err(Failure::from),
+                Line::Garbage(e) if line.cut_short && self.replies == Replies::One => {
+                    // What a program killed mid-line left: not an answer, so the
+                    // message it was for stays in hand for the next program.
+                    let error = format!("last line from `{}` cut short by the end of its stdout: {e}", self.command);
+                    self.reject_text(ctx, &line.bytes, None, &error).await
+                }
                 Line::Garbage(e) => {
                     self.reject_line(ctx, &line.bytes, flight, &format!("bad line from `{}`: {e}", self.command)).await
                 }
@@ -327,9 +333,20 @@ impl Exec {
 
     /// Sends a stdout line to `err` as text (with the answered message's acknowledgement).
     async fn reject_line(&self, ctx: &Context, bytes: &[u8], flight: &InFlight, error: &str) -> Result<(), Failure> {
+        self.reject_text(ctx, bytes, flight.answered(), error).await
+    }
+
+    /// Sends a stdout line to `err` as text, with `answered`'s metadata and acknowledgement if given.
+    async fn reject_text(
+        &self,
+        ctx: &Context,
+        bytes: &[u8],
+        answered: Option<Message>,
+        error: &str,
+    ) -> Result<(), Failure> {
         let text = value::string(String::from_utf8_lossy(bytes));
         let env = Envelope { payload: text, topic: None, headers: Default::default() };
-        ctx.reject(&message(ctx, env, flight.answered()), error).await
+        ctx.reject(&message(ctx, env, answered), error).await
     }
 
     /// SIGTERM, then SIGKILL after `stop_timeout`; the exit status.
@@ -460,16 +477,19 @@ struct Lines {
 struct StdoutLine {
     bytes: Vec<u8>,
     too_long: bool,
+    /// stdout ended before its newline.
+    cut_short: bool,
 }
 
 impl Lines {
     /// The next line; `None` at the end. A longer line than `max` is cut and the rest skipped.
     async fn next(&mut self) -> io::Result<Option<StdoutLine>> {
-        let mut line = StdoutLine { bytes: Vec::new(), too_long: false };
+        let mut line = StdoutLine { bytes: Vec::new(), too_long: false, cut_short: false };
         loop {
             let chunk = self.reader.fill_buf().await?;
             if chunk.is_empty() {
                 let end = line.bytes.is_empty() && !line.too_long;
+                line.cut_short = true;
                 return Ok((!end).then_some(line));
             }
             let newline = chunk.iter().position(|&b| b == b'\n');
