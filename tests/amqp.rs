@@ -561,3 +561,39 @@ fn a_window_behind_a_prefetch_of_100_counts_every_amqp_message_once() {
     stop(child, dir.path());
     assert_eq!(counted(), u64::from(total), "every message counted once");
 }
+
+/// 15 small bodies around one of 100 KiB, past `max_payload_size = "64KiB"`:
+/// the 15 arrive, the big one is dead-lettered with its queue, size and limit
+/// and acknowledged, and nothing restarts or reconnects.
+#[test]
+fn an_oversized_body_is_dead_lettered_acknowledged_and_the_rest_flows() {
+    let mut rabbit = Rabbit::new();
+    let queue = rabbit.queue(None);
+    let big = format!("{{\"i\": 99, \"pad\": \"{}\"}}", "x".repeat(100 * 1024)).into_bytes();
+    let size = big.len();
+    rabbit.publish("", &queue, numbered(0..8).chain([big]).chain(numbered(8..15)));
+    let dir = tempdir();
+    let config = format!(r#"queue = "{queue}", max_payload_size = "64KiB""#);
+    write(dir.path(), "flow.toml", &subscribe_flow(&config, None));
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    let child = start(dir.path(), &["run", "flow.toml"]);
+    let done = || lines(&out).len() >= 15 && !lines(&dead).is_empty();
+    assert!(wait_until(Duration::from_secs(20), done), "{}", log(dir.path()));
+    let log = stop(child, dir.path());
+    let seen = complete(&out);
+    assert_eq!(seen, (0..15).map(|i| (i, 1)).collect::<HashMap<u64, u32>>());
+    let dead = lines(&dead);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let dead: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+    let about = serde_json::json!({"queue": queue, "routing_key": queue, "size": size, "limit": 65536});
+    assert_eq!(dead["data"]["data"], about, "{dead}");
+    let error = dead["data"]["error"].as_str().unwrap();
+    let expected = format!(
+        "body of {size} bytes from queue `{queue}` (routing key `{queue}`) is over `max_payload_size` (65536 bytes)"
+    );
+    assert_eq!(error, expected);
+    assert_eq!(summary(&log, "amqp", "restarts"), Some(0), "{log}");
+    assert_eq!(summary(&log, "amqp", "errors"), Some(1), "{log}");
+    assert_eq!(log.matches("Connected.").count(), 1, "no reconnect: {log}");
+    assert_eq!(rabbit.count(&queue), 0, "the big one is acknowledged too");
+}

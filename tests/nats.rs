@@ -638,3 +638,76 @@ fn a_slow_consumer_counts_what_core_nats_dropped_and_warns_once_per_episode() {
     assert!(dropped.abs_diff(lost) * 100 <= lost, "dropped {dropped}, lost {lost}\n{text}");
     assert_eq!(text.matches("NATS slow consumer: the flow is slower").count(), 1, "{text}");
 }
+
+/// 15 small messages around one of 100 KiB, past `max_payload_size = "64KiB"`,
+/// through core NATS or a JetStream durable: the 15 arrive, the big one is
+/// dead-lettered with its subject, size and limit (and, from JetStream,
+/// acknowledged), and the subscriber neither restarts nor reconnects.
+fn an_oversized_message_is_dead_lettered_and_the_rest_flows(jetstream: bool) {
+    let dir = tempdir();
+    let bus = Bus::start(dir.path());
+    let durable = if jetstream {
+        bus.stream("BIG", "big");
+        ", stream = \"BIG\", durable = \"d\""
+    } else {
+        ""
+    };
+    let flow = format!(
+        "[flow]\nname = \"big\"\nconnections = [\"in -> out\"]\ndead_letter = \"file:dead.jsonl\"\n\n\
+         [components.in]\ntype = \"nats-subscribe\"\nconfig = {{ url = \"{}\", subject = \"big\", max_payload_size = \"64KiB\"{durable} }}\n\n\
+         [components.out]\ntype = \"file-write\"\nconfig = {{ path = \"out.jsonl\", format = \"lines\" }}\n",
+        bus.url()
+    );
+    write(dir.path(), "flow.toml", &flow);
+    let mut child = start(dir.path(), "fbp.log", &["run", "flow.toml"], &[]);
+    let (out, dead) = (dir.path().join("out.jsonl"), dir.path().join("dead.jsonl"));
+    if !jetstream {
+        // Core NATS delivers only to a subscription that exists: probe until one arrives.
+        let ready = wait_until(Duration::from_secs(15), || {
+            bus.publish("big", b"{\"id\": -1}".to_vec());
+            !lines(&out).is_empty()
+        });
+        assert!(ready, "{}", log(dir.path(), "fbp.log"));
+    }
+    let big = format!("{{\"id\": 99, \"pad\": \"{}\"}}", "x".repeat(100 * 1024)).into_bytes();
+    let size = big.len();
+    for id in 0..15 {
+        let publish = |p: Vec<u8>| if jetstream { bus.js_publish("big", p) } else { bus.publish("big", p) };
+        if id == 8 {
+            publish(big.clone());
+        }
+        publish(job(id));
+    }
+    let arrived = || ids_in(&out).iter().filter(|&&i| i >= 0).count() >= 15 && !lines(&dead).is_empty();
+    assert!(wait_until(Duration::from_secs(20), arrived), "{}", log(dir.path(), "fbp.log"));
+    if jetstream {
+        assert!(wait_until(Duration::from_secs(10), || bus.consumer("BIG", "d") == (0, 0)), "the big one is acked");
+    }
+    assert!(stop(&mut child).success());
+    let ids: Vec<i64> = ids_in(&out).into_iter().filter(|&i| i >= 0).collect();
+    assert_eq!(ids, (0..15).collect::<Vec<_>>());
+    let dead = lines(&dead);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let dead: serde_json::Value = serde_json::from_str(&dead[0]).unwrap();
+    assert_eq!(dead["data"]["data"], serde_json::json!({"subject": "big", "size": size, "limit": 65536}), "{dead}");
+    let error = dead["data"]["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!("payload of {size} bytes on `big` is over `max_payload_size` (65536 bytes)")),
+        "{error}"
+    );
+    let text = log(dir.path(), "fbp.log");
+    assert_eq!(summary(&text, "in", "restarts"), Some(0), "{text}");
+    assert_eq!(summary(&text, "in", "errors"), Some(1), "{text}");
+    // One connection, and for JetStream one consumer set up: none again.
+    assert_eq!(text.matches("Connected.").count(), 1 + usize::from(jetstream), "no reconnect: {text}");
+}
+
+#[test]
+fn an_oversized_core_nats_message_is_dead_lettered_and_the_rest_flows() {
+    an_oversized_message_is_dead_lettered_and_the_rest_flows(false);
+}
+
+#[test]
+fn an_oversized_jetstream_message_is_dead_lettered_acked_and_the_rest_flows() {
+    an_oversized_message_is_dead_lettered_and_the_rest_flows(true);
+}

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use fbp_runtime::link::{Link, RECONNECT_KEY};
 use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
+use fbp_runtime::units::positive_size;
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
     Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
@@ -51,7 +52,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           for 3 s with nothing coming in or going out, it warns once, naming the component \
           downstream that holds them, and again only after it recovered. The routing key \
           becomes the metadata `topic`, AMQP headers the metadata `headers`. A body that does not \
-          decode as `format` goes to `err` (and is then acknowledged). When the connection drops, \
+          decode as `format`, or one over `max_payload_size`, goes to `err` (and is then \
+          acknowledged); the rest flows. When the connection drops, \
           the component reconnects with backoff and declares its queue and bindings again; what \
           was not acknowledged is delivered again by the broker. On shutdown it stops \
           consuming and acknowledges what drains to the sinks (waiting up to 5 s for it); the \
@@ -99,6 +101,15 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "How to decode a body: `json` (not JSON goes to `err`), `text` (not UTF-8 goes to \
              `err`), `bytes` as they are, `auto` JSON where it parses, else text, else bytes.",
         ),
+        KeySpec::new(
+            "max_payload_size",
+            KeyType::String,
+            "\"8MiB\"",
+            "The largest body taken in, as a size. A bigger delivery is a message error: it goes to `err` \
+             as `{queue, routing_key, size, limit}` (its body left out) and is acknowledged once \
+             dead-lettered. What the client reads is bounded by the broker's `max_message_size`, not by \
+             this: lapin gathers a whole body, frame by frame, before handing it over.",
+        ),
         RECONNECT_KEY,
     ],
     delivery: Delivery::AtLeastOnce,
@@ -132,6 +143,7 @@ struct Config {
     durable: bool,
     prefetch: i64,
     format: Format,
+    max_payload_size: String,
     reconnect: String,
 }
 
@@ -145,6 +157,8 @@ struct Subscribe {
     durable: bool,
     prefetch: u16,
     format: Format,
+    /// The largest body taken in, in bytes.
+    max_payload: usize,
     /// Messages sent on whose outcome is not known yet.
     in_flight: Arc<AtomicUsize>,
 }
@@ -160,6 +174,8 @@ struct Session {
     conn: Connection,
     channel: Channel,
     consumer: Consumer,
+    /// The queue consumed, for errors.
+    queue: String,
 }
 
 /// Why a session ended.
@@ -200,6 +216,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         durable: c.durable,
         prefetch,
         format: c.format,
+        max_payload: positive_size("max_payload_size", &c.max_payload_size)?,
         in_flight: Arc::default(),
     }))
 }
@@ -267,9 +284,9 @@ impl Subscribe {
         let queue = self.declare(&channel).await?;
         let tag = format!("fbp-{name}-{}-{n}", std::process::id());
         let consumer = channel
-            .basic_consume(queue.into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+            .basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
             .await?;
-        Ok(Session { conn, channel, consumer })
+        Ok(Session { conn, channel, consumer, queue })
     }
 
     /// Declares the exchange, the queue and the binding; the queue's name.
@@ -333,7 +350,7 @@ impl Subscribe {
                 d = session.consumer.next() => match d {
                     Some(Ok(delivery)) => {
                         watch(ctx, stall.moved(tokio::time::Instant::now()), self.in_flight.load(Ordering::Acquire));
-                        let sent = match self.message(ctx, delivery, settle_tx) {
+                        let sent = match self.message(ctx, delivery, &session.queue, settle_tx) {
                             Ok(msg) => out.send(msg).await.map_err(Failure::from),
                             Err((msg, error)) => ctx.reject(&msg, &error).await,
                         };
@@ -376,11 +393,13 @@ impl Subscribe {
     }
 
     /// A delivery as a message with its acknowledgement; `Err` when the body
-    /// does not decode (the message then carries the body as text or bytes).
+    /// does not decode (the message then carries the body as text or bytes),
+    /// or is over `max_payload_size` (it then says what and where, without it).
     fn message(
         &self,
         ctx: &Context,
         delivery: AmqpDelivery,
+        queue: &str,
         settle_tx: &mpsc::UnboundedSender<Settle>,
     ) -> Result<Message, (Message, String)> {
         let mut meta = ctx.meta();
@@ -394,7 +413,10 @@ impl Subscribe {
             let _ = tx.send(Settle { acker: acker.clone(), outcome });
             in_flight.fetch_sub(1, Ordering::AcqRel);
         });
-        let (payload, error) = decode(self.format, delivery.data);
+        let (payload, error) = match delivery.data.len() {
+            size if size > self.max_payload => oversized(queue, delivery.routing_key.as_str(), size, self.max_payload),
+            _ => decode(self.format, delivery.data),
+        };
         let msg = Message { payload, meta: Arc::new(meta), ack: Some(ack) };
         match error {
             None => Ok(msg),
@@ -448,6 +470,22 @@ async fn settle(s: &Settle) -> Result<(), lapin::Error> {
     }
 }
 
+/// What `err` gets for a body of `size` bytes over `limit` from `queue`
+/// (the body left out), and the error.
+fn oversized(queue: &str, routing_key: &str, size: usize, limit: usize) -> (Value, Option<String>) {
+    let n = |x: usize| value::int(i64::try_from(x).unwrap_or(i64::MAX));
+    let about = value::object([
+        ("queue", value::string(queue)),
+        ("routing_key", value::string(routing_key)),
+        ("size", n(size)),
+        ("limit", n(limit)),
+    ]);
+    let error = format!(
+        "body of {size} bytes from queue `{queue}` (routing key `{routing_key}`) is over `max_payload_size` ({limit} bytes)"
+    );
+    (about, Some(error))
+}
+
 /// The payload of a body, and the decoding error if it does not decode (the
 /// payload is then the body as text, or bytes when it is not UTF-8).
 fn decode(format: Format, body: Vec<u8>) -> (Value, Option<String>) {
@@ -499,11 +537,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn build_needs_a_queue_or_an_exchange_and_a_sane_prefetch() {
+    async fn build_needs_a_queue_or_an_exchange_a_sane_prefetch_and_a_size() {
         let out = Harness::new(&SPEC, json!({})).run().await;
         assert!(out.result.unwrap().unwrap_err().0.contains("set `queue`"));
         let out = Harness::new(&SPEC, json!({"queue": "q", "prefetch": 0})).run().await;
         assert!(out.result.unwrap().unwrap_err().0.contains("prefetch"));
+        let out = Harness::new(&SPEC, json!({"queue": "q", "max_payload_size": "lots"})).run().await;
+        assert!(out.result.unwrap().unwrap_err().0.contains("`max_payload_size`"));
     }
 
     #[test]

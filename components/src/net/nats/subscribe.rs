@@ -20,7 +20,7 @@ use async_nats::jetstream::{self, stream};
 use fbp_runtime::link::Link;
 use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
-use fbp_runtime::units::parse_duration;
+use fbp_runtime::units::{parse_duration, positive_size};
 use fbp_runtime::{
     BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
     TaskFuture,
@@ -47,7 +47,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           has delivered it (every sink committed it, or it was dead-lettered); a rejected message \
           is negatively acknowledged and redelivered after a second. The consumer keeps its place \
           across restarts; several processes with the same `durable` share it. A payload that does \
-          not decode in `format` goes to `err` (and is acknowledged once dead-lettered). The flow \
+          not decode in `format`, or one over `max_payload_size`, goes to `err` (and is \
+          acknowledged once dead-lettered); the rest flows. The flow \
           starts while NATS is down; the connection is retried for ever and logged once per \
           change. When a JetStream consumer's unacknowledged messages stay so for 3 s with nothing \
           coming in or going out (`max_ack_pending` reached), it warns once, naming the component \
@@ -108,6 +109,15 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         ),
         KeySpec::new("batch", KeyType::Integer, "100", "JetStream: messages asked for per pull request."),
         KeySpec::new(
+            "max_payload_size",
+            KeyType::String,
+            "\"8MiB\"",
+            "The largest payload taken in, as a size. A bigger message is a message error: it goes to `err` \
+             as `{subject, size, limit}` (its payload left out) and, from JetStream, is acknowledged once \
+             dead-lettered. What the client reads is bounded by the server's `max_payload` (1 MB by \
+             default), not by this: async-nats reads a whole message before handing it over.",
+        ),
+        KeySpec::new(
             "ack_wait",
             KeyType::Duration,
             "\"30s\"",
@@ -154,6 +164,7 @@ struct Config {
     max_ack_pending: i64,
     batch: i64,
     ack_wait: String,
+    max_payload_size: String,
     #[serde(flatten)]
     conn: ConnConfig,
 }
@@ -182,6 +193,8 @@ struct Subscribe {
     format: Format,
     pending_limit: usize,
     durable: Option<Durable>,
+    /// The largest payload taken in, in bytes.
+    max_payload: usize,
 }
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
@@ -221,6 +234,7 @@ fn build(ctx: &BuildContext) -> Result<Instance, String> {
         format: c.format,
         pending_limit: positive("pending_limit", c.pending_limit)?,
         durable,
+        max_payload: positive_size("max_payload_size", &c.max_payload_size)?,
     }))
 }
 
@@ -428,7 +442,8 @@ impl Subscribe {
     }
 
     /// Decodes a NATS message into `batch`, taking its payload; a message
-    /// that does not decode comes back with the reason, for `err`. (Not
+    /// that does not decode, or is over `max_payload_size`, comes back with
+    /// the reason, for `err`. (Not
     /// `async`, and the client's message is borrowed: the client's message,
     /// some 200 bytes, is not copied into a future or a frame per message.)
     fn take(
@@ -441,7 +456,12 @@ impl Subscribe {
         let mut meta = ctx.meta_at(batch.read_at());
         meta.topic = Some(batch.topic(&m.subject));
         meta.headers = headers_in(m.headers.as_ref());
-        match self.format.decode(std::mem::take(&mut m.payload)) {
+        let payload = std::mem::take(&mut m.payload);
+        if payload.len() > self.max_payload {
+            let (about, error) = oversized(m.subject.as_str(), payload.len(), self.max_payload);
+            return Some((Message { payload: about, meta: Arc::new(meta), ack }, error));
+        }
+        match self.format.decode(payload) {
             Ok(payload) => {
                 batch.messages.push(Message { payload, meta: Arc::new(meta), ack });
                 None
@@ -449,6 +469,15 @@ impl Subscribe {
             Err((e, raw)) => Some((Message { payload: undecoded(raw), meta: Arc::new(meta), ack }, e)),
         }
     }
+}
+
+/// What `err` gets for a payload of `size` bytes over `limit` on `subject`
+/// (the payload left out), and the error.
+fn oversized(subject: &str, size: usize, limit: usize) -> (fbp_runtime::value::Value, String) {
+    use fbp_runtime::value::{int, object, string};
+    let n = |x: usize| int(i64::try_from(x).unwrap_or(i64::MAX));
+    let about = object([("subject", string(subject)), ("size", n(size)), ("limit", n(limit))]);
+    (about, format!("payload of {size} bytes on `{subject}` is over `max_payload_size` ({limit} bytes)"))
 }
 
 /// Core NATS: the messages the client dropped because the flow fell behind

@@ -206,6 +206,8 @@ async fn config_errors_are_caught_at_build() {
     let two = json!({"subject": "a", "token": "t", "username": "u", "password": "p"});
     assert!(build_error(sub, two).await.contains("one way"));
     assert!(build_error(sub, json!({"subject": "a", "url": "http://x:1"})).await.contains("not a NATS URL"));
+    let zero = json!({"subject": "a", "max_payload_size": "0B"});
+    assert!(build_error(sub, zero).await.contains("`max_payload_size` must be more than 0 bytes"));
     let publish = &super::publish::SPEC;
     assert!(build_error(publish, json!({"subject": "a.>"})).await.contains("without wildcards"));
     assert!(build_error(publish, json!({"subject": "a.{{ .x"})).await.contains("not closed"));

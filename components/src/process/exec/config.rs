@@ -35,12 +35,17 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           SIGKILL after `stop_timeout`. A program that cannot be started, exits non-zero or \
           crashes is a failure, and the supervisor restarts it. Delivery is at-most-once: a \
           message is acknowledged once written and flushed to stdin, so what the program had \
-          read but not processed when it crashed is lost (a message whose write failed is kept \
-          for the next program). With `replies = \"one\"` (a program that answers every line \
+          read but not processed when it crashed is lost; the messages written to it since its \
+          last stdout line are counted in `dropped` as possibly lost, with a warning (a program \
+          that reads ahead can lose more than that). What fbp had taken from `in` but not yet \
+          written, and a batch whose write failed, are kept for the next program (a message of \
+          a batch cut short may then reach a program twice). With `replies = \"one\"` (a program that answers every line \
           with exactly one line, in order) fbp keeps each message until its answer, which \
           carries the message's acknowledgement; the messages a crashed program had not answered \
           are written again to the restarted program (at-least-once), the oldest of them counted \
-          as an attempt, so a message that crashes the program twice goes to `err`.",
+          as an attempt, so a message that crashes the program twice goes to `err`; a last line \
+          cut short by the end of stdout (a program killed mid-line) goes to `err` and is not \
+          taken as an answer.",
     kind: Kind::Transform,
     inputs: &[PortSpec { name: "in", ty: "json", doc: "messages written to the program's stdin (transform, sink)" }],
     outputs: &[PortSpec {

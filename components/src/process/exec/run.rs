@@ -6,12 +6,14 @@
 //! each before reading the next (a slow downstream stalls the program). The
 //! messages written but not yet done with are kept in [`InFlight`]: until the
 //! flush with `replies = "any"`, until their answer with `replies = "one"`;
-//! what is left there when the program fails goes to the next instance.
+//! what is left there when the program fails goes to the next instance. What
+//! the writer has taken from `in` and not yet written lives in [`Intake`],
+//! outside the writer, so that stopping the writer mid-take loses nothing.
 
 use std::collections::VecDeque;
 use std::io;
 use std::process::{ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,14 +48,25 @@ const STDERR_GRACE: Duration = Duration::from_secs(1);
 impl Task for Exec {
     fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
         Box::pin(async move {
-            let input = ctx.input("in");
+            let mut intake = Intake { port: ctx.input("in"), taken: Vec::with_capacity(BATCH) };
             let out = ctx.output("out");
             let flight = InFlight::new(carry::take(&ctx), self.replies);
-            let result = self.session(&ctx, input, &out, &flight).await;
-            self.hand_over(&ctx, flight, result.as_ref().err()).await?;
+            let result = self.session(&ctx, &mut intake, &out, &flight).await;
+            self.count_unconfirmed(&ctx, &flight);
+            self.hand_over(&ctx, flight, intake.taken, result.as_ref().err()).await?;
             result
         })
     }
+}
+
+/// The in-port, and what was taken from it and not yet handed to [`InFlight`].
+///
+/// `recv_many` leaves what it took in `taken` when its future is dropped (the
+/// writer is dropped when the program's stdout closes first), so `taken` is
+/// the instance's, not the writer's: what it holds at the end is kept.
+struct Intake {
+    port: InPort,
+    taken: Vec<Message>,
 }
 
 /// The messages written to the program (or about to be) and not yet done with.
@@ -63,12 +76,23 @@ struct InFlight {
     room: Semaphore,
     replies: Replies,
     input_ended: AtomicBool,
+    /// The program read its input to the end and exited well: it handled all it was written.
+    finished: AtomicBool,
+    /// With `replies = "any"`: messages written since the program's last stdout line.
+    unconfirmed: AtomicU64,
 }
 
 impl InFlight {
     fn new(kept: Vec<Kept>, replies: Replies) -> Self {
         let room = Semaphore::new(MAX_IN_FLIGHT.saturating_sub(kept.len()));
-        InFlight { pending: Mutex::new(kept.into()), room, replies, input_ended: AtomicBool::new(false) }
+        InFlight {
+            pending: Mutex::new(kept.into()),
+            room,
+            replies,
+            input_ended: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+            unconfirmed: AtomicU64::new(0),
+        }
     }
 
     fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
@@ -87,8 +111,15 @@ impl InFlight {
     /// The batch has been written and flushed: with `replies = "any"` it is done (acknowledged).
     fn written(&self) {
         if self.replies == Replies::Any {
-            self.pending().clear();
+            let mut pending = self.pending();
+            self.unconfirmed.fetch_add(pending.len() as u64, Ordering::Relaxed);
+            pending.clear();
         }
+    }
+
+    /// The program wrote a line: with `replies = "any"`, what it was written before is taken as handled.
+    fn heard(&self) {
+        self.unconfirmed.store(0, Ordering::Relaxed);
     }
 
     /// With `replies = "one"`: the message a line of the program answers.
@@ -115,7 +146,13 @@ enum Ending {
 }
 
 impl Exec {
-    async fn session(&self, ctx: &Context, input: InPort, out: &OutPort, flight: &InFlight) -> Result<(), Failure> {
+    async fn session(
+        &self,
+        ctx: &Context,
+        intake: &mut Intake,
+        out: &OutPort,
+        flight: &InFlight,
+    ) -> Result<(), Failure> {
         let mut child = self.spawn()?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -129,7 +166,7 @@ impl Exec {
         let mut lines = Lines { reader: BufReader::new(stdout), max: self.max_line };
         let ending = match self.handshake(&mut lines).await {
             Some(refused) => refused,
-            None => self.exchange(ctx, input, out, flight, stdin, &mut lines, &mut child).await,
+            None => self.exchange(ctx, intake, out, flight, stdin, &mut lines, &mut child).await,
         };
         let status = match ending {
             Ending::Closed => match tokio::time::timeout(self.stop_timeout, child.wait()).await {
@@ -140,6 +177,8 @@ impl Exec {
         };
         let _ = tokio::time::timeout(STDERR_GRACE, logger).await;
         let tail = stderr_tail(&tail);
+        let finished = matches!((&ending, &status), (Ending::Closed, Ok(s)) if s.success());
+        flight.finished.store(finished && flight.input_ended.load(Ordering::Relaxed), Ordering::Relaxed);
         match (ending, status) {
             (Ending::Refused(why), _) => Err(Failure(format!("`{}` {why}{tail}", self.command))),
             (Ending::Failed(f), _) => Err(f),
@@ -196,14 +235,14 @@ impl Exec {
     async fn exchange(
         &self,
         ctx: &Context,
-        input: InPort,
+        intake: &mut Intake,
         out: &OutPort,
         flight: &InFlight,
         stdin: ChildStdin,
         lines: &mut Lines,
         child: &mut Child,
     ) -> Ending {
-        let writer = self.write_loop(stdin, input, flight);
+        let writer = self.write_loop(stdin, intake, flight);
         let reader = self.read_loop(ctx, lines, out, flight);
         tokio::pin!(writer, reader);
         tokio::select! {
@@ -225,7 +264,7 @@ impl Exec {
     }
 
     /// Writes batches from `in` to stdin; returns (closing stdin) when the input ends or the pipe breaks.
-    async fn write_loop(&self, mut stdin: ChildStdin, mut input: InPort, flight: &InFlight) {
+    async fn write_loop(&self, mut stdin: ChildStdin, intake: &mut Intake, flight: &InFlight) {
         if self.mode == Mode::Source {
             // A source's stdin stays open until the program is stopped.
             let _stdin = stdin;
@@ -237,15 +276,16 @@ impl Exec {
             return;
         }
         flight.written();
-        let mut batch = Vec::with_capacity(BATCH);
         loop {
-            if !input.recv_many(&mut batch, BATCH).await {
+            // Until `recv_many` returns, what it took is in `intake.taken`; from then
+            // on there is no await before it is in flight.
+            if !intake.port.recv_many(&mut intake.taken, BATCH).await {
                 flight.input_ended.store(true, Ordering::Relaxed);
                 return;
             }
-            let text = render(&batch);
-            let n = batch.len();
-            flight.pending().extend(batch.drain(..).map(|m| (m, 0)));
+            let text = render(&intake.taken);
+            let n = intake.taken.len();
+            flight.pending().extend(intake.taken.drain(..).map(|m| (m, 0)));
             flight.make_room(n).await;
             if write_flush(&mut stdin, &text).await.is_err() {
                 // The program is gone; the batch stays in flight for the next one.
@@ -263,6 +303,7 @@ impl Exec {
                 Ok(None) => return Ending::Closed,
                 Err(e) => return Ending::Failed(Failure(format!("cannot read the stdout of `{}`: {e}", self.command))),
             };
+            flight.heard();
             if line.too_long {
                 let error = format!("line longer than max_line_size ({} bytes); cut", self.max_line);
                 if let Err(f) = self.reject_line(ctx, &line.bytes, flight, &error).await {
@@ -274,6 +315,12 @@ impl Exec {
                 Line::Blank | Line::Ready => continue,
                 Line::Error(message) => return Ending::Refused(format!("reported an error: {message}")),
                 Line::Data(env) => out.send(message(ctx, env, flight.answered())).await.map_err(Failure::from),
+                Line::Garbage(e) if line.cut_short && self.replies == Replies::One => {
+                    // What a program killed mid-line left: not an answer, so the
+                    // message it was for stays in hand for the next program.
+                    let error = format!("last line from `{}` cut short by the end of its stdout: {e}", self.command);
+                    self.reject_text(ctx, &line.bytes, None, &error).await
+                }
                 Line::Garbage(e) => {
                     self.reject_line(ctx, &line.bytes, flight, &format!("bad line from `{}`: {e}", self.command)).await
                 }
@@ -286,9 +333,20 @@ impl Exec {
 
     /// Sends a stdout line to `err` as text (with the answered message's acknowledgement).
     async fn reject_line(&self, ctx: &Context, bytes: &[u8], flight: &InFlight, error: &str) -> Result<(), Failure> {
+        self.reject_text(ctx, bytes, flight.answered(), error).await
+    }
+
+    /// Sends a stdout line to `err` as text, with `answered`'s metadata and acknowledgement if given.
+    async fn reject_text(
+        &self,
+        ctx: &Context,
+        bytes: &[u8],
+        answered: Option<Message>,
+        error: &str,
+    ) -> Result<(), Failure> {
         let text = value::string(String::from_utf8_lossy(bytes));
         let env = Envelope { payload: text, topic: None, headers: Default::default() };
-        ctx.reject(&message(ctx, env, flight.answered()), error).await
+        ctx.reject(&message(ctx, env, answered), error).await
     }
 
     /// SIGTERM, then SIGKILL after `stop_timeout`; the exit status.
@@ -307,36 +365,65 @@ impl Exec {
         }
     }
 
-    /// Leaves what is still in flight to the next instance (or to `err`).
-    async fn hand_over(&self, ctx: &Context, flight: InFlight, failure: Option<&Failure>) -> Result<(), Failure> {
+    /// With `replies = "any"`: counts as dropped, with a warning, the messages a program
+    /// that did not finish well was written since its last stdout line (it may have
+    /// handled them or not: fbp cannot know).
+    fn count_unconfirmed(&self, ctx: &Context, flight: &InFlight) {
+        let n = flight.unconfirmed.load(Ordering::Relaxed);
+        if self.replies != Replies::Any || n == 0 || flight.finished.load(Ordering::Relaxed) {
+            return;
+        }
+        ctx.metrics().dropped.fetch_add(n, Ordering::Relaxed);
+        tracing::warn!(
+            component = %ctx.name,
+            command = %self.command,
+            possibly_lost = n,
+            "Program ended with messages written since its last stdout line; what it had not handled \
+             of them is lost (replies = \"any\" is at-most-once; replies = \"one\" retries them)."
+        );
+    }
+
+    /// Leaves what is still in flight, and what was taken but not written, to the
+    /// next instance (or to `err`).
+    async fn hand_over(
+        &self,
+        ctx: &Context,
+        flight: InFlight,
+        taken: Vec<Message>,
+        failure: Option<&Failure>,
+    ) -> Result<(), Failure> {
         let input_ended = flight.input_ended.load(Ordering::Relaxed);
         let mut kept: Vec<Kept> = flight.pending.into_inner().unwrap_or_else(|p| p.into_inner()).into();
-        if kept.is_empty() {
-            return Ok(());
-        }
-        let Some(failure) = failure else {
-            if input_ended {
+        match failure {
+            Some(failure) => self.blame_the_oldest(ctx, &mut kept, failure).await?,
+            None if input_ended => {
                 // The program ended well with its input: nothing will write these again.
                 for (msg, _) in &kept {
                     ctx.reject(msg, &format!("`{}` exited without answering it", self.command)).await?;
                 }
-            } else {
-                // It stopped while its input is open: the supervisor starts it again.
-                carry::leave(ctx, kept);
+                return Ok(());
             }
-            return Ok(());
-        };
-        if self.replies == Replies::One {
-            // The oldest message in flight is the one the program was working on.
-            kept[0].1 += 1;
-            if kept[0].1 >= MAX_ATTEMPTS {
-                let (msg, attempts) = kept.remove(0);
-                let error =
-                    format!("`{}` failed {attempts} times with this message in flight: {failure}", self.command);
-                ctx.reject(&msg, &error).await?;
-            }
+            // It stopped while its input is open: the supervisor starts it again.
+            None => {}
         }
+        // Taken and never written: no program has seen these, none is to blame.
+        kept.extend(taken.into_iter().map(|m| (m, 0)));
         carry::leave(ctx, kept);
+        Ok(())
+    }
+
+    /// With `replies = "one"`: the oldest message in flight is the one the failed
+    /// program was working on; it counts an attempt, and goes to `err` at the last.
+    async fn blame_the_oldest(&self, ctx: &Context, kept: &mut Vec<Kept>, failure: &Failure) -> Result<(), Failure> {
+        if self.replies != Replies::One || kept.is_empty() {
+            return Ok(());
+        }
+        kept[0].1 += 1;
+        if kept[0].1 >= MAX_ATTEMPTS {
+            let (msg, attempts) = kept.remove(0);
+            let error = format!("`{}` failed {attempts} times with this message in flight: {failure}", self.command);
+            ctx.reject(&msg, &error).await?;
+        }
         Ok(())
     }
 }
@@ -390,16 +477,19 @@ struct Lines {
 struct StdoutLine {
     bytes: Vec<u8>,
     too_long: bool,
+    /// stdout ended before its newline.
+    cut_short: bool,
 }
 
 impl Lines {
     /// The next line; `None` at the end. A longer line than `max` is cut and the rest skipped.
     async fn next(&mut self) -> io::Result<Option<StdoutLine>> {
-        let mut line = StdoutLine { bytes: Vec::new(), too_long: false };
+        let mut line = StdoutLine { bytes: Vec::new(), too_long: false, cut_short: false };
         loop {
             let chunk = self.reader.fill_buf().await?;
             if chunk.is_empty() {
                 let end = line.bytes.is_empty() && !line.too_long;
+                line.cut_short = true;
                 return Ok((!end).then_some(line));
             }
             let newline = chunk.iter().position(|&b| b == b'\n');

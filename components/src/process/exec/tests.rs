@@ -146,6 +146,29 @@ async fn with_one_reply_per_line_a_restarted_program_gets_what_was_not_answered(
 }
 
 #[tokio::test]
+async fn with_one_reply_per_line_a_last_line_cut_short_is_not_an_answer() {
+    let marker = std::env::temp_dir().join(format!("fbp-exec-cut-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let script = format!(
+        r#"read -r cmd; if [ -e '{m}' ]; then exec cat; fi; touch '{m}'; read -r first; printf '{{"data": 0, "meta'; exit 1"#,
+        m = marker.display()
+    );
+    let mut h = sh(&script, json!({"replies": "one"}));
+    for i in 0..3 {
+        h.push("in", value::int(i));
+    }
+    let first = h.run_to_end().await;
+    assert!(error_text(&first).contains("exit status: 1"));
+    let errors = first.json("err");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("cut short by the end of its stdout"), "{}", errors[0]);
+    let second = h.run_to_end().await;
+    let _ = std::fs::remove_file(&marker);
+    assert!(matches!(second.result, Some(Ok(()))), "{:?}", second.result);
+    assert_eq!(second.json("out"), ["0", "1", "2"], "the message the cut line was for is written again");
+}
+
+#[tokio::test]
 async fn with_one_reply_per_line_a_message_that_crashes_the_program_twice_goes_to_err() {
     let script =
         r#"read -r cmd; read -r line; case "$line" in *'"data":0,'*) exit 1;; esac; printf '%s\n' "$line"; exec cat"#;
