@@ -108,7 +108,7 @@ fn past_the_restart_limit_stop_ends_the_flow_with_exit_1() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(err.contains("component `chaos` failed"), "{err}");
-    assert!(err.contains("Component failed past its restart limit; stopping the flow."), "{err}");
+    assert!(err.contains("Component failed; stopping the flow."), "{err}");
     assert_eq!(summary(&err, "chaos", "restarts"), Some(3));
 }
 

@@ -133,10 +133,18 @@ fn permanent_failures_end_the_flow_at_once_saying_what_to_change() {
     let cases = [
         ("file-read path=nope.jsonl ! console".to_string(), "no such file; check `path`"),
         (format!("tcp-listen bind=127.0.0.1:{port} ! console"), "another program listens there"),
+        ("counter ! exec command=./refuses.sh ! console".to_string(), "reported an error: no such table"),
+        ("counter ! exec command=no-such-program-here ! console".to_string(), "check `command`"),
     ];
     for (pipeline, cause) in cases {
         let start = Instant::now();
         let dir = tempdir();
+        let script = write(
+            dir.path(),
+            "refuses.sh",
+            "#!/bin/sh\nread -r c\necho '{\"status\": \"error\", \"message\": \"no such table\"}'\n",
+        );
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let o = fbp().current_dir(dir.path()).args(["launch", &pipeline]).output().unwrap();
         let log = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{pipeline}: {log}");

@@ -228,12 +228,12 @@ async fn coordinate(
                     let component = flow.nodes[i].name.to_string();
                     match flow.on_component_failure {
                         OnFailure::Stop => {
-                            tracing::error!(component = %component, "Component failed past its restart limit; stopping the flow.");
+                            tracing::error!(component = %component, "Component failed; stopping the flow.");
                             failure.get_or_insert(RunError::ComponentFailed { component, reason });
                             sources.cancel();
                         }
                         OnFailure::Isolate => {
-                            tracing::error!(component = %component, "Component failed past its restart limit; isolating it.");
+                            tracing::error!(component = %component, "Component failed; isolating it.");
                             failure.get_or_insert(RunError::ComponentFailed { component, reason });
                         }
                     }

@@ -66,7 +66,8 @@ pub static SPEC: ComponentSpec = ComponentSpec {
             "{}",
             "The program's environment, a table of strings: `{ LEVEL = \"debug\" }`. It gets these \
              and fbp's own `PATH`, `HOME` and `LANG`, nothing else of fbp's environment (so no \
-             secret fbp was started with reaches it); pass one on with `{ TOKEN = \"${TOKEN}\" }`.",
+             secret fbp was started with reaches it); pass one on with `{ TOKEN = \"${TOKEN}\" }`. \
+             `PYTHONUNBUFFERED = \"1\"` is set unless this sets it, so Python flushes each line.",
         ),
         KeySpec::optional(
             "cwd",

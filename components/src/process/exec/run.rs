@@ -139,8 +139,11 @@ enum Ending {
     Closed,
     /// fbp stopped it: the flow shuts down, or it outlived `stop_timeout`.
     Stopped,
-    /// It reported an error or did not get ready: the reason, for a failure.
+    /// It did not get ready: the reason, for a failure.
     Refused(String),
+    /// It said `{"status": "error", "message": ..}`: the message. A restart
+    /// would hear the same, so the failure is permanent.
+    Reported(String),
     /// The component cannot go on (its out-port or err route has gone, stdout broke).
     Failed(Failure),
 }
@@ -153,7 +156,7 @@ impl Exec {
         out: &OutPort,
         flight: &InFlight,
     ) -> Result<(), Failure> {
-        let mut child = self.spawn()?;
+        let mut child = self.spawn(ctx)?;
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -181,6 +184,10 @@ impl Exec {
         flight.finished.store(finished && flight.input_ended.load(Ordering::Relaxed), Ordering::Relaxed);
         match (ending, status) {
             (Ending::Refused(why), _) => Err(Failure(format!("`{}` {why}{tail}", self.command))),
+            (Ending::Reported(message), _) => Err(ctx.permanent(format!(
+                "`{}` reported an error: {message}{tail}; restarting it would hear the same, so fix what it says",
+                self.command
+            ))),
             (Ending::Failed(f), _) => Err(f),
             (Ending::Stopped, _) => Ok(()),
             (Ending::Closed, Ok(s)) if s.success() => Ok(()),
@@ -189,14 +196,17 @@ impl Exec {
         }
     }
 
-    fn spawn(&self) -> Result<Child, Failure> {
-        // Only `PATH`, `HOME` and `LANG` of fbp's environment, and what `env`
-        // gives: a child never sees the secrets fbp was started with.
+    fn spawn(&self, ctx: &Context) -> Result<Child, Failure> {
+        // Only `PATH`, `HOME` and `LANG` of fbp's environment, `PYTHONUNBUFFERED`,
+        // and what `env` gives: a child never sees the secrets fbp was started with.
         let kept = KEPT_ENV.iter().filter_map(|k| std::env::var_os(k).map(|v| (*k, v)));
         Command::new(&self.program)
             .args(&self.args)
             .env_clear()
             .envs(kept)
+            // Python buffers a pipe's output: without this, a provider that
+            // forgets `flush=True` is silent until it exits. `env` may override it.
+            .env("PYTHONUNBUFFERED", "1")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.cwd)
             .stdin(Stdio::piped())
@@ -204,7 +214,18 @@ impl Exec {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| Failure(format!("cannot start `{}` in `{}`: {e}", self.command, self.cwd.display())))
+            .map_err(|e| {
+                let what = format!("cannot start `{}` in `{}`: {e}", self.command, self.cwd.display());
+                // Not there, not allowed, or not a program (ENOEXEC: no `#!` line): no restart finds it.
+                let not_a_program = e.raw_os_error() == Some(8);
+                match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                        ctx.permanent(format!("{what}; check `command` (a bare name is looked up in `PATH`)"))
+                    }
+                    _ if not_a_program => ctx.permanent(format!("{what}; a script needs a `#!` line")),
+                    _ => Failure(what),
+                }
+            })
     }
 
     /// Reads the ready line where it is required; `Some` when the program refused or did not answer.
@@ -219,7 +240,7 @@ impl Exec {
             ),
             Ok(Ok(Some(line))) => match protocol::parse(&line.bytes) {
                 Line::Ready => return None,
-                Line::Error(message) => format!("reported an error: {message}"),
+                Line::Error(message) => return Some(Ending::Reported(message)),
                 _ => format!(
                     "answered `{}` where {{\"status\": \"ready\"}} was expected",
                     String::from_utf8_lossy(&line.bytes)
@@ -313,7 +334,7 @@ impl Exec {
             }
             let sent = match protocol::parse(&line.bytes) {
                 Line::Blank | Line::Ready => continue,
-                Line::Error(message) => return Ending::Refused(format!("reported an error: {message}")),
+                Line::Error(message) => return Ending::Reported(message),
                 Line::Data(env) => out.send(message(ctx, env, flight.answered())).await.map_err(Failure::from),
                 Line::Garbage(e) if line.cut_short && self.replies == Replies::One => {
                     // What a program killed mid-line left: not an answer, so the
