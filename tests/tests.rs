@@ -11,6 +11,7 @@ mod hostile;
 mod http;
 mod kv_state;
 mod mqtt;
+mod mqtt_sessions;
 mod nats;
 mod postgres;
 mod relay;

@@ -4,7 +4,8 @@
 //!   order the PUBLISHes arrived. Each message gets an id in arrival order;
 //!   its outcome may come back in any order; [`ArrivalOrder::release`] gives
 //!   the acknowledgements that may go now, holding a finished message behind
-//!   an earlier unfinished one.
+//!   an earlier unfinished one. Each names the connection its message came
+//!   on: the session writes it only on that one.
 //! - [`Window`] (`mqtt-publish`): which published messages the broker has
 //!   confirmed, matching rumqttc's events (a publish written
 //!   with a packet id, then its PUBACK / PUBCOMP) to messages, across
@@ -15,16 +16,17 @@ use std::collections::{HashMap, VecDeque};
 use fbp_runtime::Outcome;
 use rumqttc::QoS;
 
-/// An acknowledgement to send: the packet to acknowledge.
+/// An acknowledgement to send: the packet to acknowledge and the connection
+/// it came on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct ToAck {
+    pub(super) generation: u64,
     pub(super) qos: QoS,
     pub(super) pkid: u16,
 }
 
 #[derive(Debug)]
 struct Arrival {
-    generation: u64,
     ack: ToAck,
     outcome: Option<Outcome>,
 }
@@ -40,7 +42,7 @@ pub(super) struct ArrivalOrder {
 impl ArrivalOrder {
     /// Records a message that arrived on connection `generation`; its id.
     pub(super) fn arrive(&mut self, generation: u64, qos: QoS, pkid: u16) -> u64 {
-        self.waiting.push_back(Arrival { generation, ack: ToAck { qos, pkid }, outcome: None });
+        self.waiting.push_back(Arrival { ack: ToAck { generation, qos, pkid }, outcome: None });
         self.first + self.waiting.len() as u64 - 1
     }
 
@@ -51,23 +53,20 @@ impl ArrivalOrder {
         }
     }
 
-    /// The acknowledgements that may be sent now on connection `generation`,
-    /// in arrival order. A delivered message from an earlier connection is
-    /// not acknowledged (its packet id means nothing on this one; the broker
-    /// sends it again, a duplicate), nor is a rejected one (left for the
-    /// broker to deliver again after a reconnection).
-    pub(super) fn release(&mut self, generation: u64) -> Vec<ToAck> {
-        let mut out = Vec::new();
+    /// Adds to `out` the acknowledgements that may be sent now, in arrival
+    /// order: those of the delivered messages not behind an unfinished one.
+    /// A rejected message is not acknowledged (left for the broker to
+    /// deliver again after a reconnection).
+    pub(super) fn release(&mut self, out: &mut VecDeque<ToAck>) {
         while let Some(a) = self.waiting.front() {
             match a.outcome {
                 None => break,
-                Some(Outcome::Delivered) if a.generation == generation => out.push(a.ack),
+                Some(Outcome::Delivered) => out.push_back(a.ack),
                 Some(_) => {}
             }
             self.waiting.pop_front();
             self.first += 1;
         }
-        out
     }
 
     /// Messages not acknowledged yet.
@@ -136,8 +135,11 @@ mod tests {
 
     const Q1: QoS = QoS::AtLeastOnce;
 
-    fn pkids(acks: Vec<ToAck>) -> Vec<u16> {
-        acks.into_iter().map(|a| a.pkid).collect()
+    /// The packet ids `order` releases now, with their connections.
+    fn released(order: &mut ArrivalOrder) -> Vec<(u64, u16)> {
+        let mut out = VecDeque::new();
+        order.release(&mut out);
+        out.into_iter().map(|a| (a.generation, a.pkid)).collect()
     }
 
     #[test]
@@ -146,17 +148,17 @@ mod tests {
         let ids: Vec<u64> = (1..=4).map(|pkid| order.arrive(1, Q1, pkid)).collect();
         order.settle(ids[2], Outcome::Delivered);
         order.settle(ids[1], Outcome::Delivered);
-        assert!(order.release(1).is_empty(), "the first is not done: nothing may go");
+        assert!(released(&mut order).is_empty(), "the first is not done: nothing may go");
         order.settle(ids[0], Outcome::Delivered);
-        assert_eq!(pkids(order.release(1)), [1, 2, 3]);
+        assert_eq!(released(&mut order), [(1, 1), (1, 2), (1, 3)]);
         assert_eq!(order.len(), 1);
         order.settle(ids[3], Outcome::Delivered);
-        assert_eq!(pkids(order.release(1)), [4]);
+        assert_eq!(released(&mut order), [(1, 4)]);
         assert_eq!(order.len(), 0);
     }
 
     #[test]
-    fn rejected_and_stale_messages_are_not_acknowledged_and_do_not_block() {
+    fn rejected_messages_are_not_acknowledged_and_acks_keep_their_connection() {
         let mut order = ArrivalOrder::default();
         let old = order.arrive(1, Q1, 7);
         let rejected = order.arrive(2, Q1, 1);
@@ -164,7 +166,7 @@ mod tests {
         order.settle(good, Outcome::Delivered);
         order.settle(rejected, Outcome::Rejected);
         order.settle(old, Outcome::Delivered);
-        assert_eq!(pkids(order.release(2)), [2]);
+        assert_eq!(released(&mut order), [(1, 7), (2, 2)], "the session drops the one of connection 1");
         order.settle(good, Outcome::Rejected);
         assert_eq!(order.len(), 0, "a late second outcome changes nothing");
     }

@@ -14,6 +14,13 @@ use serde::Deserialize;
 use crate::net::tls::{TlsFiles, client_config};
 
 /// Room for the fixed header, the topic and the packet id on top of a payload.
+///
+/// rumqttc reads packets up to `max_payload_size` plus this whole; a PUBLISH
+/// beyond (up to MQTT's own limit of 256MiB, which its length field cannot
+/// exceed) is read past by the patched client without being buffered and
+/// reaches `mqtt-subscribe` as its head only; any other packet beyond drops
+/// the connection. So what a broker sends never takes more memory than the
+/// limit, and `mqtt-subscribe` applies `max_payload_size` to the payload itself.
 const PACKET_OVERHEAD: usize = 2 + 65_535 + 2 + 5;
 
 /// The keys both components declare (each adds its own: `topics` or `topic`, `retain`).
@@ -70,8 +77,10 @@ pub(super) const COMMON_KEYS: [KeySpec; 19] = [
         "max_payload_size",
         KeyType::String,
         "\"8MiB\"",
-        "The largest payload sent or received, as a size. A bigger message to publish goes to `err`; \
-         the broker's `message_size_limit` should match.",
+        "The largest payload sent or received, in bytes, as a size. A bigger message to publish goes to \
+         `err`; a bigger message received goes to `err` too (its topic, its size and the limit; the \
+         payload is read past, never held in memory), is acknowledged, and the subscription goes on. \
+         The broker's `message_size_limit` should match.",
     ),
     KeySpec::optional(
         "will",

@@ -48,7 +48,15 @@
 //! session). QoS 0 is at-most-once: nothing to acknowledge, a crash loses
 //! what is in flight. A message that is not in the configured format (bad
 //! JSON, text that is not UTF-8) goes to `err` with its topic, as text or
-//! bytes, and is acknowledged once dead-lettered. Held acknowledgements are
+//! bytes, and is acknowledged once dead-lettered; so is one whose payload is
+//! over `max_payload_size` (without its payload: the client reads past it,
+//! see `config`). An acknowledgement is written only on the connection its
+//! message came on (`session`): after a reconnection the broker delivers
+//! again what was not acknowledged if it kept the session, and a packet id
+//! of the old connection never acknowledges a new message. QoS 2 works as
+//! QoS 1 end to end (at least once), also with a persistent session: the
+//! patched client answers the broker's PUBREL of an earlier connection or
+//! process. Held acknowledgements are
 //! what the broker's in-flight window counts: when messages stay
 //! unacknowledged with nothing moving for a few seconds, the component warns
 //! once, naming the components downstream that hold them (`net::budget`).

@@ -9,10 +9,10 @@ use fbp_runtime::queue::OutPort;
 use fbp_runtime::spec::{KeySpec, KeyType, Port};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Outcome, PortSpec, Task,
-    TaskFuture,
+    Ack, Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, Meta, Outcome,
+    PortSpec, Task, TaskFuture,
 };
-use rumqttc::{QoS, SubscribeFilter};
+use rumqttc::{OversizedPublish, QoS, SubscribeFilter};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -39,12 +39,14 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     doc: "Subscribes to `topics` and sends each message it receives, its topic in the metadata \
           (`$meta.topic`). With QoS 1/2 a message is acknowledged to the broker (PUBACK / PUBREC) only \
           once every sink it reached has committed it, or it was dead-lettered, in the order messages \
-          arrived; a message a sink rejected is left unacknowledged, for the broker to deliver again \
-          after a reconnection. With `clean_session = false` and a fixed `client_id` the broker keeps \
-          the subscription and the unacknowledged messages while fbp is stopped, crashed or \
-          disconnected: nothing is lost, duplicates are possible (QoS 1; QoS 2 only with a clean \
-          session, a limit of rumqttc). QoS 0 is at-most-once. A payload not \
-          in `format` goes to `err` with its topic, as text or bytes. While the out-port is full the \
+          arrived, and only on the connection it came on; a message a sink rejected is left \
+          unacknowledged, for the broker to deliver again after a reconnection. With \
+          `clean_session = false` and a fixed `client_id` the broker keeps the subscription and the \
+          unacknowledged messages while fbp is stopped, crashed or disconnected: nothing is lost, \
+          duplicates are possible (QoS 1 and 2). A payload not in `format` goes to `err` with its \
+          topic, as text or bytes; so does a payload over `max_payload_size` (its topic, size and the \
+          limit; the payload is read past, not kept). Both are acknowledged once dead-lettered and \
+          the subscription goes on. While the out-port is full the \
           component stops reading (keeping the connection alive with pings), so the broker holds the \
           backlog. A broker that is down or lost is retried with `reconnect` backoff, logged once per \
           outage; the flow never fails because of it. On shutdown it waits up to 5 s for the messages \
@@ -60,7 +62,14 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         doc: "one message per MQTT message; text or bytes with `format = \"text\"` / `\"bytes\"`",
     }],
     config: &KEYS,
-    delivery: Delivery::AtLeastOnce,
+    delivery: Delivery::Depends(
+        "`qos = 0`: at-most-once (nothing is acknowledged; a crash or a reconnection loses what is in \
+         flight). `qos = 1` or `2` with `clean_session = true` (the default): at-least-once while \
+         connected; what is published while fbp is disconnected or stopped is lost, and so is what \
+         was in flight when the connection dropped. `qos = 1` or `2` with `clean_session = false` \
+         and a fixed `client_id`: at-least-once across reconnections, broker restarts (with broker \
+         persistence) and fbp restarts, `kill -9` included; duplicates are possible",
+    ),
     acks: Acks::Budget {
         limit: "with QoS 1/2 the broker sends only so many messages not yet acknowledged (mosquitto: \
                 `max_inflight_messages`, 20 by default), queues the rest (`max_queued_messages`, 1 000) \
@@ -112,12 +121,6 @@ fn ports(config: &serde_json::Value) -> (Vec<Port>, Vec<Port>) {
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
     let config: Config = ctx.parse()?;
     let connection = check(&config.common, &ctx.name, |p| ctx.path(p))?;
-    if connection.qos == QoS::ExactlyOnce && !connection.clean_session {
-        return Err("`qos = 2` with `clean_session = false` is not supported: rumqttc 0.25 forgets the QoS 2 \
-                    exchanges in progress when the connection drops, then refuses the broker's PUBREL for them \
-                    and reconnects without end; use `qos = 1` (at least once, as QoS 2 is end to end here)"
-            .into());
-    }
     if config.topics.is_empty() {
         return Err("`topics` is empty: name at least one topic filter, e.g. `[\"sensors/#\"]`".into());
     }
@@ -147,11 +150,12 @@ impl Task for Subscribe {
 /// A running subscription.
 struct Running {
     format: Format,
+    /// `max_payload_size`: a bigger payload goes to `err`.
+    max_payload: usize,
     ctx: Context,
     out: OutPort,
     session: Session,
     order: ArrivalOrder,
-    generation: u64,
     /// Where each message's outcome is told (cloned into its `Ack`) and read.
     outcome_tx: mpsc::UnboundedSender<(u64, Outcome)>,
     outcome_rx: mpsc::UnboundedReceiver<(u64, Outcome)>,
@@ -175,11 +179,11 @@ impl Running {
         let session = Session::start(ctx.name.clone(), options, link, REQUESTS, EVENTS, filters);
         Ok(Running {
             format: s.format,
+            max_payload: s.connection.max_payload,
             out: ctx.output("out"),
             ctx,
             session,
             order: ArrivalOrder::default(),
-            generation: 0,
             outcome_tx,
             outcome_rx,
             unsent: VecDeque::new(),
@@ -216,18 +220,10 @@ impl Running {
         Ok(())
     }
 
-    fn connection_event(&mut self, event: Event) {
-        if let Event::Connected { generation, .. } = event {
-            self.generation = generation;
-            // Acknowledgements for the old connection's packet ids mean nothing now.
-            self.unsent.clear();
-        }
-    }
-
     fn settle(&mut self, id: u64, outcome: Outcome) {
         self.order.settle(id, outcome);
         let before = self.order.len();
-        self.unsent.extend(self.order.release(self.generation));
+        self.order.release(&mut self.unsent);
         if self.order.len() < before {
             self.moved();
         }
@@ -247,19 +243,11 @@ impl Running {
         }
     }
 
-    /// Queues released acknowledgements in rumqttc, as many as fit.
+    /// Queues released acknowledgements in rumqttc, as many as fit (those
+    /// of a connection that is gone are dropped).
     fn send_acks(&mut self) {
-        let before = self.unsent.len();
-        while let Some(ack) = self.unsent.front() {
-            let mut p = rumqttc::Publish::new("", ack.qos, Vec::new());
-            p.pkid = ack.pkid;
-            if self.session.client.try_ack(&p).is_err() {
-                break;
-            }
-            self.unsent.pop_front();
-        }
-        if self.unsent.len() < before {
-            self.session.wake();
+        if !self.unsent.is_empty() {
+            self.session.ack(&mut self.unsent);
         }
     }
 
@@ -272,14 +260,19 @@ impl Running {
         let mut taken = 0;
         let mut next = Some(first);
         while let Some(event) = next {
-            match event {
+            let refused = match event {
                 Event::Message { generation, publish } => {
                     taken += 1;
-                    if let Some((msg, error)) = self.take(generation, publish, read_at) {
-                        self.ctx.reject(&msg, &error).await?;
-                    }
+                    self.take(generation, publish, read_at)
                 }
-                event => self.connection_event(event),
+                Event::Oversized { generation, head } => {
+                    taken += 1;
+                    Some(self.oversized(generation, head, read_at))
+                }
+                Event::Connected { .. } | Event::Written(_) | Event::Confirmed(_) => None,
+            };
+            if let Some((msg, error)) = refused {
+                self.ctx.reject(&msg, &error).await?;
             }
             next = if taken < BATCH { self.session.events.try_recv().ok() } else { None };
         }
@@ -301,25 +294,61 @@ impl Running {
         }
     }
 
-    /// Decodes a received message into the batch; one that does not decode
-    /// comes back with the reason, for `err`.
+    /// Decodes a received message into the batch; one that does not decode,
+    /// or is over `max_payload_size`, comes back with the reason, for `err`.
     fn take(&mut self, generation: u64, publish: rumqttc::Publish, read_at: SystemTime) -> Option<(Message, String)> {
+        let size = publish.payload.len();
+        if size > self.max_payload {
+            let head = OversizedPublish {
+                dup: publish.dup,
+                qos: publish.qos,
+                retain: publish.retain,
+                topic: publish.topic,
+                pkid: publish.pkid,
+                payload_size: size,
+            };
+            return Some(self.oversized(generation, head, read_at));
+        }
+        let (meta, ack) = self.arrived(generation, publish.topic, publish.qos, publish.pkid, read_at);
+        match decode(self.format, &publish.payload) {
+            Ok(payload) => {
+                self.batch.push_back(Message { payload, meta, ack });
+                None
+            }
+            Err((raw, error)) => Some((Message { payload: raw, meta, ack }, error)),
+        }
+    }
+
+    /// A message over `max_payload_size`, for `err`: no payload (it was not
+    /// kept), its topic in the metadata, the size and the limit in the error.
+    fn oversized(&mut self, generation: u64, head: OversizedPublish, read_at: SystemTime) -> (Message, String) {
+        let error = format!(
+            "payload of {} bytes on topic `{}` is over `max_payload_size` ({} bytes)",
+            head.payload_size, head.topic, self.max_payload
+        );
+        let (meta, ack) = self.arrived(generation, head.topic, head.qos, head.pkid, read_at);
+        (Message { payload: Value::Null, meta, ack }, error)
+    }
+
+    /// The metadata of a message that arrived, and its acknowledgement (QoS 1/2).
+    fn arrived(
+        &mut self,
+        generation: u64,
+        topic: String,
+        qos: QoS,
+        pkid: u16,
+        read_at: SystemTime,
+    ) -> (Arc<Meta>, Option<Ack>) {
         let mut meta = self.ctx.meta_at(read_at);
-        meta.topic = Some(self.topic(publish.topic));
-        let ack = (publish.qos != QoS::AtMostOnce).then(|| {
-            let id = self.order.arrive(generation, publish.qos, publish.pkid);
+        meta.topic = Some(self.topic(topic));
+        let ack = (qos != QoS::AtMostOnce).then(|| {
+            let id = self.order.arrive(generation, qos, pkid);
             let tx = self.outcome_tx.clone();
             self.ctx.ack(move |outcome| {
                 let _ = tx.send((id, outcome));
             })
         });
-        match decode(self.format, &publish.payload) {
-            Ok(payload) => {
-                self.batch.push_back(Message { payload, meta: Arc::new(meta), ack });
-                None
-            }
-            Err((raw, error)) => Some((Message { payload: raw, meta: Arc::new(meta), ack }, error)),
-        }
+        (Arc::new(meta), ack)
     }
 
     fn topic(&mut self, topic: String) -> Arc<str> {
@@ -341,7 +370,7 @@ impl Running {
             tokio::select! {
                 Some((id, outcome)) = self.outcome_rx.recv() => self.settle(id, outcome),
                 // Messages arriving now are not taken: the broker keeps them.
-                Some(event) = self.session.events.recv() => self.connection_event(event),
+                Some(_) = self.session.events.recv() => {}
                 _ = tokio::time::sleep(Duration::from_millis(10)), if !self.unsent.is_empty() => {}
                 _ = tokio::time::sleep_until(deadline) => break,
             }
@@ -373,13 +402,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_filters_and_qos2_sessions_are_refused_when_built() {
-        let qos2 = json!({"topics": ["a"], "qos": 2, "clean_session": false, "client_id": "x"});
-        let cases = [
-            (json!({"topics": []}), "empty"),
-            (json!({"topics": ["a/#/b"]}), "`#` must be a whole level"),
-            (qos2, "use `qos = 1`"),
-        ];
+    async fn bad_filters_are_refused_when_built() {
+        let cases = [(json!({"topics": []}), "empty"), (json!({"topics": ["a/#/b"]}), "`#` must be a whole level")];
         for (config, want) in cases {
             let mut h = Harness::new(&SPEC, config);
             let out = h.run().await;
