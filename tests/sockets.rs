@@ -58,6 +58,15 @@ impl Running {
         wait_until(Duration::from_secs(20), || self.log().matches(needle).count() >= n)
     }
 
+    /// Waits for a flow that ends by itself (or was told to); its exit status and whole log.
+    pub(crate) fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let done = wait_until(Duration::from_secs(90), || self.child.try_wait().unwrap().is_some());
+        assert!(done, "fbp did not finish: {}", self.log());
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        (status, self.log())
+    }
+
     /// SIGTERM, wait for the exit (it must be clean); the whole log.
     pub(crate) fn stop(mut self) -> String {
         // fbp installs its SIGTERM handler on a thread of its own, which a
@@ -76,7 +85,7 @@ impl Running {
 }
 
 /// Whether process `pid` catches SIGTERM (signal 15: bit 14 of `SigCgt`).
-fn catches_sigterm(pid: u32) -> bool {
+pub(crate) fn catches_sigterm(pid: u32) -> bool {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).map(str::trim).unwrap_or("0");
     u64::from_str_radix(mask, 16).is_ok_and(|m| m & (1 << 14) != 0)
