@@ -40,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fbp_runtime::link::Backoff;
+use fbp_runtime::queue::InPort;
 use fbp_runtime::{Failure, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -193,6 +194,18 @@ pub(crate) async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool
         biased;
         () = shutdown.cancelled() => false,
         () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// At shutdown, with the destination away: rejects the batch in hand and
+/// everything still queued, until the input ends.
+pub(crate) async fn reject_rest(input: &mut InPort, batch: &mut Vec<Message>) {
+    loop {
+        crate::storage::reject_all(batch);
+        batch.clear();
+        if !input.recv_many(batch, 256).await {
+            return;
+        }
     }
 }
 
