@@ -23,13 +23,19 @@ fn records(n: usize) -> String {
     (0..n).map(|i| format!("{{\"n\": {i}, \"value\": {i}.5}}\n")).collect()
 }
 
-/// A flow `read` (file-read of `in.jsonl`) -> `pace` (`rate` per 100ms) ->
-/// `store` (`ty` with `config`), whose `err` goes to `bad.jsonl`.
+/// A flow `read` (file-read of `in.jsonl`) -> `pace` (`rate` per 100ms;
+/// none when 0) -> `store` (`ty` with `config`), whose `err` goes to `bad.jsonl`.
 fn store_flow(rate: usize, ty: &str, config: &str) -> String {
+    let (path, pace) = match rate {
+        0 => ("\"read -> store\"".to_string(), String::new()),
+        _ => (
+            "\"read -> pace\", \"pace -> store\"".to_string(),
+            format!("[components.pace]\ntype = \"throttle\"\nconfig = {{ rate = {rate}, per = \"100ms\" }}\n"),
+        ),
+    };
     format!(
-        "[flow]\nname = \"sinks\"\nconnections = [\"read -> pace\", \"pace -> store\", \"store.err -> bad\"]\n\
-         [components.read]\ntype = \"file-read\"\nconfig = {{ path = \"in.jsonl\" }}\n\
-         [components.pace]\ntype = \"throttle\"\nconfig = {{ rate = {rate}, per = \"100ms\" }}\n\
+        "[flow]\nname = \"sinks\"\nconnections = [{path}, \"store.err -> bad\"]\n\
+         [components.read]\ntype = \"file-read\"\nconfig = {{ path = \"in.jsonl\" }}\n{pace}\
          [components.store]\ntype = \"{ty}\"\nconfig = {config}\n\
          [components.bad]\ntype = \"file-write\"\nconfig = {{ path = \"bad.jsonl\" }}\n"
     )
@@ -303,4 +309,32 @@ fn http_request_sigterm_during_the_retry_wait_ends_at_once() {
     assert_eq!(logged(&log, "Shutting down with a batch not written").len(), 1, "{log}");
     assert!(lines(&dir.path().join("out.jsonl")).is_empty());
     assert!(server.accepted.lock().unwrap().is_empty());
+}
+
+#[test]
+fn postgres_sigterm_while_the_server_is_away_ends_at_once() {
+    let table = table("away", "n BIGINT, value DOUBLE PRECISION");
+    let proxy = fbp_runtime::testbed::Proxy::start("127.0.0.1:5432".parse::<SocketAddr>().unwrap()).unwrap();
+    let dir = tempdir();
+    // Unpaced, so what is queued at shutdown reaches the sink at once.
+    write(dir.path(), "in.jsonl", &records(20_000));
+    let url = format!("postgresql://postgres@127.0.0.1:{}/test", proxy.port());
+    let run = Running::start(dir.path(), &store_flow(0, "postgres", &pg_config(&url, &table.0)));
+    let pg = Pg::connect();
+    let count = format!("SELECT count(*) FROM {}", table.0);
+    assert!(wait_until(Duration::from_secs(30), || pg.number(&count) >= 100), "{}", run.log());
+    proxy.cut();
+    assert!(run.wait_log("Cannot write the batch", 1), "{}", run.log());
+    assert!(wait_until(Duration::from_secs(10), || catches_sigterm(run.pid())), "fbp never handled SIGTERM");
+    let asked = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap().success());
+    let log = finish(run);
+    let took = asked.elapsed();
+    // Far below the 10 s drain timeout it waited out before.
+    assert!(took < Duration::from_secs(5), "took {took:?}: {log}");
+    assert_eq!(logged(&log, "Shutting down with a batch not written").len(), 1, "{log}");
+    let rows = pg.number(&count);
+    assert!(rows < 20_000, "{rows} rows");
+    assert_eq!(pg.number(&format!("SELECT count(DISTINCT n) FROM {}", table.0)), rows, "no row twice");
+    assert_eq!(store_counters(&log).1, 0, "{log}");
 }

@@ -169,7 +169,11 @@ impl Retry {
     fn pause(&mut self, why: &str) -> Duration {
         let why = fbp_runtime::secret::urls_in(why);
         self.attempts += 1;
-        if self.since.is_none() {
+        if self.since.is_none() && self.stopping {
+            // Draining at shutdown: said once already.
+            self.since = Some(Instant::now());
+            tracing::debug!(component = %self.component, error = %why, "Not written at shutdown.");
+        } else if self.since.is_none() {
             self.since = Some(Instant::now());
             tracing::warn!(
                 component = %self.component,

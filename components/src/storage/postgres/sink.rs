@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::time::Duration;
 
 use fbp_runtime::link::Link;
 use fbp_runtime::value::{self, Value};
@@ -41,7 +42,7 @@ impl Task for Postgres {
             let mut batch = Vec::with_capacity(self.batch_size);
             while next_batch(&mut input, &mut batch, self.batch_size, self.flush_interval).await {
                 let refused = loop {
-                    match self.attempt(&mut writer, &mut link, &batch, &ctx.name).await {
+                    match self.attempt(&mut writer, &mut link, &batch, &ctx).await {
                         Ok(refused) => break refused,
                         Err(fault) => {
                             if let Err(stop) = retry.failed(fault, ctx.shutdown()).await {
@@ -71,7 +72,7 @@ impl Postgres {
         writer: &mut Option<Writer>,
         link: &mut Link,
         batch: &[Message],
-        component: &str,
+        ctx: &Context,
     ) -> Result<Vec<Refused>, Fault> {
         if writer.as_ref().is_some_and(|w| w.client.is_closed()) {
             *writer = None;
@@ -79,7 +80,7 @@ impl Postgres {
         }
         let w = match writer {
             Some(w) => w,
-            None => match self.server.connect_driven().await {
+            None => match connect_or_stop(self, ctx).await? {
                 Ok(client) => {
                     link.up();
                     writer.insert(Writer { client, columns: None, statements: HashMap::new() })
@@ -96,7 +97,7 @@ impl Postgres {
             Err(WriteError::Lost { error, in_doubt }) => {
                 if in_doubt {
                     tracing::warn!(
-                        component = %component,
+                        component = %ctx.name,
                         in_doubt = batch.len(),
                         "The connection broke before a COMMIT was confirmed; the batch is written again once reconnected (a plain insert may duplicate it, an upsert does not)."
                     );
@@ -111,6 +112,24 @@ impl Postgres {
         }
     }
 }
+
+/// One connection attempt, cut short by a shutdown (an unreachable server
+/// may take the whole connect timeout to say so); once shutting down, an
+/// attempt gets `AT_SHUTDOWN`.
+async fn connect_or_stop(sink: &Postgres, ctx: &Context) -> Result<Result<Client, tokio_postgres::Error>, Fault> {
+    let stop = ctx.shutdown();
+    let gone = || Fault::Transient("no connection at shutdown".into());
+    if stop.is_cancelled() {
+        return tokio::time::timeout(AT_SHUTDOWN, sink.server.connect_driven()).await.map_err(|_| gone());
+    }
+    tokio::select! {
+        connected = sink.server.connect_driven() => Ok(connected),
+        () = stop.cancelled() => Err(gone()),
+    }
+}
+
+/// How long a connection attempt may take once the flow is shutting down.
+const AT_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// A connection and what it knows of the table.
 struct Writer {
