@@ -1,7 +1,8 @@
 //! Sinks keep the batch in hand through a transient failure, through the
 //! binary: an SQLite database locked by another connection, a PostgreSQL
-//! statement cancelled or timed out on a lock, an HTTP server answering 503
-//! for a while; and a record the table refuses goes alone to `err`. Every
+//! statement cancelled or timed out on a lock, a connection killed while
+//! idle, an HTTP server answering 503 for a while; a record the table
+//! refuses goes alone to `err`; SIGTERM ends a retry wait at once. Every
 //! test counts every row.
 
 use std::net::SocketAddr;
@@ -151,22 +152,15 @@ fn pg_config(url: &str, table: &str) -> String {
 /// lock on the table: `during` runs with the lock held (the sink blocked);
 /// then the lock goes and every row must be there, once.
 fn pg_through_a_lock(table: &Table, url: &str, during: impl FnOnce(&Running, &Pg)) -> String {
-    let dir = tempdir();
-    write(dir.path(), "in.jsonl", &records(2000));
-    let pg = Pg::connect();
     let count = format!("SELECT count(*) FROM {}", table.0);
-    let run = Running::start(dir.path(), &store_flow(20, "postgres", &pg_config(url, &table.0)));
-    assert!(wait_until(Duration::from_secs(30), || pg.number(&count) >= 100), "{}", run.log());
-    // EXCLUSIVE blocks inserts, not the test's counting.
-    pg.run(&format!("BEGIN; LOCK TABLE {} IN EXCLUSIVE MODE", table.0));
-    during(&run, &pg);
-    let held = pg.number(&count);
-    pg.run("COMMIT");
-    let log = finish(run);
-    assert!(held < 2000, "the lock held nothing back");
-    assert_eq!(pg.number(&count), 2000, "{log}");
-    assert_eq!(pg.number(&format!("SELECT count(DISTINCT n) FROM {}", table.0)), 2000);
-    assert_eq!(store_counters(&log), (0, 0), "{log}");
+    let log = pg_paced(table, url, |run, pg| {
+        // EXCLUSIVE blocks inserts, not the test's counting.
+        pg.run(&format!("BEGIN; LOCK TABLE {} IN EXCLUSIVE MODE", table.0));
+        during(run, pg);
+        let held = pg.number(&count);
+        pg.run("COMMIT");
+        assert!(held < 2000, "the lock held nothing back");
+    });
     assert_eq!(logged(&log, "Written after").len(), 1, "{log}");
     log
 }
@@ -337,4 +331,37 @@ fn postgres_sigterm_while_the_server_is_away_ends_at_once() {
     assert!(rows < 20_000, "{rows} rows");
     assert_eq!(pg.number(&format!("SELECT count(DISTINCT n) FROM {}", table.0)), rows, "no row twice");
     assert_eq!(store_counters(&log).1, 0, "{log}");
+}
+
+#[test]
+fn postgres_connection_killed_while_idle_is_not_in_doubt() {
+    let table = table("idle_kill", "n BIGINT, value DOUBLE PRECISION");
+    let log = pg_paced(&table, URL, |run, pg| {
+        let kill = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle' AND query LIKE 'INSERT INTO%{}%' \
+             AND pg_terminate_backend(pid)",
+            table.0
+        );
+        assert!(wait_until(Duration::from_secs(20), || pg.number(&kill) == 1), "no idle sink connection");
+        assert!(run.wait_log("Reconnected.", 1), "{}", run.log());
+    });
+    assert!(logged(&log, "The connection broke before a COMMIT").is_empty(), "nothing was in doubt: {log}");
+    assert_eq!(logged(&log, "Connection lost").len(), 1, "{log}");
+}
+
+/// Runs 2 000 paced records into `table` through `url`; `during` runs once
+/// 100 are in. Every row must be there, once, without a restart or an error.
+fn pg_paced(table: &Table, url: &str, during: impl FnOnce(&Running, &Pg)) -> String {
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", &records(2000));
+    let pg = Pg::connect();
+    let count = format!("SELECT count(*) FROM {}", table.0);
+    let run = Running::start(dir.path(), &store_flow(20, "postgres", &pg_config(url, &table.0)));
+    assert!(wait_until(Duration::from_secs(30), || pg.number(&count) >= 100), "{}", run.log());
+    during(&run, &pg);
+    let log = finish(run);
+    assert_eq!(pg.number(&count), 2000, "{log}");
+    assert_eq!(pg.number(&format!("SELECT count(DISTINCT n) FROM {}", table.0)), 2000);
+    assert_eq!(store_counters(&log), (0, 0), "{log}");
+    log
 }
