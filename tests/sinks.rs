@@ -6,7 +6,7 @@
 //! test counts every row.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,6 +56,17 @@ fn store_counters(log: &str) -> (u64, u64) {
     (summary(log, "store", "errors").expect("a summary"), summary(log, "store", "restarts").expect("a summary"))
 }
 
+/// A folder with `store.db` holding a table `readings` of these columns, and
+/// a connection of the test's own to it.
+fn sqlite_table(columns: &str) -> (tempfile::TempDir, PathBuf, rusqlite::Connection) {
+    let dir = tempdir();
+    let db = dir.path().join("store.db");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn.execute(&format!("CREATE TABLE readings ({columns})"), []).unwrap();
+    (dir, db, conn)
+}
+
 fn sqlite_count(db: &Path, table: &str) -> i64 {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(30)).unwrap();
@@ -64,11 +75,7 @@ fn sqlite_count(db: &Path, table: &str) -> i64 {
 
 #[test]
 fn sqlite_locked_by_another_connection_for_10s_loses_nothing_and_never_restarts() {
-    let dir = tempdir();
-    let db = dir.path().join("store.db");
-    let locker = rusqlite::Connection::open(&db).unwrap();
-    locker.busy_timeout(Duration::from_secs(30)).unwrap();
-    locker.execute("CREATE TABLE readings (n INTEGER, value REAL)", []).unwrap();
+    let (dir, db, locker) = sqlite_table("n INTEGER, value REAL");
     write(dir.path(), "in.jsonl", &records(2000));
     let config = "{ path = \"store.db\", table = \"readings\", batch_size = 50, flush_interval = \"10ms\" }";
     let run = Running::start(dir.path(), &store_flow(20, "sqlite", config));
@@ -90,10 +97,7 @@ fn sqlite_locked_by_another_connection_for_10s_loses_nothing_and_never_restarts(
 
 #[test]
 fn sqlite_sends_the_record_a_constraint_refuses_alone_to_err() {
-    let dir = tempdir();
-    let db = dir.path().join("store.db");
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.execute("CREATE TABLE readings (n INTEGER UNIQUE, value REAL CHECK (value >= 0))", []).unwrap();
+    let (dir, db, _conn) = sqlite_table("n INTEGER UNIQUE, value REAL CHECK (value >= 0)");
     let mut input = records(300);
     input.push_str("{\"n\": 7, \"value\": 1.0}\n{\"n\": 1000, \"value\": -1}\n");
     write(dir.path(), "in.jsonl", &input);
@@ -364,4 +368,18 @@ fn pg_paced(table: &Table, url: &str, during: impl FnOnce(&Running, &Pg)) -> Str
     assert_eq!(pg.number(&format!("SELECT count(DISTINCT n) FROM {}", table.0)), 2000);
     assert_eq!(store_counters(&log), (0, 0), "{log}");
     log
+}
+
+#[test]
+fn sqlite_locked_before_the_flow_starts_is_waited_out() {
+    let (dir, db, locker) = sqlite_table("n INTEGER, value REAL");
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    write(dir.path(), "in.jsonl", &records(200));
+    let run = Running::start(dir.path(), &store_flow(0, "sqlite", "{ path = \"store.db\", table = \"readings\" }"));
+    // Opening waits 5 s on the lock, then the attempt is retried.
+    assert!(run.wait_log("Cannot write the batch", 1), "{}", run.log());
+    locker.execute_batch("COMMIT").unwrap();
+    let log = finish(run);
+    assert_eq!(sqlite_count(&db, "readings"), 200, "{log}");
+    assert_eq!(store_counters(&log), (0, 0), "{log}");
 }

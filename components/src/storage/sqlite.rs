@@ -18,7 +18,7 @@ use fbp_runtime::{
 use serde::Deserialize;
 
 use self::db::Db;
-use crate::sink_retry::{Fault, Refused, Retry, Stop, give_up};
+use crate::sink_retry::{Fault, Refused, Retry, Stop, give_up, reject_rest};
 use crate::storage::{FLUSH_INTERVAL_KEY, next_batch};
 
 /// The pause between attempts while the database stays locked (each attempt
@@ -38,7 +38,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           transaction and committed before the messages are acknowledged. A payload that is not an \
           object, or a record the table refuses (a constraint, a type mismatch), goes alone to \
           `err` and the rest of the batch is committed. While another connection holds the \
-          database locked (busy, locked) or the disk is full, the batch is kept: each attempt \
+          database locked (busy, locked; at start too) or the disk is full, the batch is kept: each attempt \
           waits up to 5 s for the lock, then the whole batch is written again after a pause \
           (50ms doubling to 2s), until it is in, without a restart; logged once per episode \
           (\"Cannot write the batch\", then \"Written after N attempts\"). At shutdown a pause \
@@ -146,9 +146,14 @@ impl Task for Sqlite {
     fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
         Box::pin(async move {
             let mut input = ctx.input("in");
-            let mut db = Some(self.open().await?);
             let mut retry = Retry::new(ctx.name.clone(), format!("sqlite {}", self.path.display()), RETRY);
             let mut batch = Vec::with_capacity(self.batch_size);
+            let Some(opened) = self.open(&mut retry, &ctx).await? else {
+                // Shut down before the database could be read: nothing is written.
+                reject_rest(&mut input, &mut batch).await;
+                return Ok(());
+            };
+            let mut db = Some(opened);
             while next_batch(&mut input, &mut batch, self.batch_size, self.flush_interval).await {
                 if let Err(stop) = commit(&mut db, &mut batch, &ctx, &mut retry).await? {
                     give_up(stop, &batch)?;
@@ -161,11 +166,24 @@ impl Task for Sqlite {
 }
 
 impl Sqlite {
-    async fn open(&self) -> Result<Db, Failure> {
-        let (path, table, declared) = (self.path.clone(), self.table.clone(), self.declared.clone());
-        match tokio::task::spawn_blocking(move || Db::open(&path, &table, &declared)).await {
-            Ok(opened) => opened.map_err(Failure),
-            Err(e) => Err(Failure(format!("sqlite open crashed: {e}"))),
+    /// Opens the database, waiting out a lock another connection holds;
+    /// `None` if the flow shut down meanwhile.
+    async fn open(&self, retry: &mut Retry, ctx: &Context) -> Result<Option<Db>, Failure> {
+        loop {
+            let (path, table, declared) = (self.path.clone(), self.table.clone(), self.declared.clone());
+            let fault = match tokio::task::spawn_blocking(move || Db::open(&path, &table, &declared)).await {
+                Ok(Ok(db)) => {
+                    retry.written();
+                    return Ok(Some(db));
+                }
+                Ok(Err(fault)) => fault,
+                Err(e) => Fault::Permanent(format!("sqlite open crashed: {e}")),
+            };
+            match retry.failed(fault, ctx.shutdown()).await {
+                Ok(()) => {}
+                Err(Stop::Shutdown) => return Ok(None),
+                Err(Stop::Permanent(why)) => return Err(Failure(why)),
+            }
         }
     }
 }

@@ -50,16 +50,18 @@ impl Target {
 impl Db {
     /// Opens (creating) the database; reads the table's columns if it exists,
     /// else creates it from `declared` columns if there are any.
-    pub(super) fn open(path: &Path, table: &str, declared: &[(String, String)]) -> Result<Db, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("cannot open sqlite database `{}`: {e}", path.display());
+    /// `Err` says whether trying again may help (the database locked).
+    pub(super) fn open(path: &Path, table: &str, declared: &[(String, String)]) -> Result<Db, Fault> {
+        let doing = format!("cannot open sqlite database `{}`", path.display());
+        let fail = |e: &dyn std::fmt::Display| Fault::Permanent(format!("{doing}: {e}"));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
         let conn = Connection::open(path).map_err(|e| fail(&e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;
-        let mut columns = table_columns(&conn, table).map_err(|e| fail(&e))?;
+        let mut columns = table_columns(&conn, table).map_err(|e| fault(&doing, &e))?;
         if columns.is_none() && !declared.is_empty() {
-            create_table(&conn, table, declared).map_err(|e| fail(&e))?;
+            create_table(&conn, table, declared).map_err(|e| fault(&doing, &e))?;
             columns = Some(declared.iter().map(|(name, _)| name.clone()).collect());
         }
         Ok(Db { target: columns.map(|c| Target::new(table, c)), conn, table: table.to_string() })
@@ -326,7 +328,7 @@ mod tests {
     #[test]
     fn a_database_that_cannot_be_opened_says_which() {
         let dir = TempDir::new("sqlite");
-        let err = Db::open(dir.path(), "t", &[]).err().unwrap();
+        let Some(Fault::Permanent(err)) = Db::open(dir.path(), "t", &[]).err() else { panic!("not permanent") };
         assert!(err.starts_with("cannot open sqlite database"), "{err}");
         assert!(err.contains(&*dir.path().to_string_lossy()), "{err}");
     }
