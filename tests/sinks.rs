@@ -383,3 +383,72 @@ fn sqlite_locked_before_the_flow_starts_is_waited_out() {
     assert_eq!(sqlite_count(&db, "readings"), 200, "{log}");
     assert_eq!(store_counters(&log), (0, 0), "{log}");
 }
+
+/// A RabbitMQ queue of the test's own that holds at most `max` messages and
+/// refuses (nacks) publishes past that (`reject-publish`); deleted on drop.
+struct SmallQueue {
+    rt: tokio::runtime::Runtime,
+    _conn: lapin::Connection,
+    channel: lapin::Channel,
+    name: String,
+}
+
+impl SmallQueue {
+    fn declare(max: i32) -> SmallQueue {
+        use lapin::types::{AMQPValue, FieldTable};
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let name = format!("fbp-sinks-small-{}", std::process::id());
+        let (conn, channel) = rt.block_on(async {
+            let url = "amqp://guest:guest@127.0.0.1:5672/%2f";
+            let conn = lapin::Connection::connect(url, Default::default()).await.expect("RabbitMQ on 5672");
+            let channel = conn.create_channel().await.unwrap();
+            let mut args = FieldTable::default();
+            args.insert("x-max-length".into(), AMQPValue::LongInt(max));
+            args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+            let _ = channel.queue_delete(name.as_str().into(), Default::default()).await;
+            channel.queue_declare(name.as_str().into(), Default::default(), args).await.unwrap();
+            (conn, channel)
+        });
+        SmallQueue { rt, _conn: conn, channel, name }
+    }
+
+    /// Takes what the queue holds: the `n` of each body.
+    fn drain(&self) -> Vec<i64> {
+        self.rt.block_on(async {
+            let mut got = Vec::new();
+            let options = lapin::options::BasicGetOptions { no_ack: true };
+            while let Some(m) = self.channel.basic_get(self.name.as_str().into(), options).await.unwrap() {
+                got.push(serde_json::from_slice::<serde_json::Value>(&m.delivery.data).unwrap()["n"].as_i64().unwrap());
+            }
+            got
+        })
+    }
+}
+
+impl Drop for SmallQueue {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(self.channel.queue_delete(self.name.as_str().into(), Default::default()));
+    }
+}
+
+#[test]
+fn amqp_publish_publishes_what_the_broker_nacks_again() {
+    let queue = SmallQueue::declare(20);
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", &records(200));
+    let config = format!("{{ routing_key = \"{}\", batch_size = 50, reconnect = \"20ms..200ms\" }}", queue.name);
+    let run = Running::start(dir.path(), &store_flow(0, "amqp-publish", &config));
+    assert!(run.wait_log("Cannot write the batch", 1), "the broker never refused: {}", run.log());
+    let mut got = Vec::new();
+    let all = wait_until(Duration::from_secs(60), || {
+        got.extend(queue.drain());
+        got.len() >= 200
+    });
+    assert!(all, "{} of 200: {}", got.len(), run.log());
+    let log = finish(run);
+    got.extend(queue.drain());
+    got.sort_unstable();
+    assert_eq!(got, (0..200).collect::<Vec<_>>(), "each message once");
+    assert_eq!(store_counters(&log), (0, 0), "{log}");
+    assert!(lines(&dir.path().join("bad.jsonl")).is_empty());
+}
