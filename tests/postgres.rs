@@ -38,10 +38,10 @@ fn number(query: &str) -> i64 {
 }
 
 /// A table name for this test, dropped when the guard goes.
-struct Table(String);
+pub(crate) struct Table(pub(crate) String);
 
 impl Table {
-    fn new(what: &str) -> Table {
+    pub(crate) fn new(what: &str) -> Table {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let t = Table(format!("fbp_it_{what}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
         sql(&format!("DROP TABLE IF EXISTS {}", t.0));

@@ -58,6 +58,15 @@ impl Running {
         wait_until(Duration::from_secs(20), || self.log().matches(needle).count() >= n)
     }
 
+    /// Waits for a flow that ends by itself (or was told to); its exit status and whole log.
+    pub(crate) fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let done = wait_until(Duration::from_secs(90), || self.child.try_wait().unwrap().is_some());
+        assert!(done, "fbp did not finish: {}", self.log());
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        (status, self.log())
+    }
+
     /// SIGTERM, wait for the exit (it must be clean); the whole log.
     pub(crate) fn stop(mut self) -> String {
         // fbp installs its SIGTERM handler on a thread of its own, which a

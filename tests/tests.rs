@@ -17,6 +17,7 @@ mod postgres;
 mod relay;
 mod run;
 mod servers;
+mod sinks;
 mod sockets;
 mod subflows;
 mod supervision;

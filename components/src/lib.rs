@@ -16,6 +16,9 @@
 //!   `http-*`, `tcp-listen`, `udp-listen`, `websocket`);
 //! - [`state`]: live state served over HTTP, WebSocket and SSE (`kv-state`).
 //!
+//! `sink_retry` is how every sink keeps the batch in hand through a failure
+//! that passes (a lock, a lost connection, a server refusing for a while).
+//!
 //! Each module declares its type in a `pub static SPEC: ComponentSpec`;
 //! [`CATALOGUE`] lists them all, and that list is the only place a new
 //! component is registered.
@@ -26,6 +29,7 @@ pub mod io;
 pub mod net;
 pub mod output;
 pub mod process;
+mod sink_retry;
 pub mod state;
 pub mod storage;
 pub mod transform;

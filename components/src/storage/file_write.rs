@@ -8,7 +8,9 @@ mod rotate;
 mod tests;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use fbp_runtime::link::Backoff;
 use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::units::positive_size;
@@ -20,7 +22,10 @@ use serde::Deserialize;
 use tokio::fs::{File, OpenOptions};
 use tokio::io::AsyncWriteExt;
 
-use crate::storage::reject_all;
+use crate::sink_retry::{Fault, Retry, give_up};
+
+/// The pause between attempts while writes fail for a while.
+const RETRY: Backoff = Backoff { min: Duration::from_millis(100), max: Duration::from_secs(5) };
 
 /// The `file-write` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -33,8 +38,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           Creates missing parent folders. With `max_size`, the file is rotated before a line \
           would take it past that size: `PATH` becomes `PATH.1`, `PATH.1` becomes `PATH.2` and so \
           on, keeping `max_files` old files, and a new `PATH` is started; a line is never split \
-          across files (a line bigger than `max_size` gets a file of its own). A write or \
-          rotation error is a failure: the batch is rejected and the component is restarted.",
+          across files (a line bigger than `max_size` gets a file of its own). A write to a \
+          regular file that fails for a while (the disk full or over quota, an I/O error) keeps \
+          the batch: what the failed write left is cut off and the batch goes on from the first \
+          line not written, after a pause (100ms doubling to 5s), until it is in, logged once \
+          per episode; at shutdown the pause ends at once and the batch is rejected, not \
+          acknowledged. Another write or rotation error (no permission, a device such as \
+          `/dev/full`) is a failure: the batch is rejected and the component is restarted.",
     kind: Kind::Sink,
     inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to write" }],
     outputs: &[],
@@ -117,6 +127,8 @@ struct Rotation {
 struct Out {
     file: File,
     size: u64,
+    /// A regular file (not a device such as `/dev/full`, which never gains room).
+    regular: bool,
 }
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
@@ -145,7 +157,7 @@ impl Task for FileWrite {
         Box::pin(async move {
             let mut input = ctx.input("in");
             let mut out = self.open().await.map_err(|e| self.failure("open", e))?;
-            self.write_all(&mut input, &mut out).await
+            self.write_all(&mut input, &mut out, &ctx).await
         })
     }
 }
@@ -163,14 +175,17 @@ impl FileWrite {
             options.write(true).truncate(true);
         }
         let file = options.open(&self.path).await?;
-        let size = file.metadata().await?.len();
-        Ok(Out { file, size })
+        let meta = file.metadata().await?;
+        Ok(Out { file, size: meta.len(), regular: meta.is_file() })
     }
 
-    /// Writes batch after batch; a batch is dropped (acknowledged) only once flushed.
-    async fn write_all(&self, input: &mut InPort, out: &mut Out) -> Result<(), Failure> {
+    /// Writes batch after batch; a batch is dropped (acknowledged) only once
+    /// flushed. A write that fails for a while (a full disk, an I/O error) is
+    /// tried again after a pause from where it stopped; any other is a failure.
+    async fn write_all(&self, input: &mut InPort, out: &mut Out, ctx: &Context) -> Result<(), Failure> {
         let mut batch = Vec::with_capacity(BATCH);
         let (mut text, mut ends) = (Vec::new(), Vec::new());
+        let mut retry = Retry::new(ctx.name.clone(), format!("file {}", self.path.display()), RETRY);
         while input.recv_many(&mut batch, BATCH).await {
             text.clear();
             ends.clear();
@@ -178,30 +193,48 @@ impl FileWrite {
                 self.render(msg, &mut text);
                 ends.push(text.len());
             }
-            if let Err(e) = self.write(out, &text, &ends).await {
-                reject_all(&batch);
-                return Err(self.failure("write to", e));
+            let mut done = 0;
+            while let Err(e) = self.write(out, &text, &ends, &mut done).await {
+                let fault = self.fault(e, out.regular);
+                if let Err(stop) = retry.failed(fault, ctx.shutdown()).await {
+                    give_up(stop, &batch)?;
+                    break;
+                }
             }
+            retry.written();
             batch.clear();
         }
         Ok(())
     }
 
-    /// Writes a batch's lines (ending at `ends`), rotating where the file would pass `max_size`.
-    async fn write(&self, out: &mut Out, text: &[u8], ends: &[usize]) -> std::io::Result<()> {
+    /// Writes a batch's lines (ending at `ends`) from offset `done`, rotating
+    /// where the file would pass `max_size`; `done` is how far it got.
+    async fn write(&self, out: &mut Out, text: &[u8], ends: &[usize], done: &mut usize) -> std::io::Result<()> {
         let Some(rotation) = self.rotation else {
-            return out.write(text).await;
+            out.write(&text[*done..]).await?;
+            *done = text.len();
+            return Ok(());
         };
-        let mut start = 0;
-        for cut in rotate::rotation_points(out.size, rotation.max_size, ends) {
-            out.write(&text[start..cut]).await?;
+        for cut in rotate::rotation_points(out.size, rotation.max_size, ends, *done) {
+            out.write(&text[*done..cut]).await?;
+            *done = cut;
             rotate::rotate(&self.path, rotation.max_files)
                 .await
                 .map_err(|e| std::io::Error::new(e.kind(), format!("rotating: {e}")))?;
             *out = self.open().await?;
-            start = cut;
         }
-        out.write(&text[start..]).await
+        out.write(&text[*done..]).await?;
+        *done = text.len();
+        Ok(())
+    }
+
+    /// A write error as a fault: transient when, writing a regular file, the
+    /// disk is full (or over quota) or reports an I/O error, which may pass;
+    /// else permanent.
+    fn fault(&self, e: std::io::Error, regular: bool) -> Fault {
+        let passing = regular && passes(&e);
+        let why = self.failure("write to", e).0;
+        if passing { Fault::Transient(why) } else { Fault::Permanent(why) }
     }
 
     fn render(&self, msg: &Message, text: &mut Vec<u8>) {
@@ -221,15 +254,33 @@ impl FileWrite {
     }
 }
 
+/// Whether a write error may pass: the disk full or over quota, an I/O
+/// error of the device (EIO), an interrupted or timed-out write.
+fn passes(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    /// EIO on Linux and the BSDs.
+    const EIO: i32 = 5;
+    matches!(e.kind(), K::StorageFull | K::QuotaExceeded | K::Interrupted | K::TimedOut | K::ResourceBusy)
+        || e.raw_os_error() == Some(EIO)
+}
+
 impl Out {
-    /// Writes and flushes `text`.
+    /// Writes and flushes `text`. If that fails, what it wrote of `text` is
+    /// cut off again (as far as the file allows), so a retry writes no line twice.
     async fn write(&mut self, text: &[u8]) -> std::io::Result<()> {
         if text.is_empty() {
             return Ok(());
         }
-        self.file.write_all(text).await?;
-        self.file.flush().await?;
+        if let Err(e) = self.write_flushed(text).await {
+            let _ = self.file.set_len(self.size).await;
+            return Err(e);
+        }
         self.size += text.len() as u64;
         Ok(())
+    }
+
+    async fn write_flushed(&mut self, text: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(text).await?;
+        self.file.flush().await
     }
 }

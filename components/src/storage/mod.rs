@@ -4,9 +4,11 @@
 //!
 //! The sinks take a batch of what is queued (the database sinks also what
 //! arrives within `flush_interval`), write it whole, flush or commit it,
-//! and only then drop the batch's messages, which acknowledges them. If the
-//! write fails, the batch's acknowledgements are marked rejected before the
-//! component fails, so no source is told that lost data was delivered.
+//! and only then drop the batch's messages, which acknowledges them. A write
+//! that fails for a while keeps the batch and writes it again
+//! (`crate::sink_retry`); if it fails for good, the batch's acknowledgements
+//! are marked rejected before the component fails, so no source is told that
+//! lost data was delivered.
 
 pub mod file_read;
 pub mod file_write;

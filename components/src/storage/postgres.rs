@@ -99,11 +99,19 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           of the batch is committed: the batch is written again inside a transaction, halves \
           under SAVEPOINTs, down to the refused records. While the server is unreachable the \
           component holds its batch, takes no more input (back-pressure) and reconnects \
-          (logged once per outage); the flow never fails for it. A batch whose COMMIT was \
-          sent but not confirmed when the connection broke is written again after reconnecting \
+          (logged once per outage); the flow never fails for it. The same holds, on the same \
+          connection, when the server refuses the batch for now: a cancelled statement (57014: \
+          an admin's `pg_cancel_backend`, `statement_timeout`), a serialization failure or \
+          deadlock (40001, 40P01), a lock not available (55P03, `lock_timeout`), out of \
+          resources (class 53); server shutdowns (57P01-57P03) and class 08 are a lost \
+          connection. The batch is written again with the `reconnect` backoff until it is in, \
+          without a restart, logged once per episode. A batch whose COMMIT was sent but not \
+          confirmed when the connection broke is written again after reconnecting \
           (at-least-once): with `key` that is harmless (effectively once), a plain insert may \
-          duplicate exactly that batch (logged as `in_doubt`). Other server errors (no \
-          permission, no unique index for `key`) are failures: the batch is rejected and the \
+          duplicate exactly that batch (logged as `in_doubt`); a connection the server closed \
+          while idle puts nothing in doubt. At shutdown a pause ends at once and the batch is \
+          rejected, not acknowledged. Other server errors (no permission, no unique index for \
+          `key`) are failures with the server's message: the batch is rejected and the \
           component restarted. TLS per `sslmode` (`verify-full` checks the server).",
     kind: Kind::Sink,
     inputs: &[PortSpec { name: "in", ty: "object", doc: "records to insert or upsert" }],

@@ -10,6 +10,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fbp_runtime::link::Backoff;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::{
     Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
@@ -17,7 +18,12 @@ use fbp_runtime::{
 use serde::Deserialize;
 
 use self::db::Db;
-use crate::storage::{FLUSH_INTERVAL_KEY, next_batch, reject_all};
+use crate::sink_retry::{Fault, Refused, Retry, Stop, give_up, reject_rest};
+use crate::storage::{FLUSH_INTERVAL_KEY, next_batch};
+
+/// The pause between attempts while the database stays locked (each attempt
+/// itself waits up to the busy timeout for the lock).
+const RETRY: Backoff = Backoff { min: Duration::from_millis(50), max: Duration::from_secs(2) };
 
 /// The `sqlite` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -29,9 +35,16 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           set, else from the first record's fields (integers and booleans INTEGER, other numbers \
           REAL, strings, arrays and objects TEXT, bytes BLOB). What is queued, up to \
           `batch_size`, and what arrives within `flush_interval` of the first, is inserted in one \
-          transaction and committed before the messages are acknowledged. A payload that is not an object, or a record the table refuses (a \
-          constraint, a type), goes to `err` and the rest of the batch is committed. A database \
-          that cannot be opened or written is a failure.",
+          transaction and committed before the messages are acknowledged. A payload that is not an \
+          object, or a record the table refuses (a constraint, a type mismatch), goes alone to \
+          `err` and the rest of the batch is committed. While another connection holds the \
+          database locked (busy, locked; at start too) or the disk is full, the batch is kept: each attempt \
+          waits up to 5 s for the lock, then the whole batch is written again after a pause \
+          (50ms doubling to 2s), until it is in, without a restart; logged once per episode \
+          (\"Cannot write the batch\", then \"Written after N attempts\"). At shutdown a pause \
+          ends at once and the batch is rejected, not acknowledged. A database that cannot be \
+          opened, or another error (no permission, a corrupt file), is a failure with its cause: \
+          the batch is rejected and the component restarted.",
     kind: Kind::Sink,
     inputs: &[PortSpec { name: "in", ty: "object", doc: "records to insert" }],
     outputs: &[],
@@ -133,10 +146,19 @@ impl Task for Sqlite {
     fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
         Box::pin(async move {
             let mut input = ctx.input("in");
-            let mut db = self.open().await?;
+            let mut retry = Retry::new(ctx.name.clone(), format!("sqlite {}", self.path.display()), RETRY);
             let mut batch = Vec::with_capacity(self.batch_size);
+            let Some(opened) = self.open(&mut retry, &ctx).await? else {
+                // Shut down before the database could be read: nothing is written.
+                reject_rest(&mut input, &mut batch).await;
+                return Ok(());
+            };
+            let mut db = Some(opened);
             while next_batch(&mut input, &mut batch, self.batch_size, self.flush_interval).await {
-                (db, batch) = commit(db, batch, &ctx).await?;
+                if let Err(stop) = commit(&mut db, &mut batch, &ctx, &mut retry).await? {
+                    give_up(stop, &batch)?;
+                }
+                batch.clear();
             }
             Ok(())
         })
@@ -144,44 +166,75 @@ impl Task for Sqlite {
 }
 
 impl Sqlite {
-    async fn open(&self) -> Result<Db, Failure> {
-        let (path, table, declared) = (self.path.clone(), self.table.clone(), self.declared.clone());
-        match tokio::task::spawn_blocking(move || Db::open(&path, &table, &declared)).await {
-            Ok(opened) => opened.map_err(Failure),
-            Err(e) => Err(Failure(format!("sqlite open crashed: {e}"))),
+    /// Opens the database, waiting out a lock another connection holds;
+    /// `None` if the flow shut down meanwhile.
+    async fn open(&self, retry: &mut Retry, ctx: &Context) -> Result<Option<Db>, Failure> {
+        loop {
+            let (path, table, declared) = (self.path.clone(), self.table.clone(), self.declared.clone());
+            let fault = match tokio::task::spawn_blocking(move || Db::open(&path, &table, &declared)).await {
+                Ok(Ok(db)) => {
+                    retry.written();
+                    return Ok(Some(db));
+                }
+                Ok(Err(fault)) => fault,
+                Err(e) => Fault::Permanent(format!("sqlite open crashed: {e}")),
+            };
+            match retry.failed(fault, ctx.shutdown()).await {
+                Ok(()) => {}
+                Err(Stop::Shutdown) => return Ok(None),
+                Err(Stop::Permanent(why)) => return Err(Failure(why)),
+            }
         }
     }
 }
 
-/// Inserts and commits a batch, then sends the records the table refused to
-/// `err` and drops the batch (acknowledging it); gives the emptied `Vec`
-/// back. The batch itself goes to the blocking thread and back, so no
-/// payload is copied. If nothing could be committed the batch is rejected
-/// and the component fails.
-async fn commit(mut db: Db, batch: Vec<Message>, ctx: &Context) -> Result<(Db, Vec<Message>), Failure> {
-    let done = tokio::task::spawn_blocking(move || {
-        // Caught here so the batch comes back (to be rejected) even then.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.insert(batch.iter().map(|m| &m.payload))));
-        (db, batch, result)
-    })
-    .await;
-    let (db, mut batch, refused) = match done {
-        Ok((db, batch, Ok(Ok(refused)))) => (db, batch, refused),
-        Ok((_, batch, Ok(Err(e)))) => {
-            reject_all(&batch);
-            return Err(Failure(e));
+/// Inserts and commits a batch, written again after a pause while the
+/// database is locked or busy, then sends the records the table refused to
+/// `err`. `Ok(Err(stop))`: the batch was given up (shut down, or a
+/// permanent error).
+async fn commit(
+    db: &mut Option<Db>,
+    batch: &mut Vec<Message>,
+    ctx: &Context,
+    retry: &mut Retry,
+) -> Result<Result<(), Stop>, Failure> {
+    let refused = loop {
+        match insert(db, batch).await {
+            Ok(refused) => break refused,
+            Err(fault) => {
+                if let Err(stop) = retry.failed(fault, ctx.shutdown()).await {
+                    return Ok(Err(stop));
+                }
+            }
         }
-        Ok((_, batch, Err(_))) => {
-            reject_all(&batch);
-            return Err(Failure("sqlite insert crashed".into()));
-        }
-        Err(e) => return Err(Failure(format!("sqlite insert did not finish: {e}"))),
     };
+    retry.written();
     for (i, error) in refused {
         ctx.reject(&batch[i], &error).await?;
     }
-    batch.clear();
-    Ok((db, batch))
+    Ok(Ok(()))
+}
+
+/// One attempt: the connection and the batch go to a blocking thread and
+/// back, so no payload is copied. A panic in the insert is a permanent
+/// fault (caught there, so the batch comes back to be rejected even then).
+async fn insert(slot: &mut Option<Db>, batch: &mut Vec<Message>) -> Result<Vec<Refused>, Fault> {
+    let Some(mut db) = slot.take() else {
+        return Err(Fault::Permanent("the sqlite connection was lost in a crash".into()));
+    };
+    let records = std::mem::take(batch);
+    let done = tokio::task::spawn_blocking(move || {
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.insert(records.iter().map(|m| &m.payload))));
+        (db, records, result)
+    })
+    .await;
+    match done {
+        Ok((db, records, result)) => {
+            (*slot, *batch) = (Some(db), records);
+            result.unwrap_or_else(|_| Err(Fault::Permanent("sqlite insert crashed".into())))
+        }
+        Err(e) => Err(Fault::Permanent(format!("sqlite insert did not finish: {e}"))),
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! The task takes a batch from its input, publishes it whole on a channel in
 //! confirm mode, then waits for the broker's confirms: a confirmed message is
 //! dropped (which acknowledges it upstream); a message the broker refuses
-//! (`basic.nack`) or returns as unroutable (with `mandatory`) goes to `err`.
+//! for now (`basic.nack`) is published again after a pause
+//! (`sink_retry::Retry`); one it returns as unroutable (with `mandatory`)
+//! goes to `err`.
 //! If the connection drops before a message is confirmed, the message stays
 //! in hand and is published again after reconnecting (so a message can arrive
 //! twice, never not at all). While disconnected, no input is taken.
@@ -25,6 +27,7 @@ use super::{
     Broker, DURABLE_KEY, EXCHANGE_TYPE_KEY, ExchangeType, URL_KEY, declare_exchange, is_refusal, meta_to_headers,
 };
 use crate::net::template::Template;
+use crate::sink_retry::{Fault, Retry, reject_rest};
 use crate::storage::reject_all;
 
 /// The `amqp-publish` declaration.
@@ -38,10 +41,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           nor `amq.*`). The body is the payload: text and bytes as they are, other values as \
           JSON; metadata headers become AMQP headers. The channel is in confirm mode and a \
           message is acknowledged upstream only once the broker has confirmed it; a message \
-          the broker refuses (`basic.nack`) goes to `err` rather than being retried, and so \
-          does an unroutable one with `mandatory = true`. When the connection drops, the \
+          the broker refuses for now (`basic.nack`: a queue at its limit with \
+          `reject-publish`, a broker under pressure) is kept and published again with the \
+          `reconnect` backoff until confirmed, logged once per episode; an unroutable one with \
+          `mandatory = true` goes to `err`. When the connection drops, the \
           component stops taking input, reconnects with backoff and publishes again what was \
-          not confirmed (at-least-once: a message may arrive twice).",
+          not confirmed (at-least-once: a message may arrive twice). At shutdown a wait ends at \
+          once: what is in hand is rejected, not acknowledged.",
     kind: Kind::Sink,
     inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to publish" }],
     outputs: &[],
@@ -118,8 +124,10 @@ struct Publish {
 enum Fate {
     /// Confirmed by the broker: drop it.
     Confirmed,
-    /// Refused, returned or unrenderable: to `err`, with why.
+    /// Returned as unroutable or unrenderable: to `err`, with why.
     Refused(String),
+    /// Refused by the broker for now (`basic.nack`): published again after a pause.
+    Nacked,
 }
 
 fn build(ctx: &BuildContext) -> Result<Instance, String> {
@@ -153,12 +161,13 @@ impl Publish {
     /// Connects, publishes until the input ends, reconnecting when the connection drops.
     async fn run_loop(&self, ctx: &Context, input: &mut InPort) -> Result<(), Failure> {
         let mut link = Link::new(ctx.name.clone(), self.broker.target.clone(), self.broker.backoff);
+        let mut retry = Retry::new(ctx.name.clone(), self.broker.target.clone(), self.broker.backoff);
         let mut batch: Vec<Message> = Vec::with_capacity(self.batch_size);
         loop {
             let error = match self.open().await {
                 Ok((conn, channel)) => {
                     link.up();
-                    match self.publish_all(ctx, input, &channel, &mut batch).await {
+                    match self.publish_all(ctx, input, &channel, &mut batch, &mut retry).await {
                         Ok(()) => {
                             let _ = conn.close(200, "fbp: input ended".into()).await;
                             return Ok(());
@@ -172,10 +181,15 @@ impl Publish {
                 reject_all(&batch);
                 return Err(Failure(format!("{}: the broker refused: {error}", self.broker.target)));
             }
-            // While the broker is away, an input that ends with nothing in hand ends the component.
+            // While the broker is away, an input that ends with nothing in hand ends the
+            // component; a shutdown rejects what is in hand and what is still queued.
             tokio::select! {
                 () = tokio::time::sleep(link.down(&error)) => {}
                 () = input.done(), if batch.is_empty() => return Ok(()),
+                () = ctx.shutdown().cancelled() => {
+                    reject_rest(input, &mut batch).await;
+                    return Ok(());
+                }
             }
         }
     }
@@ -190,13 +204,15 @@ impl Publish {
 
     /// Publishes batch after batch (starting with what `batch` still holds)
     /// until the input ends; `Err` when the channel fails, with the
-    /// unconfirmed messages left in `batch`.
+    /// unconfirmed messages left in `batch`. What the broker nacks is
+    /// published again after a pause (`retry`).
     async fn publish_all(
         &self,
         ctx: &Context,
         input: &mut InPort,
         channel: &Channel,
         batch: &mut Vec<Message>,
+        retry: &mut Retry,
     ) -> Result<(), lapin::Error> {
         loop {
             if batch.is_empty() && !input.recv_many(batch, self.batch_size).await {
@@ -213,12 +229,21 @@ impl Publish {
                             reject_all(std::slice::from_ref(&msg));
                         }
                     }
-                    None => rest.push(msg),
+                    Some(Fate::Nacked) | None => rest.push(msg),
                 }
             }
             *batch = rest;
             if let Some(e) = failed {
                 return Err(e);
+            }
+            if batch.is_empty() {
+                retry.written();
+                continue;
+            }
+            let why = format!("the broker refused {} messages (basic.nack)", batch.len());
+            if retry.failed(Fault::Transient(why), ctx.shutdown()).await.is_err() {
+                reject_all(batch);
+                batch.clear();
             }
         }
     }
@@ -287,7 +312,7 @@ fn fate(confirmation: Confirmation) -> Fate {
             "the broker returned the message as unroutable ({} {}): no queue is bound for its routing key",
             returned.reply_code, returned.reply_text
         )),
-        Confirmation::Nack(_) => Fate::Refused("the broker refused the message (basic.nack)".into()),
+        Confirmation::Nack(_) => Fate::Nacked,
     }
 }
 

@@ -219,6 +219,14 @@ pub(crate) fn is_transient(status: reqwest::StatusCode) -> bool {
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
 }
 
+/// Whether a status means "the server refuses for a while" (too many
+/// requests, a gateway or the service unavailable): worth waiting out
+/// whatever the retries left.
+pub(crate) fn is_refusing(status: reqwest::StatusCode) -> bool {
+    use reqwest::StatusCode as S;
+    [S::TOO_MANY_REQUESTS, S::BAD_GATEWAY, S::SERVICE_UNAVAILABLE, S::GATEWAY_TIMEOUT].contains(&status)
+}
+
 /// The start of a body, as text, for error messages.
 pub(crate) fn excerpt(body: &[u8]) -> String {
     const MAX: usize = 200;

@@ -9,9 +9,12 @@
 //! Failures are told apart: a server that cannot be reached is an outage
 //! (the link logs it once; the request is retried with the `reconnect`
 //! backoff until it is back, and back-pressure holds upstream meanwhile); a
-//! 5xx, 429 or 408 answer or a timeout is retried `retries` times with the
-//! `backoff` (never sooner than `Retry-After`), then sent to `err`; any other
-//! answer (4xx) goes to `err` at once with its status and a body excerpt.
+//! server refusing for a while (429, 502, 503, 504) is waited out with the
+//! `backoff` (never sooner than `Retry-After`), one `sink_retry::Retry` for
+//! all requests; another 5xx, a 408 or a timeout is retried `retries` times
+//! the same way, then sent to `err`; any other answer (4xx) goes to `err` at
+//! once with its status and a body excerpt. A shutdown ends every wait at
+//! once, the message rejected.
 
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -21,7 +24,8 @@ use fbp_runtime::link::{Backoff, Link, RECONNECT_KEY};
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::value::{self, Value};
 use fbp_runtime::{
-    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Ack, Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task,
+    TaskFuture,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -35,6 +39,9 @@ use super::client::{
 use super::poll::parse_url;
 use super::template::Template;
 use fbp_runtime::secret as mask;
+use tokio_util::sync::CancellationToken;
+
+use crate::sink_retry::{self, Fault, Retry};
 
 /// The `http-request` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -53,10 +60,13 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           metadata, `body` decoded as `response_format`. Up to `concurrency` requests are in \
           flight; responses keep the input order. An unreachable server is an outage: the \
           request is retried (`reconnect` backoff) until it is back, logged once, and input \
-          waits meanwhile. A 5xx, 429 or 408 answer or a timeout is retried up to `retries` \
-          times, waiting `backoff` (doubled each time, never less than `Retry-After`), then the \
+          waits meanwhile. A server refusing for a while (429, 502, 503, 504) is waited out: the \
+          request is sent again, waiting `backoff` (doubled each time, never less than \
+          `Retry-After`), until it is answered, whatever `retries` says, logged once per episode. \
+          Another 5xx, a 408 or a timeout is retried up to `retries` times the same way, then the \
           message goes to `err`; another non-2xx answer sends it to `err` at once, with the \
-          status and the start of the body. In logs, errors, `err` and the response's `url`, a \
+          status and the start of the body. At shutdown a wait ends at once: the message is \
+          rejected, not acknowledged. In logs, errors, `err` and the response's `url`, a \
           password in the URL's userinfo and token-like query values (`token`, `key`, \
           `api_key`, `sig`, ...) read `***`. A response body larger than `max_body_size` is not \
           read past the limit (nor at all when its `Content-Length` says so): the message goes \
@@ -86,7 +96,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
         BASIC_KEY,
         TIMEOUT_KEY,
         CA_FILE_KEY,
-        KeySpec::new("retries", KeyType::Integer, "3", "Retries after a 5xx, 429 or 408 answer or a timeout."),
+        KeySpec::new(
+            "retries",
+            KeyType::Integer,
+            "3",
+            "Retries after a 5xx answer (but 502, 503 and 504, waited out), a 408 or a timeout.",
+        ),
         KeySpec::new(
             "backoff",
             KeyType::String,
@@ -166,6 +181,8 @@ enum Done {
     Answered(Message),
     /// A message error: the message and why.
     Failed(Message, String),
+    /// The flow shut down while the message waited to be sent again.
+    Stopped(Message),
 }
 
 impl Task for Request {
@@ -175,6 +192,9 @@ impl Task for Request {
             let mut input = ctx.input("in");
             let out = ctx.output("out");
             let link = Mutex::new(Link::new(ctx.name.clone(), self.url_label(), self.reconnect));
+            let shutdown = ctx.shutdown().clone();
+            // One episode for the server's refusals, whichever requests meet them.
+            let refusing = Mutex::new(Retry::new(ctx.name.clone(), self.url_label(), self.backoff));
             let mut in_flight = FuturesOrdered::new();
             let mut open = true;
             loop {
@@ -183,9 +203,11 @@ impl Task for Request {
                     Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
                         Done::Answered(response) => out.send(response).await?,
                         Done::Failed(msg, error) => ctx.reject(&msg, &mask::urls_in(&error)).await?,
+                        // Not sent at shutdown: its source learns it was not delivered.
+                        Done::Stopped(msg) => msg.ack.iter().for_each(Ack::reject),
                     },
                     msg = input.recv(), if open && in_flight.len() < self.concurrency => match msg {
-                        Some(msg) => in_flight.push_back(self.send(&client, &link, msg)),
+                        Some(msg) => in_flight.push_back(self.send(&client, &link, msg, &refusing, &shutdown)),
                         None => open = false,
                     },
                     else => return Ok(()),
@@ -201,8 +223,17 @@ impl Request {
         self.url.as_static().map(mask::url).unwrap_or_else(|| "a templated URL".into())
     }
 
-    /// Sends `msg` until it is answered 2xx, refused, or out of retries.
-    async fn send(&self, client: &reqwest::Client, link: &Mutex<Link>, msg: Message) -> Done {
+    /// Sends `msg` until it is answered 2xx, refused, or out of retries; a
+    /// server unreachable or refusing for a while (429, 502, 503, 504) is
+    /// waited out, until `shutdown`.
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        link: &Mutex<Link>,
+        msg: Message,
+        refusing: &Mutex<Retry>,
+        shutdown: &CancellationToken,
+    ) -> Done {
         let url = match self.url.render(&msg) {
             Ok(u) => u,
             Err(e) => return Done::Failed(msg, format!("cannot make the URL: {e}")),
@@ -226,7 +257,9 @@ impl Request {
             let (wait, error) = match request.send().await {
                 Err(e) if e.is_connect() => {
                     let pause = lock(link).down(&mask::urls_in(&error_chain(&e)));
-                    tokio::time::sleep(pause).await;
+                    if !sink_retry::pause(pause, shutdown).await {
+                        return Done::Stopped(msg);
+                    }
                     attempts -= 1;
                     continue;
                 }
@@ -244,12 +277,24 @@ impl Request {
                         Err(e) => Bytes::from(format!("({})", e.describe())),
                     };
                     if status.is_success() {
+                        lock(refusing).written();
                         return match self.response(&msg, &url, status.as_u16(), headers, body) {
                             Ok(m) => Done::Answered(m),
                             Err(e) => Done::Failed(msg, e),
                         };
                     }
                     let error = format!("HTTP {status} from {url}: {}", client::excerpt(&body));
+                    if client::is_refusing(status) {
+                        let pause = lock(refusing).next(Fault::Transient(error), retry_after.unwrap_or_default());
+                        if let Ok(pause) = pause
+                            && !sink_retry::pause(pause, shutdown).await
+                        {
+                            lock(refusing).stopped();
+                            return Done::Stopped(msg);
+                        }
+                        attempts -= 1;
+                        continue;
+                    }
                     if !client::is_transient(status) {
                         return Done::Failed(msg, error);
                     }
@@ -260,7 +305,9 @@ impl Request {
                 return Done::Failed(msg, format!("{error} (after {attempts} attempts)"));
             }
             retries_left -= 1;
-            tokio::time::sleep(delay.max(wait.unwrap_or_default())).await;
+            if !sink_retry::pause(delay.max(wait.unwrap_or_default()), shutdown).await {
+                return Done::Stopped(msg);
+            }
             delay = (delay * 2).min(self.backoff.max);
         }
     }
@@ -283,8 +330,8 @@ impl Request {
     }
 }
 
-fn lock(link: &Mutex<Link>) -> std::sync::MutexGuard<'_, Link> {
-    link.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The request body and its content type for a payload.

@@ -58,7 +58,7 @@ async fn gives_up_after_the_retries() {
         "/",
         axum::routing::post(move || async move {
             c.fetch_add(1, Ordering::SeqCst);
-            StatusCode::SERVICE_UNAVAILABLE
+            StatusCode::INTERNAL_SERVER_ERROR
         }),
     ))
     .await;
@@ -66,7 +66,32 @@ async fn gives_up_after_the_retries() {
     let out = Harness::run_payloads(&super::SPEC, config, vec![value::int(1)]).await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let errs = out.json("err");
-    assert!(errs[0].contains("503") && errs[0].contains("after 3 attempts"), "{errs:?}");
+    assert!(errs[0].contains("500") && errs[0].contains("after 3 attempts"), "{errs:?}");
+}
+
+#[tokio::test]
+async fn a_server_refusing_for_a_while_is_waited_out_past_the_retries() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let server = Server::start(axum::Router::new().route(
+        "/",
+        axum::routing::post(move || async move {
+            match c.fetch_add(1, Ordering::SeqCst) {
+                0 => StatusCode::SERVICE_UNAVAILABLE,
+                1 => StatusCode::TOO_MANY_REQUESTS,
+                2 => StatusCode::BAD_GATEWAY,
+                3 => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::OK,
+            }
+        }),
+    ))
+    .await;
+    let config = json!({"url": server.url("/"), "retries": 1, "backoff": "5ms..10ms"});
+    let out = Harness::run_payloads(&super::SPEC, config, vec![value::int(1)]).await;
+    assert!(matches!(out.result, Some(Ok(()))), "{:?}", out.result);
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(out.json("out").len(), 1);
+    assert!(out.json("err").is_empty(), "{:?}", out.json("err"));
 }
 
 #[test]

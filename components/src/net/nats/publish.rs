@@ -5,7 +5,8 @@
 //! (acknowledged). JetStream (`stream` set): each message is published with
 //! a `Nats-Msg-Id` and the batch's PubAcks awaited; a message is dropped only
 //! once confirmed, and what was not confirmed is published again (same id,
-//! so the server drops a duplicate) after the reconnection backoff.
+//! so the server drops a duplicate) after the reconnection backoff
+//! (`sink_retry::Retry`, whose wait a shutdown ends, the rest rejected).
 
 use std::sync::OnceLock;
 
@@ -18,13 +19,15 @@ use fbp_runtime::link::Link;
 use fbp_runtime::queue::InPort;
 use fbp_runtime::spec::{KeySpec, KeyType};
 use fbp_runtime::{
-    Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task, TaskFuture,
+    Ack, Acks, BuildContext, ComponentSpec, Context, Delivery, Failure, Instance, Kind, Message, PortSpec, Task,
+    TaskFuture,
 };
 use serde::Deserialize;
 
 use super::connect::{Conn, ConnConfig, Connection, REPLY_CAPACITY, config_keys};
 use super::{encode, headers_out};
 use crate::net::template::Template;
+use crate::sink_retry::{Fault, Retry};
 
 /// The `nats-publish` declaration.
 pub static SPEC: ComponentSpec = ComponentSpec {
@@ -37,8 +40,12 @@ pub static SPEC: ComponentSpec = ComponentSpec {
           server before it is acknowledged upstream (at-most-once: the server does not confirm). \
           With `stream`, it is a JetStream publish: each message carries a `Nats-Msg-Id` \
           (`msg_id`) and is acknowledged upstream only once the server's PubAck arrived; a \
-          publish that failed is retried with the same id, so the stream keeps one copy. While \
-          NATS is down it takes no input (back-pressure holds upstream) and reconnects for ever.",
+          publish that timed out, lost its connection or met a full stream (`max_ack_pending`) \
+          is kept and retried with the same id, with the `reconnect` backoff, until confirmed \
+          (so the stream keeps one copy; logged once per episode); one the server refuses for \
+          good (too large, a wrong expected sequence) goes to `err`. While NATS is down it takes \
+          no input (back-pressure holds upstream) and reconnects for ever. At shutdown a wait \
+          ends at once: what is not confirmed is rejected, not acknowledged.",
     kind: Kind::Sink,
     inputs: &[PortSpec { name: "in", ty: "any", doc: "messages to publish" }],
     outputs: &[],
@@ -227,6 +234,7 @@ impl Publisher {
         if let Some(subject) = &js.create_subject {
             self.create_stream(ctx, &context, js, subject, &mut link).await;
         }
+        let mut retry = Retry::new(ctx.name.clone(), format!("jetstream stream {}", js.stream), conn.backoff);
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             if !conn.wait_up(input).await? || !input.recv_many(&mut batch, BATCH).await {
@@ -234,10 +242,19 @@ impl Publisher {
             }
             let mut todo: Vec<(Message, u32)> = batch.drain(..).map(|m| (m, 0)).collect();
             while !todo.is_empty() {
-                let (failed, error) = self.attempt(ctx, &context, js, todo).await?;
+                let (mut failed, error) = self.attempt(ctx, &context, js, todo).await?;
                 match error {
-                    None => link.up(),
-                    Some(e) => tokio::time::sleep(link.down(&e)).await,
+                    None => retry.written(),
+                    Some(e) => {
+                        if retry
+                            .failed(Fault::Transient(format!("JetStream publish: {e}")), ctx.shutdown())
+                            .await
+                            .is_err()
+                        {
+                            // Not confirmed at shutdown: their sources learn they were not delivered.
+                            failed.drain(..).for_each(|(m, _)| m.ack.iter().for_each(Ack::reject));
+                        }
+                    }
                 }
                 todo = failed;
             }

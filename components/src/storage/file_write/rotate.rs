@@ -5,12 +5,13 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 /// Offsets in a batch's text at which a new file starts, given the size of
-/// the current file and where each line of the batch ends. A file passes
-/// `max` only when one line alone does; a line is never split.
-pub(super) fn rotation_points(mut size: u64, max: u64, line_ends: &[usize]) -> Vec<usize> {
+/// the current file and where each line of the batch ends, the lines before
+/// `from` being written already. A file passes `max` only when one line alone
+/// does; a line is never split.
+pub(super) fn rotation_points(mut size: u64, max: u64, line_ends: &[usize], from: usize) -> Vec<usize> {
     let mut cuts = Vec::new();
-    let mut start = 0;
-    for &end in line_ends {
+    let mut start = from;
+    for &end in line_ends.iter().filter(|&&end| end > from) {
         let len = (end - start) as u64;
         if size > 0 && size.saturating_add(len) > max {
             cuts.push(start);
@@ -56,21 +57,28 @@ mod tests {
 
     #[test]
     fn lines_that_fit_stay_in_the_current_file() {
-        assert_eq!(rotation_points(0, 10, &[3, 6, 9]), Vec::<usize>::new());
-        assert_eq!(rotation_points(1, 10, &[3, 6, 9]), Vec::<usize>::new());
+        assert_eq!(rotation_points(0, 10, &[3, 6, 9], 0), Vec::<usize>::new());
+        assert_eq!(rotation_points(1, 10, &[3, 6, 9], 0), Vec::<usize>::new());
     }
 
     #[test]
     fn a_new_file_starts_before_the_line_that_would_pass_the_limit() {
-        assert_eq!(rotation_points(0, 10, &[4, 8, 12, 16, 20]), [8, 16]);
+        assert_eq!(rotation_points(0, 10, &[4, 8, 12, 16, 20], 0), [8, 16]);
         // The current file is already near the limit: the first line goes to a new file.
-        assert_eq!(rotation_points(8, 10, &[4]), [0]);
+        assert_eq!(rotation_points(8, 10, &[4], 0), [0]);
     }
 
     #[test]
     fn a_line_longer_than_the_limit_gets_a_file_of_its_own() {
-        assert_eq!(rotation_points(0, 10, &[2, 30, 32]), [2, 30]);
-        assert_eq!(rotation_points(0, 10, &[25]), Vec::<usize>::new());
+        assert_eq!(rotation_points(0, 10, &[2, 30, 32], 0), [2, 30]);
+        assert_eq!(rotation_points(0, 10, &[25], 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn lines_written_already_are_left_out() {
+        // The first two lines went to a file of 8 bytes before a failure.
+        assert_eq!(rotation_points(8, 10, &[4, 8, 12, 16, 20], 8), [8, 16]);
+        assert_eq!(rotation_points(0, 10, &[4, 8, 12, 16, 20], 16), Vec::<usize>::new());
     }
 
     #[test]

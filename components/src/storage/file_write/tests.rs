@@ -171,3 +171,13 @@ async fn bad_rotation_settings_fail_at_build_with_the_key_named() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+#[test]
+fn a_full_disk_or_an_io_error_may_pass_other_errors_do_not() {
+    use std::io::{Error, ErrorKind};
+    assert!(super::passes(&Error::from(ErrorKind::StorageFull)));
+    assert!(super::passes(&Error::from(ErrorKind::QuotaExceeded)));
+    assert!(super::passes(&Error::from_raw_os_error(5)));
+    assert!(!super::passes(&Error::from(ErrorKind::PermissionDenied)));
+    assert!(!super::passes(&Error::from(ErrorKind::IsADirectory)));
+}

@@ -237,6 +237,21 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
         || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(db.code())
 }
 
+/// Whether an error refuses the work for now on a connection that is still
+/// good, so the same work is worth trying again after a pause: a cancelled
+/// statement (an admin, `statement_timeout`), a serialization failure or a
+/// deadlock, a lock not available (`lock_timeout`), the server out of
+/// resources (class 53).
+pub(crate) fn is_passing_error(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code();
+        code.code().starts_with("53")
+            || [SqlState::QUERY_CANCELED, SqlState::T_R_SERIALIZATION_FAILURE, SqlState::T_R_DEADLOCK_DETECTED]
+                .contains(code)
+            || *code == SqlState::LOCK_NOT_AVAILABLE
+    })
+}
+
 /// Whether an error is about the data of a record (a value the column's type
 /// does not take, a constraint), so that record is refused and not the batch.
 pub(crate) fn is_record_error(e: &tokio_postgres::Error) -> bool {
@@ -248,7 +263,7 @@ pub(crate) fn is_record_error(e: &tokio_postgres::Error) -> bool {
 
 /// A connection error with its causes (`error performing TLS handshake:
 /// invalid peer certificate: NotValidForName`).
-fn chain(e: &tokio_postgres::Error) -> String {
+pub(crate) fn chain(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {

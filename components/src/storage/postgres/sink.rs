@@ -1,76 +1,60 @@
 //! The `postgres` task: takes a batch, writes it in one transaction, and
 //! acknowledges it only once committed; reconnects and writes the batch again
-//! when the server goes away.
+//! when the server goes away, and writes it again after a pause when the server
+//! refuses it for now (`sink_retry`).
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::time::Duration;
 
 use fbp_runtime::link::Link;
 use fbp_runtime::value::{self, Value};
-use fbp_runtime::{Context, Failure, Message, Task, TaskFuture};
+use fbp_runtime::{Context, Message, Task, TaskFuture};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
-use tokio_util::sync::CancellationToken;
 
-use super::conn::{describe, is_connection_error, is_record_error};
+use super::conn::{chain, describe, is_connection_error, is_passing_error, is_record_error};
 use super::sql::{Column, ColumnKind, Param};
 use super::{Postgres, sql};
-use crate::storage::{next_batch, reject_all};
+use crate::sink_retry::{Fault, Refused, Retry, give_up};
+use crate::storage::next_batch;
 
 /// Why a batch was not written.
 enum WriteError {
     /// The connection broke; `in_doubt` when a COMMIT (or the one-statement
     /// transaction) was sent and its outcome is unknown.
     Lost { error: tokio_postgres::Error, in_doubt: bool },
+    /// The server refused the work for now (a cancelled statement, a lock or
+    /// statement timeout, a serialization failure or deadlock, out of
+    /// resources); the connection is still good.
+    Busy(String),
     /// The server refused the work for a reason no retry fixes.
     Fatal(String),
 }
-
-/// A record the table did not take: its index in the batch and why.
-type Refused = (usize, String);
 
 impl Task for Postgres {
     fn run(self: Box<Self>, mut ctx: Context) -> TaskFuture {
         Box::pin(async move {
             let mut input = ctx.input("in");
             let mut link = Link::new(ctx.name.clone(), self.server.target.clone(), self.server.backoff);
-            // A sink drains its input at shutdown, so it never stops reconnecting by itself.
-            let never = CancellationToken::new();
+            let mut retry = Retry::new(ctx.name.clone(), self.server.target.clone(), self.server.backoff);
             let mut writer: Option<Writer> = None;
             let mut batch = Vec::with_capacity(self.batch_size);
             while next_batch(&mut input, &mut batch, self.batch_size, self.flush_interval).await {
-                loop {
-                    let mut w = match writer.take() {
-                        Some(w) => w,
-                        None => match self.server.connect_until_up(&mut link, &never).await {
-                            Some(client) => Writer { client, columns: None, statements: HashMap::new() },
-                            None => continue,
-                        },
-                    };
-                    match w.write(&self, &batch).await {
-                        Ok(refused) => {
-                            writer = Some(w);
-                            for (i, why) in refused {
-                                ctx.reject(&batch[i], &why).await?;
+                let refused = loop {
+                    match self.attempt(&mut writer, &mut link, &batch, &ctx).await {
+                        Ok(refused) => break refused,
+                        Err(fault) => {
+                            if let Err(stop) = retry.failed(fault, ctx.shutdown()).await {
+                                give_up(stop, &batch)?;
+                                break Vec::new();
                             }
-                            break;
-                        }
-                        Err(WriteError::Lost { error, in_doubt }) => {
-                            if in_doubt {
-                                tracing::warn!(
-                                    component = %ctx.name,
-                                    in_doubt = batch.len(),
-                                    "The connection broke before a COMMIT was confirmed; the batch is written again once reconnected (a plain insert may duplicate it, an upsert does not)."
-                                );
-                            }
-                            let delay = link.down(&describe(&error));
-                            tokio::time::sleep(delay).await;
-                        }
-                        Err(WriteError::Fatal(e)) => {
-                            reject_all(&batch);
-                            return Err(Failure(e));
                         }
                     }
+                };
+                retry.written();
+                for (i, why) in refused {
+                    ctx.reject(&batch[i], &why).await?;
                 }
                 batch.clear();
             }
@@ -78,6 +62,74 @@ impl Task for Postgres {
         })
     }
 }
+
+impl Postgres {
+    /// One attempt at a batch: connects first if there is no connection (or
+    /// the server closed it while idle, which puts nothing in doubt), then
+    /// writes. A lost connection is logged by `link`, once per outage.
+    async fn attempt(
+        &self,
+        writer: &mut Option<Writer>,
+        link: &mut Link,
+        batch: &[Message],
+        ctx: &Context,
+    ) -> Result<Vec<Refused>, Fault> {
+        if writer.as_ref().is_some_and(|w| w.client.is_closed()) {
+            *writer = None;
+            link.down(&"the server closed the connection while it was idle");
+        }
+        let w = match writer {
+            Some(w) => w,
+            None => match connect_or_stop(self, ctx).await? {
+                Ok(client) => {
+                    link.up();
+                    writer.insert(Writer { client, columns: None, statements: HashMap::new() })
+                }
+                Err(e) => {
+                    let why = chain(&e);
+                    link.down(&why);
+                    return Err(Fault::Transient(format!("cannot connect: {why}")));
+                }
+            },
+        };
+        match w.write(self, batch).await {
+            Ok(refused) => Ok(refused),
+            Err(WriteError::Lost { error, in_doubt }) => {
+                if in_doubt {
+                    tracing::warn!(
+                        component = %ctx.name,
+                        in_doubt = batch.len(),
+                        "The connection broke before a COMMIT was confirmed; the batch is written again once reconnected (a plain insert may duplicate it, an upsert does not)."
+                    );
+                }
+                *writer = None;
+                let why = describe(&error);
+                link.down(&why);
+                Err(Fault::Transient(format!("the connection broke: {why}")))
+            }
+            Err(WriteError::Busy(why)) => Err(Fault::Transient(why)),
+            Err(WriteError::Fatal(why)) => Err(Fault::Permanent(why)),
+        }
+    }
+}
+
+/// One connection attempt, cut short by a shutdown (an unreachable server
+/// may take the whole connect timeout to say so); once shutting down, an
+/// attempt gets `AT_SHUTDOWN`.
+async fn connect_or_stop(sink: &Postgres, ctx: &Context) -> Result<Result<Client, tokio_postgres::Error>, Fault> {
+    let stop = ctx.shutdown();
+    let gone = || Fault::Transient("no connection at shutdown".into());
+    if stop.is_cancelled() {
+        return tokio::time::timeout(AT_SHUTDOWN, sink.server.connect_driven()).await.map_err(|_| gone());
+    }
+    tokio::select! {
+        connected = sink.server.connect_driven() => Ok(connected),
+        () = stop.cancelled() => Err(gone()),
+    }
+}
+
+/// How long a connection attempt may take once the flow is shutting down.
+const AT_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// A connection and what it knows of the table.
 struct Writer {
@@ -260,18 +312,21 @@ impl Writer {
     }
 }
 
-/// A lost connection (in doubt if a commit was under way) or a failure.
+/// A lost connection (in doubt if a commit was under way), a refusal for
+/// now, or a failure.
 fn classify(e: tokio_postgres::Error, committing: bool) -> WriteError {
-    if is_connection_error(&e) {
-        WriteError::Lost { in_doubt: committing && e.as_db_error().is_none(), error: e }
-    } else {
-        WriteError::Fatal(format!("postgres refused the batch: {}", describe(&e)))
-    }
+    classify_as(e, committing, "postgres refused the batch")
 }
 
 fn fatal_unless_lost(e: tokio_postgres::Error, what: &str) -> WriteError {
+    classify_as(e, false, what)
+}
+
+fn classify_as(e: tokio_postgres::Error, committing: bool, what: &str) -> WriteError {
     if is_connection_error(&e) {
-        WriteError::Lost { error: e, in_doubt: false }
+        WriteError::Lost { in_doubt: committing && e.as_db_error().is_none(), error: e }
+    } else if is_passing_error(&e) {
+        WriteError::Busy(format!("{what} for now: {}", describe(&e)))
     } else {
         WriteError::Fatal(format!("{what}: {}", describe(&e)))
     }

@@ -9,7 +9,10 @@ use fbp_runtime::value::{self, Value};
 use rusqlite::types::{ToSql, ToSqlOutput, Value as Sql, ValueRef};
 use rusqlite::{CachedStatement, Connection, ErrorCode, Transaction, params_from_iter};
 
-/// How long a write waits for another connection's lock before failing.
+use crate::sink_retry::{Fault, Refused};
+
+/// How long a write waits for another connection's lock before the attempt
+/// fails (and the batch is written again after a pause).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQL column types a `columns` declaration may use.
@@ -44,22 +47,21 @@ impl Target {
     }
 }
 
-/// A record the table did not take: its index in the batch and why.
-pub(super) type Refused = (usize, String);
-
 impl Db {
     /// Opens (creating) the database; reads the table's columns if it exists,
     /// else creates it from `declared` columns if there are any.
-    pub(super) fn open(path: &Path, table: &str, declared: &[(String, String)]) -> Result<Db, String> {
-        let fail = |e: &dyn std::fmt::Display| format!("cannot open sqlite database `{}`: {e}", path.display());
+    /// `Err` says whether trying again may help (the database locked).
+    pub(super) fn open(path: &Path, table: &str, declared: &[(String, String)]) -> Result<Db, Fault> {
+        let doing = format!("cannot open sqlite database `{}`", path.display());
+        let fail = |e: &dyn std::fmt::Display| Fault::Permanent(format!("{doing}: {e}"));
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
         let conn = Connection::open(path).map_err(|e| fail(&e))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| fail(&e))?;
-        let mut columns = table_columns(&conn, table).map_err(|e| fail(&e))?;
+        let mut columns = table_columns(&conn, table).map_err(|e| fault(&doing, &e))?;
         if columns.is_none() && !declared.is_empty() {
-            create_table(&conn, table, declared).map_err(|e| fail(&e))?;
+            create_table(&conn, table, declared).map_err(|e| fault(&doing, &e))?;
             columns = Some(declared.iter().map(|(name, _)| name.clone()).collect());
         }
         Ok(Db { target: columns.map(|c| Target::new(table, c)), conn, table: table.to_string() })
@@ -67,9 +69,20 @@ impl Db {
 
     /// Inserts every record of `batch` it can in one transaction and commits.
     /// `Ok` lists the records refused (not objects, or rejected by the table);
-    /// `Err` means nothing was committed.
-    pub(super) fn insert<'a>(&mut self, batch: impl IntoIterator<Item = &'a Value>) -> Result<Vec<Refused>, String> {
-        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+    /// `Err` means nothing was committed, and whether trying again may help
+    /// (the database busy or locked past `BUSY_TIMEOUT`, the disk full).
+    pub(super) fn insert<'a>(&mut self, batch: impl IntoIterator<Item = &'a Value>) -> Result<Vec<Refused>, Fault> {
+        let had_table = self.target.is_some();
+        let result = self.insert_all(batch);
+        if result.is_err() && !had_table {
+            // A table created in the transaction went with its rollback.
+            self.target = None;
+        }
+        result
+    }
+
+    fn insert_all<'a>(&mut self, batch: impl IntoIterator<Item = &'a Value>) -> Result<Vec<Refused>, Fault> {
+        let tx = self.conn.transaction().map_err(|e| fault("cannot begin a transaction", &e))?;
         let mut refused = Vec::new();
         let mut stmt = None;
         for (i, payload) in batch.into_iter().enumerate() {
@@ -78,8 +91,18 @@ impl Db {
             }
         }
         drop(stmt);
-        tx.commit().map_err(|e| format!("cannot commit to `{}`: {e}", self.table))?;
+        tx.commit().map_err(|e| fault(&format!("cannot commit to `{}`", self.table), &e))?;
         Ok(refused)
+    }
+}
+
+/// A database error as a fault: transient when another connection holds the
+/// lock (busy past the timeout, or locked) or the disk is full, else permanent.
+fn fault(doing: &str, e: &rusqlite::Error) -> Fault {
+    let why = format!("{doing}: {e}");
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull) => Fault::Transient(why),
+        _ => Fault::Permanent(why),
     }
 }
 
@@ -92,7 +115,7 @@ fn insert_one<'tx>(
     target: &mut Option<Target>,
     table: &str,
     record: &Value,
-) -> Result<Result<(), String>, String> {
+) -> Result<Result<(), String>, Fault> {
     let Value::Obj(fields) = record else {
         let what = value::type_name(record);
         return Ok(Err(format!("a {what} is not a record; sqlite takes objects")));
@@ -104,20 +127,19 @@ fn insert_one<'tx>(
             if columns.is_empty() {
                 return Ok(Err(format!("a record without fields cannot create the table `{table}`")));
             }
-            create_table(tx, table, &columns).map_err(|e| format!("cannot create the table `{table}`: {e}"))?;
+            create_table(tx, table, &columns).map_err(|e| fault(&format!("cannot create the table `{table}`"), &e))?;
             slot.insert(Target::new(table, columns.into_iter().map(|(name, _)| name).collect()))
         }
     };
     let stmt = match stmt {
         Some(stmt) => stmt,
-        slot @ None => {
-            slot.insert(tx.prepare_cached(&target.sql).map_err(|e| format!("cannot insert into `{table}`: {e}"))?)
-        }
+        slot @ None => slot
+            .insert(tx.prepare_cached(&target.sql).map_err(|e| fault(&format!("cannot insert into `{table}`"), &e))?),
     };
     match target.insert(stmt, fields) {
         Ok(()) => Ok(Ok(())),
         Err(e) if refuses_record(&e) => Ok(Err(format!("the table refused the record: {e}"))),
-        Err(e) => Err(format!("cannot insert into `{table}`: {e}")),
+        Err(e) => Err(fault(&format!("cannot insert into `{table}`"), &e)),
     }
 }
 
@@ -306,7 +328,7 @@ mod tests {
     #[test]
     fn a_database_that_cannot_be_opened_says_which() {
         let dir = TempDir::new("sqlite");
-        let err = Db::open(dir.path(), "t", &[]).err().unwrap();
+        let Some(Fault::Permanent(err)) = Db::open(dir.path(), "t", &[]).err() else { panic!("not permanent") };
         assert!(err.starts_with("cannot open sqlite database"), "{err}");
         assert!(err.contains(&*dir.path().to_string_lossy()), "{err}");
     }
