@@ -140,3 +140,27 @@ fn how_long_acknowledgements_are_held_follows_the_config() {
     assert!(!budgeted("mqtt-subscribe", serde_json::json!({"qos": 0})));
     assert!(!budgeted("nats-subscribe", serde_json::json!({"subject": "a", "durable": null})));
 }
+
+#[test]
+fn every_row_of_the_limits_table_names_a_test_that_exists() {
+    let doc = std::fs::read_to_string(root().join("docs/architecture.md")).unwrap();
+    let table = doc.split("## What each broker and database does at its limits").nth(1).expect("the section");
+    let table = table.split("\n## ").next().unwrap();
+    let mut named = 0;
+    for row in table.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| server") && !l.starts_with("| ---")) {
+        let tests = row.rsplit('|').nth(1).unwrap();
+        let names: Vec<&str> = tests.split('`').skip(1).step_by(2).collect();
+        assert!(!names.is_empty(), "a row without its test: {row}");
+        for name in names.iter().filter(|n| n.contains("::") && !n.ends_with("::") && !n.contains("...")) {
+            let (module, test) = name.rsplit_once("::").unwrap();
+            let file = match module.split("::").next().unwrap() {
+                "storage" => root().join("components/src/storage/file_write/tests.rs"),
+                first => root().join(format!("tests/{first}.rs")),
+            };
+            let source = std::fs::read_to_string(&file).unwrap_or_default();
+            assert!(source.contains(&format!("fn {test}(")), "{name} is not in {}", file.display());
+            named += 1;
+        }
+    }
+    assert!(named >= 25, "{named}");
+}
