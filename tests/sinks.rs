@@ -452,3 +452,25 @@ fn amqp_publish_publishes_what_the_broker_nacks_again() {
     assert_eq!(store_counters(&log), (0, 0), "{log}");
     assert!(lines(&dir.path().join("bad.jsonl")).is_empty());
 }
+
+#[test]
+fn mqtt_publish_sigterm_while_the_broker_is_away_ends_at_once_counting_what_it_held() {
+    let dir = tempdir();
+    let port = fbp_runtime::testbed::free_port();
+    let flow = format!(
+        "[flow]\nconnections = [\"ticks.out -> store.in\"]\n\
+         [components.ticks]\ntype = \"counter\"\nconfig = {{ interval = \"20ms\" }}\n\
+         [components.store]\ntype = \"mqtt-publish\"\nconfig = {{ url = \"mqtt://127.0.0.1:{port}\", topic = \"t\" }}\n"
+    );
+    let run = Running::start(dir.path(), &flow);
+    assert!(run.wait_log("connection", 1), "{}", run.log());
+    assert!(wait_until(Duration::from_secs(10), || catches(run.pid(), 15)), "fbp never handled SIGTERM");
+    let asked = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap().success());
+    let log = finish(run);
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}: {log}");
+    let sent = summary(&log, "ticks", "sent").unwrap();
+    assert!(sent > 0, "{log}");
+    assert_eq!(summary(&log, "store", "dropped"), Some(sent), "every message held is counted: {log}");
+}

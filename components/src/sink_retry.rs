@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use fbp_runtime::link::Backoff;
 use fbp_runtime::queue::InPort;
-use fbp_runtime::{Failure, Message};
+use fbp_runtime::{Context, Failure, Message};
 use tokio_util::sync::CancellationToken;
 
 /// A record of the batch refused for what it is: its index and why.
@@ -202,10 +202,10 @@ pub(crate) async fn pause(delay: Duration, shutdown: &CancellationToken) -> bool
 }
 
 /// At shutdown, with the destination away: rejects the batch in hand and
-/// everything still queued, until the input ends.
-pub(crate) async fn reject_rest(input: &mut InPort, batch: &mut Vec<Message>) {
+/// everything still queued, until the input ends, counting each in `dropped`.
+pub(crate) async fn reject_rest(input: &mut InPort, batch: &mut Vec<Message>, ctx: &Context) {
     loop {
-        crate::storage::reject_all(batch);
+        not_written(batch, ctx);
         batch.clear();
         if !input.recv_many(batch, 256).await {
             return;
@@ -217,12 +217,25 @@ pub(crate) async fn reject_rest(input: &mut InPort, batch: &mut Vec<Message>) {
 /// delivered). At shutdown the sink goes on with the next batch (it drains
 /// its input, each batch tried once, without pauses); after a permanent
 /// error it fails with the cause.
-pub(crate) fn give_up(stop: Stop, batch: &[Message]) -> Result<(), Failure> {
-    crate::storage::reject_all(batch);
+pub(crate) fn give_up(stop: Stop, batch: &[Message], ctx: &Context) -> Result<(), Failure> {
     match stop {
-        Stop::Shutdown => Ok(()),
-        Stop::Permanent(why) => Err(Failure(why)),
+        Stop::Shutdown => {
+            not_written(batch, ctx);
+            Ok(())
+        }
+        Stop::Permanent(why) => {
+            crate::storage::reject_all(batch);
+            Err(Failure(why))
+        }
     }
+}
+
+/// A batch left unwritten at shutdown: rejected (a source that can
+/// redeliver will) and counted in `dropped`, so the summary never shows it
+/// as written.
+pub(crate) fn not_written(batch: &[Message], ctx: &Context) {
+    crate::storage::reject_all(batch);
+    ctx.metrics().dropped.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -150,13 +150,13 @@ impl Task for Sqlite {
             let mut batch = Vec::with_capacity(self.batch_size);
             let Some(opened) = self.open(&mut retry, &ctx).await? else {
                 // Shut down before the database could be read: nothing is written.
-                reject_rest(&mut input, &mut batch).await;
+                reject_rest(&mut input, &mut batch, &ctx).await;
                 return Ok(());
             };
             let mut db = Some(opened);
             while next_batch(&mut input, &mut batch, self.batch_size, self.flush_interval).await {
                 if let Err(stop) = commit(&mut db, &mut batch, &ctx, &mut retry).await? {
-                    give_up(stop, &batch)?;
+                    give_up(stop, &batch, &ctx)?;
                 }
                 batch.clear();
             }

@@ -187,7 +187,7 @@ impl Publish {
                 () = tokio::time::sleep(link.down(&error)) => {}
                 () = input.done(), if batch.is_empty() => return Ok(()),
                 () = ctx.shutdown().cancelled() => {
-                    reject_rest(input, &mut batch).await;
+                    reject_rest(input, &mut batch, ctx).await;
                     return Ok(());
                 }
             }
@@ -242,7 +242,7 @@ impl Publish {
             }
             let why = format!("the broker refused {} messages (basic.nack)", batch.len());
             if retry.failed(Fault::Transient(why), ctx.shutdown()).await.is_err() {
-                reject_all(batch);
+                crate::sink_retry::not_written(batch, ctx);
                 batch.clear();
             }
         }

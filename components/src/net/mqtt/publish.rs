@@ -133,7 +133,7 @@ impl Publish {
 
 /// A message published and not yet confirmed: dropping it acknowledges it upstream.
 struct Pending {
-    _msg: Message,
+    msg: Message,
     topic: String,
     payload: Bytes,
 }
@@ -153,6 +153,9 @@ impl Running {
         let room = self.publish.room();
         let mut taken = Vec::with_capacity(room);
         let mut open = true;
+        let mut stopping = false;
+        // While stopping, how often to look whether the broker is still there.
+        let mut look = tokio::time::interval(std::time::Duration::from_millis(100));
         loop {
             // What a cancelled `recv_many` had already taken is in `taken`.
             for msg in std::mem::take(&mut taken) {
@@ -160,6 +163,11 @@ impl Running {
             }
             if !open && self.pending.is_empty() {
                 break;
+            }
+            if stopping && !self.session.connected() {
+                // Shutting down with the broker away: no waiting for it.
+                self.give_up(ctx, &mut input).await;
+                return Ok(());
             }
             let free = room.saturating_sub(self.pending.len());
             tokio::select! {
@@ -169,10 +177,24 @@ impl Running {
                     None => return Err(Failure("the MQTT connection task ended".into())),
                 },
                 more = input.recv_many(&mut taken, free), if open && free > 0 => open = more,
+                () = ctx.shutdown().cancelled(), if !stopping => stopping = true,
+                _ = look.tick(), if stopping => {}
             }
         }
         self.session.close().await;
         Ok(())
+    }
+
+    /// At shutdown with the broker away: what is unconfirmed and what is
+    /// still queued is rejected and counted in `dropped`.
+    async fn give_up(&mut self, ctx: &Context, input: &mut InPort) {
+        let held: Vec<Message> = std::mem::take(&mut self.pending).into_values().map(|p| p.msg).collect();
+        tracing::warn!(
+            component = %ctx.name, held = held.len(),
+            "Shutting down while the broker is away: what it has not confirmed is rejected, not acknowledged."
+        );
+        crate::sink_retry::not_written(&held, ctx);
+        crate::sink_retry::reject_rest(input, &mut Vec::new(), ctx).await;
     }
 
     /// Publishes `msg`, or sends it to `err` when it cannot be published.
@@ -181,7 +203,7 @@ impl Running {
             Ok((topic, payload)) => {
                 let id = self.next;
                 self.next += 1;
-                self.pending.insert(id, Pending { _msg: msg, topic, payload });
+                self.pending.insert(id, Pending { msg, topic, payload });
                 self.request(id).await
             }
             Err(e) => ctx.reject(&msg, &e).await,

@@ -95,6 +95,11 @@ impl Drop for Session {
 }
 
 impl Session {
+    /// Whether a connection is up now.
+    pub(super) fn connected(&self) -> bool {
+        *self.gate.lock() != 0
+    }
+
     /// Starts polling; `requests` bounds rumqttc's request channel, `events`
     /// the channel to the component; `subscriptions` are made on every
     /// connection that does not resume a session.

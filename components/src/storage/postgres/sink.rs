@@ -46,7 +46,7 @@ impl Task for Postgres {
                         Ok(refused) => break refused,
                         Err(fault) => {
                             if let Err(stop) = retry.failed(fault, ctx.shutdown()).await {
-                                give_up(stop, &batch)?;
+                                give_up(stop, &batch, &ctx)?;
                                 break Vec::new();
                             }
                         }
