@@ -197,7 +197,7 @@ impl FileWrite {
             while let Err(e) = self.write(out, &text, &ends, &mut done).await {
                 let fault = self.fault(e, out.regular);
                 if let Err(stop) = retry.failed(fault, ctx.shutdown()).await {
-                    give_up(stop, &batch, &ctx)?;
+                    give_up(stop, &batch, ctx)?;
                     break;
                 }
             }
