@@ -430,3 +430,37 @@ fn with_any_replies_a_child_killed_every_two_seconds_loses_nothing_silently() {
     assert!(lost == 0 || dropped > 0, "{lost} lost, none counted");
     assert_eq!(summary(&log, "echo", "received"), Some(4000), "{log}");
 }
+
+#[test]
+fn past_the_restart_limit_every_message_exec_held_is_dead_lettered() {
+    let dir = tempdir();
+    // Takes the messages and dies without answering any.
+    write(dir.path(), "dies.sh", "IFS= read -r command\nIFS= read -r line\nexit 3\n");
+    let flow = r#"
+[flow]
+connections = ["count -> dies", "dies -> store"]
+dead_letter = "file:dead.jsonl"
+
+[components.count]
+type = "counter"
+config = { interval = "0s", max_count = 5 }
+
+[components.dies]
+type = "exec"
+config = { command = "sh", args = ["dies.sh"], replies = "one" }
+restart = { max_restarts = 1, backoff = "10ms..10ms" }
+
+[components.store]
+type = "file-write"
+config = { path = "out.jsonl" }
+"#;
+    let o = run_flow(dir.path(), flow);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(lines(&dir.path().join("out.jsonl")).is_empty());
+    let dead: BTreeSet<u64> = lines(&dir.path().join("dead.jsonl"))
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["data"]["data"]["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dead, (1..=5).collect(), "every message, once: {}", stderr(&o));
+    assert_eq!(summary(&stderr(&o), "dies", "errors"), Some(5), "{}", stderr(&o));
+}

@@ -141,6 +141,8 @@ pub struct Context {
 pub(crate) struct Carry {
     pub(crate) in_hand: Option<(Message, u32, String)>,
     pub(crate) rest: Vec<Message>,
+    /// What a task left to its next instance ([`Context::keep`]), with its attempts.
+    pub(crate) kept: Vec<(Message, u32)>,
 }
 
 impl Context {
@@ -266,6 +268,19 @@ impl Context {
     pub(crate) fn with_permanent(mut self, flag: Arc<AtomicBool>) -> Self {
         self.permanent = flag;
         self
+    }
+
+    /// Leaves messages a task holds and has not finished with (each with
+    /// the attempts it has had) to its next instance, after a failure. If
+    /// no instance follows (past the restart limit), the network sends them
+    /// to the dead letter, or counts and rejects them: never lost silently.
+    pub fn keep(&self, kept: Vec<(Message, u32)>) {
+        self.carry.lock().unwrap_or_else(|p| p.into_inner()).kept.extend(kept);
+    }
+
+    /// Takes what the last instance left with [`Context::keep`].
+    pub fn take_kept(&self) -> Vec<(Message, u32)> {
+        std::mem::take(&mut self.carry.lock().unwrap_or_else(|p| p.into_inner()).kept)
     }
 
     /// This component's counters.

@@ -65,7 +65,7 @@ async fn run_batch(
                 // What the earlier messages produced is delivered once, not redone.
                 outbox.deliver(outputs).await?;
                 *ctx.carry.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Carry { in_hand: Some((msg, attempts, error.clone())), rest: rest.collect() };
+                    Carry { in_hand: Some((msg, attempts, error.clone())), rest: rest.collect(), kept: Vec::new() };
                 return Err(Failure(error));
             }
         }

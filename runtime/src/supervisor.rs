@@ -259,7 +259,9 @@ impl Supervisor {
     fn give_up(&mut self, reason: String, ctx: &mut actix::Context<Self>) {
         if self.running == 0 {
             let carry = std::mem::take(&mut *self.carry.lock().unwrap_or_else(|p| p.into_inner()));
-            let left: Vec<Message> = carry.in_hand.map(|(m, _, _)| m).into_iter().chain(carry.rest).collect();
+            let kept = carry.kept.into_iter().map(|(m, _)| m);
+            let left: Vec<Message> =
+                carry.in_hand.map(|(m, _, _)| m).into_iter().chain(kept).chain(carry.rest).collect();
             let _ = self.events.send(Event::Failed(self.index, reason, left));
             ctx.stop();
         }
