@@ -118,7 +118,12 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> Diagnostic {
     let span = e.span().unwrap_or(0..0);
     let message = e.message().trim_end();
     if message != "duplicate key" {
-        return Diagnostic::at(span, format!("invalid TOML: {message}"));
+        let d = Diagnostic::at(span, format!("invalid TOML: {message}"));
+        return if message.starts_with("missing comma between array elements") {
+            d.help("an array ends with `]`: is one missing before this?")
+        } else {
+            d
+        };
     }
     let written = text.get(span.clone()).unwrap_or("");
     let name = written.trim().trim_matches(|c| c == '"' || c == '\'');
