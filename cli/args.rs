@@ -128,6 +128,7 @@ pub(crate) enum Command {
     /// (a sink), `exec:PROGRAM?arg=A&arg=B` (a JSON-lines program). Query pairs become
     /// config settings of the component. Between brokers (`mqtt://`, `nats://`) payloads
     /// are forwarded byte for byte unless a URI or `--set` gives either end a `format`.
+    #[command(after_long_help = fbp_runtime::uri::supported())]
     Relay {
         /// Where messages come from.
         source: String,
