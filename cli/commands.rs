@@ -66,12 +66,12 @@ pub(crate) fn dispatch(command: Command, log: LogFormat, colour: bool) -> ExitCo
         Command::Launch { pipeline, print_flow, env, run } => {
             let text = launch::to_flow_toml(&pipeline, &CATALOGUE);
             let then = if print_flow { Then::Print } else { Then::Run(run, log) };
-            generated("<launch>", text, &env, then, out_of)
+            generated("<launch>", text, &env, then, out_of, |t, d| launch::point_into(&pipeline, t, d))
         }
         Command::Relay { source, sink, sets, print_flow, env, run } => {
             let text = relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE);
             let then = if print_flow { Then::Print } else { Then::Run(run, log) };
-            generated("<relay>", text, &env, then, out_of)
+            generated("<relay>", text, &env, then, out_of, |t, d| relay::point_into(&source, &sink, t, d))
         }
     }
 }
@@ -233,6 +233,7 @@ fn generated(
     env: &EnvFile,
     then: Then,
     o: Output,
+    place: impl Fn(&str, Diagnostics) -> Diagnostics,
 ) -> ExitCode {
     let text = match text {
         Ok(t) => t,
@@ -250,7 +251,7 @@ fn generated(
     let options = flow::Options { env: &lookup, sets: &[] };
     let loaded = flow::check::check_source_with(name, &text, &cwd, &CATALOGUE, &options);
     match (loaded, then) {
-        (Err(d), _) => o.report(&d),
+        (Err(d), _) => o.report(&place(&text, d)),
         (Ok(_), Then::Print) => {
             out(&text);
             ExitCode::SUCCESS

@@ -348,3 +348,36 @@ fn color_always_styles_diagnostics_and_never_or_no_color_does_not() {
     assert!(!run(&["check", "--color", "never", "bad.toml"], false).contains('\x1b'));
     assert!(!run(&["check", "bad.toml"], true).contains('\x1b'), "not a terminal, NO_COLOR set");
 }
+
+#[test]
+fn launch_errors_point_into_the_pipeline_as_typed() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["launch", "sensor-sim cont=5 ! map expr='.value |' ! consol"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: unknown config key `cont`\n --> <launch>:1:12\n  |\n\
+         1 | sensor-sim cont=5 ! map expr='.value |' ! consol\n  |            ^^^^ not a key of `sensor-sim`\n  |\n  \
+         = help: did you mean `count`?\n\n\
+         error: `expr` is not a valid jq program\n --> <launch>:1:30\n  |\n\
+         1 | sensor-sim cont=5 ! map expr='.value |' ! consol\n  |                              ^^^^^^^^^^ \
+         invalid jq program: expected term at `end of program`\n\n\
+         error: unknown component type `consol`\n --> <launch>:1:43\n  |\n\
+         1 | sensor-sim cont=5 ! map expr='.value |' ! consol\n  |                                           ^^^^^^ not a known type\n  |\n  \
+         = help: did you mean `console`?\n\n\
+         error: could not load `<launch>`: 3 errors\n"
+    );
+}
+
+#[test]
+fn relay_errors_point_at_the_setting_in_the_uri() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["relay", "mqtt://127.0.0.1:1883/a?qos=7", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: invalid config for `source` (mqtt-subscribe)\n --> <relay>:1:25\n  |\n\
+         1 | mqtt://127.0.0.1:1883/a?qos=7 -\n  |                         ^^^^^ `qos = 7`: QoS is 0, 1 or 2\n\n\
+         error: could not load `<relay>`: 1 error\n"
+    );
+}

@@ -94,6 +94,17 @@ impl Diagnostics {
         (line, col)
     }
 
+    /// These diagnostics shown against `source` instead, every span (and
+    /// note) moved by `place`: for a flow file made from what the user typed.
+    pub fn moved(mut self, source: String, place: impl Fn(&Range<usize>) -> Range<usize>) -> Diagnostics {
+        for d in &mut self.errors {
+            d.span = d.span.as_ref().map(&place);
+            d.notes.iter_mut().for_each(|(s, _)| *s = place(s));
+        }
+        self.source = source;
+        self
+    }
+
     /// The positions `line:column` of every error, for tests and tools.
     pub fn positions(&self) -> Vec<Option<(usize, usize)>> {
         self.errors.iter().map(|d| d.span.as_ref().map(|s| self.line_col(s.start))).collect()
