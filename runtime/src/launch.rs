@@ -281,6 +281,20 @@ mod tests {
     }
 
     #[test]
+    fn every_element_key_and_value_keeps_its_place_in_the_pipeline() {
+        let p = r#"counter max_count=3 ! map expr=".a | .b" ! console"#;
+        let els = typed(p).unwrap();
+        let at = |r: &Range<usize>| &p[r.clone()];
+        assert_eq!(els.len(), 3);
+        assert_eq!(at(&els[0].whole), "counter max_count=3");
+        assert_eq!((at(&els[0].settings[0].0), at(&els[0].settings[0].1)), ("max_count", "3"));
+        assert_eq!(at(&els[1].ty), "map");
+        assert_eq!(at(&els[1].settings[0].1), r#"".a | .b""#);
+        assert_eq!(at(&els[2].whole), "console");
+        assert_eq!(typed("a ! ! b"), None);
+    }
+
+    #[test]
     fn rejects_malformed_pipelines() {
         assert_eq!(to_flow_toml("counter ! ! console", &EMPTY), Err(LaunchError::Empty(2)));
         assert_eq!(to_flow_toml("counter max_count", &EMPTY), Err(LaunchError::NotASetting("max_count".into())));
