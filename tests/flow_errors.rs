@@ -708,14 +708,14 @@ fn a_component_defined_twice_shows_where_it_was_first() {
     let err = assert_fixture(
         "duplicate-component.toml",
         &[diag(
-            "`ticks` is defined twice",
+            "component `ticks` is defined twice",
             "duplicate-component.toml:11:13",
             Some("remove one of the two `ticks`, or rename one"),
         )],
     );
     assert_eq!(
         err,
-        "error: `ticks` is defined twice\n  --> duplicate-component.toml:11:13\n   |\n \
+        "error: component `ticks` is defined twice\n  --> duplicate-component.toml:11:13\n   |\n \
          5 | [components.ticks]\n   |             ----- first defined here\n...\n\
          11 | [components.ticks]\n   |             ^^^^^ defined again here\n   |\n   \
          = help: remove one of the two `ticks`, or rename one\n\n\

@@ -127,7 +127,9 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> Diagnostic {
     }
     let written = text.get(span.clone()).unwrap_or("");
     let name = written.trim().trim_matches(|c| c == '"' || c == '\'');
-    let d = Diagnostic::at(span.clone(), format!("`{name}` is defined twice")).label("defined again here");
+    let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let what = if text[line_start..].trim_start().starts_with("[components.") { "component " } else { "" };
+    let d = Diagnostic::at(span.clone(), format!("{what}`{name}` is defined twice")).label("defined again here");
     let d = match first_definition(text, &span) {
         Some(first) => d.note_at(first, "first defined here"),
         None => d,
