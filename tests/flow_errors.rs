@@ -794,3 +794,29 @@ fn a_flow_without_a_source_is_warned_about() {
     assert!(err.starts_with("warning: the flow has no source: no message will ever enter it\n"), "{err}");
     assert!(err.ends_with("warning: `nosource.toml`: 1 warning\n"), "{err}");
 }
+
+#[test]
+fn a_fed_cycle_that_can_only_wait_is_warned_about_until_one_connection_may_drop() {
+    let dir = tempdir();
+    let flow = |conn: &str| {
+        format!(
+            "[flow]\nname = \"loop\"\nconnections = [\"ticks -> a\", \"a -> b\", {conn}]\n\
+             [components.ticks]\ntype = \"counter\"\n\
+             [components.a]\ntype = \"map\"\nconfig = {{ expr = \".\" }}\n\
+             [components.b]\ntype = \"map\"\nconfig = {{ expr = \".\" }}\n"
+        )
+    };
+    write(dir.path(), "loop.toml", &flow("\"b -> a\""));
+    let out = fbp().current_dir(dir.path()).args(["check", "loop.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stderr(&out),
+        "warning: `a`, `b` form a cycle whose connections all wait when full\n --> loop.toml:6:13\n  |\n\
+         6 | [components.a]\n  |             ^ this cycle can fill up and stop\n  |\n  \
+         = help: give one connection of the cycle `when_full = \"drop_oldest\"` (or `drop_newest`)\n\n\
+         warning: `loop.toml`: 1 warning\n"
+    );
+    write(dir.path(), "loop.toml", &flow("{ from = \"b\", to = \"a\", when_full = \"drop_oldest\" }"));
+    let out = fbp().current_dir(dir.path()).args(["check", "loop.toml"]).output().unwrap();
+    assert_eq!((out.status.code(), stderr(&out)), (Some(0), String::new()));
+}
