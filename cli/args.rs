@@ -113,6 +113,10 @@ pub(crate) enum Command {
     Launch {
         /// The pipeline: components separated by `!`, each `TYPE key=value ...`.
         pipeline: String,
+        /// A config key of one element, `NAME.KEY=VALUE` (the name is its type,
+        /// `TYPE-2` for a second one; repeatable; replaces what the pipeline set).
+        #[arg(long = "set", value_name = "NAME.KEY=VALUE", env = "FBP_SET")]
+        sets: Vec<String>,
         /// Print the equivalent flow file instead of running it.
         #[arg(long, env = "FBP_PRINT_FLOW")]
         print_flow: bool,

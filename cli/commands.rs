@@ -63,15 +63,18 @@ pub(crate) fn dispatch(command: Command, log: LogFormat, colour: bool) -> ExitCo
                 ExitCode::SUCCESS
             }
         },
-        Command::Launch { pipeline, print_flow, env, run } => {
+        Command::Launch { pipeline, sets, print_flow, env, run } => {
             let text = launch::to_flow_toml(&pipeline, &CATALOGUE);
             let then = if print_flow { Then::Print } else { Then::Run(run, log) };
-            generated("<launch>", text, &env, then, out_of, |t, d| launch::point_into(&pipeline, t, d))
+            let from = Generated { name: "<launch>", env: &env, sets: &sets };
+            generated(from, text, then, out_of, |t, d| launch::point_into(&pipeline, t, d))
         }
         Command::Relay { source, sink, sets, print_flow, env, run } => {
             let text = relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE);
             let then = if print_flow { Then::Print } else { Then::Run(run, log) };
-            generated("<relay>", text, &env, then, out_of, |t, d| relay::point_into(&source, &sink, t, d))
+            // The relay's `--set` is applied as it builds the flow.
+            let from = Generated { name: "<relay>", env: &env, sets: &[] };
+            generated(from, text, then, out_of, |t, d| relay::point_into(&source, &sink, t, d))
         }
     }
 }
@@ -227,10 +230,19 @@ enum Then {
 
 /// A flow file built from the command line (`launch`, `relay`): checked, then
 /// printed or run like a flow file.
+/// Where a flow built from the command line comes from.
+struct Generated<'a> {
+    /// How diagnostics name it.
+    name: &'a str,
+    /// `--env-file`.
+    env: &'a EnvFile,
+    /// `--set` entries applied when it is checked.
+    sets: &'a [String],
+}
+
 fn generated(
-    name: &str,
+    from: Generated<'_>,
     text: Result<String, impl std::fmt::Display>,
-    env: &EnvFile,
     then: Then,
     o: Output,
     place: impl Fn(&str, Diagnostics) -> Diagnostics,
@@ -242,14 +254,14 @@ fn generated(
             return ExitCode::from(USAGE);
         }
     };
-    let vars = match env_file(env) {
+    let vars = match env_file(from.env) {
         Ok(v) => v,
         Err(code) => return code,
     };
     let lookup = lookup(&vars);
     let cwd = std::env::current_dir().unwrap_or_default();
-    let options = flow::Options { env: &lookup, sets: &[] };
-    let loaded = flow::check::check_source_with(name, &text, &cwd, &CATALOGUE, &options);
+    let options = flow::Options { env: &lookup, sets: from.sets };
+    let loaded = flow::check::check_source_with(from.name, &text, &cwd, &CATALOGUE, &options);
     match (loaded, then) {
         (Err(d), _) => o.report(&place(&text, d)),
         (Ok(_), Then::Print) => {

@@ -381,3 +381,19 @@ fn relay_errors_point_at_the_setting_in_the_uri() {
          error: could not load `<relay>`: 1 error\n"
     );
 }
+
+#[test]
+fn launch_takes_set_for_an_element_by_its_name() {
+    let dir = tempdir();
+    let o =
+        run_in(dir.path(), &["launch", "counter interval=1ms max_count=2 ! console", "--set", "counter.max_count=3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
+    let o = run_in(dir.path(), &["launch", "counter ! console", "--set", "countr.max_count=3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: `--set countr.max_count=3`: no component `countr` in the flow\n  --> <launch>\n  \
+         = help: did you mean `counter`?\n\nerror: could not load `<launch>`: 1 error\n"
+    );
+}
