@@ -15,8 +15,22 @@ pub(crate) struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, env = "FBP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
+    /// Colour in diagnostics: `auto` on a terminal unless NO_COLOR is set.
+    #[arg(long, global = true, env = "FBP_COLOR", value_enum, default_value_t = Color::Auto)]
+    pub(crate) color: Color,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// When diagnostics are coloured.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub(crate) enum Color {
+    /// On a terminal, unless `NO_COLOR` is set (to anything but empty).
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 /// How logs are written.
@@ -34,6 +48,13 @@ pub(crate) enum Command {
     Run {
         /// The flow file.
         flow: PathBuf,
+        /// A config key of one component, `COMPONENT.KEY=VALUE`, set before the
+        /// check (repeatable; replaces the file's value or adds the key; the value
+        /// is read as TOML where it parses for the key's type, else as a string).
+        #[arg(long = "set", value_name = "COMPONENT.KEY=VALUE", env = "FBP_SET")]
+        sets: Vec<String>,
+        #[command(flatten)]
+        env: EnvFile,
         #[command(flatten)]
         run: RunFlags,
     },
@@ -43,6 +64,11 @@ pub(crate) enum Command {
         /// The flow files.
         #[arg(required = true)]
         flows: Vec<PathBuf>,
+        /// Treat warnings as errors (exit 2).
+        #[arg(long, env = "FBP_DENY_WARNINGS")]
+        deny_warnings: bool,
+        #[command(flatten)]
+        env: EnvFile,
     },
     /// List every component type, one line each.
     #[command(visible_alias = "list")]
@@ -87,9 +113,15 @@ pub(crate) enum Command {
     Launch {
         /// The pipeline: components separated by `!`, each `TYPE key=value ...`.
         pipeline: String,
+        /// A config key of one element, `NAME.KEY=VALUE` (the name is its type,
+        /// `TYPE-2` for a second one; repeatable; replaces what the pipeline set).
+        #[arg(long = "set", value_name = "NAME.KEY=VALUE", env = "FBP_SET")]
+        sets: Vec<String>,
         /// Print the equivalent flow file instead of running it.
         #[arg(long, env = "FBP_PRINT_FLOW")]
         print_flow: bool,
+        #[command(flatten)]
+        env: EnvFile,
         #[command(flatten)]
         run: RunFlags,
     },
@@ -100,6 +132,7 @@ pub(crate) enum Command {
     /// (a sink), `exec:PROGRAM?arg=A&arg=B` (a JSON-lines program). Query pairs become
     /// config settings of the component. Between brokers (`mqtt://`, `nats://`) payloads
     /// are forwarded byte for byte unless a URI or `--set` gives either end a `format`.
+    #[command(after_long_help = fbp_runtime::uri::supported())]
     Relay {
         /// Where messages come from.
         source: String,
@@ -113,8 +146,20 @@ pub(crate) enum Command {
         #[arg(long, env = "FBP_PRINT_FLOW")]
         print_flow: bool,
         #[command(flatten)]
+        env: EnvFile,
+        #[command(flatten)]
         run: RunFlags,
     },
+}
+
+/// Values for `${VAR}` from a file.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct EnvFile {
+    /// Read `${VAR}` values from FILE: `KEY=VALUE` lines, `#` comments, values
+    /// optionally quoted. A variable set in the process environment wins over
+    /// the file (the file holds defaults; the shell overrides them).
+    #[arg(long, value_name = "FILE", env = "FBP_ENV_FILE")]
+    pub(crate) env_file: Option<PathBuf>,
 }
 
 /// How `run`, `launch` and `relay` run a flow.
@@ -126,6 +171,9 @@ pub(crate) struct RunFlags {
     /// How often to log a status line with the counts so far (`0s`: never).
     #[arg(long, env = "FBP_STATUS_INTERVAL", default_value = "10s", value_parser = duration)]
     pub(crate) status_interval: Duration,
+    /// Treat the check's warnings as errors: do not run (exit 2).
+    #[arg(long, env = "FBP_DENY_WARNINGS")]
+    pub(crate) deny_warnings: bool,
 }
 
 /// `fbp components` output.

@@ -1,6 +1,7 @@
 //! One function per subcommand; each maps the runtime's answer to an exit code:
 //! 0 ok, 1 run-time failure, 2 usage or flow-file error.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
@@ -12,14 +13,30 @@ use fbp_runtime::network::{self, RunOptions};
 use fbp_runtime::{docs, graph, launch, relay, skeleton};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Cli, Command, DescribeFormat, GraphFormat, ListFormat, LogFormat, RunFlags};
+use crate::args::{Cli, Color, Command, DescribeFormat, EnvFile, GraphFormat, ListFormat, LogFormat, RunFlags};
 
 const USAGE: u8 = 2;
 
-pub(crate) fn dispatch(command: Command, log: LogFormat) -> ExitCode {
+pub(crate) fn dispatch(command: Command, log: LogFormat, colour: bool) -> ExitCode {
+    let out_of = Output { colour };
     match command {
-        Command::Run { flow, run: flags } => load(&flow).map_or_else(|c| c, |f| run(f, flags, log)),
-        Command::Check { flows } => check(&flows),
+        Command::Run { flow, sets, env, run: flags } => {
+            let vars = match env_file(&env) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            let lookup = lookup(&vars);
+            let options = flow::Options { env: &lookup, sets: &sets };
+            match flow::load_with(&flow, &CATALOGUE, &options) {
+                Err(d) => out_of.report(&d),
+                Ok(f) if flags.deny_warnings && f.warnings.is_some() => out_of.denied(&f),
+                Ok(f) => run(f, flags, log),
+            }
+        }
+        Command::Check { flows, deny_warnings, env } => match env_file(&env) {
+            Ok(vars) => check(&flows, deny_warnings, &vars, out_of),
+            Err(code) => code,
+        },
         Command::Components { format } => {
             match format {
                 ListFormat::Text => out(&docs::list(&CATALOGUE)),
@@ -35,24 +52,29 @@ pub(crate) fn dispatch(command: Command, log: LogFormat) -> ExitCode {
             out(&String::from_utf8_lossy(&text));
             ExitCode::SUCCESS
         }
-        Command::Graph { flow, format } => load(&flow).map_or_else(
-            |c| c,
-            |f| {
+        Command::Graph { flow, format } => match flow::load(&flow, &CATALOGUE) {
+            Err(d) => out_of.report(&d),
+            Ok(f) => {
                 let format = match format {
                     GraphFormat::Dot => graph::Format::Dot,
                     GraphFormat::Mermaid => graph::Format::Mermaid,
                 };
                 out(&graph::render(&f, format));
                 ExitCode::SUCCESS
-            },
-        ),
-        Command::Launch { pipeline, print_flow, run } => {
+            }
+        },
+        Command::Launch { pipeline, sets, print_flow, env, run } => {
             let text = launch::to_flow_toml(&pipeline, &CATALOGUE);
-            generated("<launch>", text, if print_flow { Then::Print } else { Then::Run(run, log) })
+            let then = if print_flow { Then::Print } else { Then::Run(run, log) };
+            let from = Generated { name: "<launch>", env: &env, sets: &sets };
+            generated(from, text, then, out_of, |t, d| launch::point_into(&pipeline, t, d))
         }
-        Command::Relay { source, sink, sets, print_flow, run } => {
+        Command::Relay { source, sink, sets, print_flow, env, run } => {
             let text = relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE);
-            generated("<relay>", text, if print_flow { Then::Print } else { Then::Run(run, log) })
+            let then = if print_flow { Then::Print } else { Then::Run(run, log) };
+            // The relay's `--set` is applied as it builds the flow.
+            let from = Generated { name: "<relay>", env: &env, sets: &[] };
+            generated(from, text, then, out_of, |t, d| relay::point_into(&source, &sink, t, d))
         }
     }
 }
@@ -75,23 +97,66 @@ fn err(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-fn report(diags: &Diagnostics) -> ExitCode {
-    err(&diags.render());
-    ExitCode::from(USAGE)
+/// Whether diagnostics are coloured: `--color`, else a terminal on stderr
+/// and no `NO_COLOR`.
+pub(crate) fn colour(choice: Color) -> bool {
+    use std::io::IsTerminal;
+    match choice {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal(),
+    }
 }
 
-fn load(path: &Path) -> Result<Flow, ExitCode> {
-    flow::load(path, &CATALOGUE).map_err(|d| report(&d))
+/// How diagnostics are shown.
+#[derive(Clone, Copy)]
+struct Output {
+    colour: bool,
 }
 
-fn check(paths: &[std::path::PathBuf]) -> ExitCode {
+impl Output {
+    fn report(self, diags: &Diagnostics) -> ExitCode {
+        err(&diags.render_in(self.colour));
+        ExitCode::from(USAGE)
+    }
+
+    fn warn(self, flow: &Flow) {
+        if let Some(w) = &flow.warnings {
+            err(&w.render_warnings_in(self.colour));
+        }
+    }
+
+    /// `--deny-warnings` and the check warned: the warnings are the errors.
+    fn denied(self, flow: &Flow) -> ExitCode {
+        self.warn(flow);
+        let path = flow.warnings.as_ref().map_or("", |w| w.path.as_str());
+        err(&format!("error: could not load `{path}`: warnings denied (--deny-warnings)\n"));
+        ExitCode::from(USAGE)
+    }
+}
+
+/// The variables of `--env-file`, if given.
+fn env_file(flags: &EnvFile) -> Result<HashMap<String, String>, ExitCode> {
+    let Some(path) = &flags.env_file else { return Ok(HashMap::new()) };
+    flow::overrides::read_env_file(path).map_err(|e| {
+        err(&format!("error: {e}\n  = help: write one `KEY=VALUE` a line; `#` starts a comment\n"));
+        ExitCode::from(USAGE)
+    })
+}
+
+/// `${VAR}` lookup: the process environment, then the env file.
+fn lookup(file: &HashMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
+    move |k| std::env::var(k).ok().or_else(|| file.get(k).cloned())
+}
+
+fn check(paths: &[std::path::PathBuf], deny_warnings: bool, vars: &HashMap<String, String>, o: Output) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
+    let lookup = lookup(vars);
     for path in paths {
-        match flow::load(path, &CATALOGUE) {
+        match flow::load_with(path, &CATALOGUE, &flow::Options { env: &lookup, sets: &[] }) {
+            Ok(f) if deny_warnings && f.warnings.is_some() => code = o.denied(&f),
             Ok(f) => {
-                if let Some(w) = &f.warnings {
-                    err(&w.render_warnings());
-                }
+                o.warn(&f);
                 out(&format!(
                     "{}: ok ({} component{}, {} connection{})\n",
                     path.display(),
@@ -101,7 +166,7 @@ fn check(paths: &[std::path::PathBuf]) -> ExitCode {
                     if f.edges.len() == 1 { "" } else { "s" }
                 ))
             }
-            Err(d) => code = report(&d),
+            Err(d) => code = o.report(&d),
         }
     }
     code
@@ -165,7 +230,23 @@ enum Then {
 
 /// A flow file built from the command line (`launch`, `relay`): checked, then
 /// printed or run like a flow file.
-fn generated(name: &str, text: Result<String, impl std::fmt::Display>, then: Then) -> ExitCode {
+/// Where a flow built from the command line comes from.
+struct Generated<'a> {
+    /// How diagnostics name it.
+    name: &'a str,
+    /// `--env-file`.
+    env: &'a EnvFile,
+    /// `--set` entries applied when it is checked.
+    sets: &'a [String],
+}
+
+fn generated(
+    from: Generated<'_>,
+    text: Result<String, impl std::fmt::Display>,
+    then: Then,
+    o: Output,
+    place: impl Fn(&str, Diagnostics) -> Diagnostics,
+) -> ExitCode {
     let text = match text {
         Ok(t) => t,
         Err(e) => {
@@ -173,14 +254,21 @@ fn generated(name: &str, text: Result<String, impl std::fmt::Display>, then: The
             return ExitCode::from(USAGE);
         }
     };
+    let vars = match env_file(from.env) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    let lookup = lookup(&vars);
     let cwd = std::env::current_dir().unwrap_or_default();
-    let loaded = flow::check::check_source(name, &text, &cwd, &CATALOGUE, &|k| std::env::var(k).ok());
+    let options = flow::Options { env: &lookup, sets: from.sets };
+    let loaded = flow::check::check_source_with(from.name, &text, &cwd, &CATALOGUE, &options);
     match (loaded, then) {
-        (Err(d), _) => report(&d),
+        (Err(d), _) => o.report(&place(&text, d)),
         (Ok(_), Then::Print) => {
             out(&text);
             ExitCode::SUCCESS
         }
+        (Ok(f), Then::Run(flags, _)) if flags.deny_warnings && f.warnings.is_some() => o.denied(&f),
         (Ok(f), Then::Run(flags, log)) => run(f, flags, log),
     }
 }

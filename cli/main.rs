@@ -21,5 +21,5 @@ fn main() -> ExitCode {
         let what = what.or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
         tracing::error!(panic = %what, at = %at, "Panic caught.");
     }));
-    commands::dispatch(cli.command, cli.log_format)
+    commands::dispatch(cli.command, cli.log_format, commands::colour(cli.color))
 }

@@ -264,3 +264,136 @@ fn day_one_verbs_aliases_completions_and_json_descriptions() {
     let o = run_in(dir.path(), &["start"]);
     assert!(!stderr(&o).contains("similar subcommand"), "{}", stderr(&o));
 }
+
+/// A counter of 3 into the console, plus an unconnected console (a warning).
+const COUNT_FLOW: &str = "[flow]\nname = \"c\"\nconnections = [\"ticks -> show\"]\n\
+    [components.ticks]\ntype = \"counter\"\nconfig = { interval = \"1ms\", max_count = \"${MAX:-3}\" }\n\
+    [components.show]\ntype = \"console\"\n";
+
+#[test]
+fn deny_warnings_turns_check_and_run_warnings_into_exit_2() {
+    let dir = tempdir();
+    write(dir.path(), "w.toml", &format!("{COUNT_FLOW}[components.lone]\ntype = \"console\"\n"));
+    let check = fbp().current_dir(dir.path()).args(["check", "w.toml"]).output().unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    for args in [&["check", "--deny-warnings", "w.toml"][..], &["run", "--deny-warnings", "w.toml"]] {
+        let o = fbp().current_dir(dir.path()).args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(stdout(&o), "", "{args:?}: nothing ran");
+        let err = stderr(&o);
+        assert!(err.starts_with("warning: `lone` is not connected to anything\n"), "{err}");
+        assert!(err.ends_with("error: could not load `w.toml`: warnings denied (--deny-warnings)\n"), "{err}");
+    }
+}
+
+#[test]
+fn set_replaces_a_config_key_and_names_itself_with_a_suggestion_when_wrong() {
+    let dir = tempdir();
+    write(dir.path(), "c.toml", COUNT_FLOW);
+    let o = fbp().current_dir(dir.path()).args(["run", "--set", "ticks.max_count=5", "c.toml"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 5, "{}", stdout(&o));
+    let o = fbp()
+        .current_dir(dir.path())
+        .args(["run", "--set", "ticks.max_cont=5", "--set", "tick.max_count=5", "c.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: `--set ticks.max_cont=5`: `counter` has no config key `max_cont`\n  --> c.toml\n  \
+         = help: did you mean `max_count`?\n\n\
+         error: `--set tick.max_count=5`: no component `tick` in the flow\n  --> c.toml\n  \
+         = help: did you mean `ticks`?\n\n\
+         error: could not load `c.toml`: 2 errors\n"
+    );
+}
+
+#[test]
+fn env_file_feeds_variables_and_the_environment_wins() {
+    let dir = tempdir();
+    write(dir.path(), "c.toml", COUNT_FLOW);
+    write(dir.path(), "vars.env", "# how many\nMAX=\"4\"\n");
+    let o = fbp().current_dir(dir.path()).env_remove("MAX").args(["run", "--env-file", "vars.env", "c.toml"]).output();
+    let o = o.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 4, "{}", stdout(&o));
+    let o = fbp().current_dir(dir.path()).env("MAX", "2").args(["run", "--env-file", "vars.env", "c.toml"]).output();
+    assert_eq!(stdout(&o.unwrap()).lines().count(), 2);
+    write(dir.path(), "bad.env", "MAX=1\nnot a pair\n");
+    let o = fbp().current_dir(dir.path()).args(["check", "--env-file", "bad.env", "c.toml"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: `bad.env` line 2: expected `KEY=VALUE`, found `not a pair`\n"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn color_always_styles_diagnostics_and_never_or_no_color_does_not() {
+    let dir = tempdir();
+    write(dir.path(), "bad.toml", "[flow]\nname = 1\n");
+    let run = |args: &[&str], no_color: bool| {
+        let mut cmd = fbp();
+        cmd.current_dir(dir.path()).args(args);
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        stderr(&cmd.output().unwrap())
+    };
+    assert!(run(&["check", "--color", "always", "bad.toml"], false).contains("\x1b["));
+    assert!(!run(&["check", "--color", "never", "bad.toml"], false).contains('\x1b'));
+    assert!(!run(&["check", "bad.toml"], true).contains('\x1b'), "not a terminal, NO_COLOR set");
+}
+
+#[test]
+fn launch_errors_point_into_the_pipeline_as_typed() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["launch", "sensor-sim cont=5 ! map expr='.value |' ! consol"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: unknown config key `cont`\n --> <launch>:1:12\n  |\n\
+         1 | sensor-sim cont=5 ! map expr='.value |' ! consol\n  |            ^^^^ not a key of `sensor-sim`\n  |\n  \
+         = help: did you mean `count`?\n\n\
+         error: `expr` is not a valid jq program\n --> <launch>:1:30\n  |\n\
+         1 | sensor-sim cont=5 ! map expr='.value |' ! consol\n  |                              ^^^^^^^^^^ \
+         invalid jq program: expected term at `end of program`\n\n\
+         error: unknown component type `consol`\n --> <launch>:1:43\n  |\n\
+         1 | sensor-sim cont=5 ! map expr='.value |' ! consol\n  |                                           ^^^^^^ not a known type\n  |\n  \
+         = help: did you mean `console`?\n\n\
+         error: could not load `<launch>`: 3 errors\n"
+    );
+}
+
+#[test]
+fn relay_errors_point_at_the_setting_in_the_uri() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["relay", "mqtt://127.0.0.1:1883/a?qos=7", "-"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: invalid config for `source` (mqtt-subscribe)\n --> <relay>:1:25\n  |\n\
+         1 | mqtt://127.0.0.1:1883/a?qos=7 -\n  |                         ^^^^^ `qos = 7`: QoS is 0, 1 or 2\n\n\
+         error: could not load `<relay>`: 1 error\n"
+    );
+}
+
+#[test]
+fn launch_takes_set_for_an_element_by_its_name() {
+    let dir = tempdir();
+    let o =
+        run_in(dir.path(), &["launch", "counter interval=1ms max_count=2 ! console", "--set", "counter.max_count=3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
+    let o = run_in(dir.path(), &["launch", "counter ! console", "--set", "countr.max_count=3"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "error: `--set countr.max_count=3`: no component `countr` in the flow\n  --> <launch>\n  \
+         = help: did you mean `counter`?\n\nerror: could not load `<launch>`: 1 error\n"
+    );
+}

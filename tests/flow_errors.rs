@@ -683,3 +683,140 @@ fn check_shows_the_line_with_its_secrets_blanked_and_the_caret_in_place() {
     let caret = err.lines().find(|l| l.trim_start().starts_with("| ") && l.contains('^')).unwrap();
     assert_eq!(line.find("bogus"), caret.find('^'), "{err}");
 }
+
+#[test]
+fn a_missing_bracket_is_one_error_not_a_cascade() {
+    let err = assert_fixture(
+        "missing-bracket.toml",
+        &[diag(
+            "invalid TOML: missing comma between array elements, expected `,`",
+            "missing-bracket.toml:5:1",
+            Some("an array ends with `]`: is one missing before this?"),
+        )],
+    );
+    assert_eq!(
+        err,
+        "error: invalid TOML: missing comma between array elements, expected `,`\n \
+         --> missing-bracket.toml:5:1\n  |\n5 | [components.ticks]\n  | ^\n  |\n  \
+         = help: an array ends with `]`: is one missing before this?\n\n\
+         error: could not load `missing-bracket.toml`: 1 error\n"
+    );
+}
+
+#[test]
+fn a_component_defined_twice_shows_where_it_was_first() {
+    let err = assert_fixture(
+        "duplicate-component.toml",
+        &[diag(
+            "component `ticks` is defined twice",
+            "duplicate-component.toml:11:13",
+            Some("remove one of the two `ticks`, or rename one"),
+        )],
+    );
+    assert_eq!(
+        err,
+        "error: component `ticks` is defined twice\n  --> duplicate-component.toml:11:13\n   |\n \
+         5 | [components.ticks]\n   |             ----- first defined here\n...\n\
+         11 | [components.ticks]\n   |             ^^^^^ defined again here\n   |\n   \
+         = help: remove one of the two `ticks`, or rename one\n\n\
+         error: could not load `duplicate-component.toml`: 1 error\n"
+    );
+}
+
+#[test]
+fn a_key_defined_twice_shows_where_it_was_first() {
+    let dir = tempdir();
+    write(dir.path(), "key.toml", "[flow]\nname = \"a\"\nname = \"b\"\n");
+    let out = fbp().current_dir(dir.path()).args(["check", "key.toml"]).output().unwrap();
+    assert_eq!(
+        stderr(&out),
+        "error: `name` is defined twice\n --> key.toml:3:1\n  |\n2 | name = \"a\"\n  | ---- first defined here\n\
+         3 | name = \"b\"\n  | ^^^^ defined again here\n  |\n  = help: remove one of the two `name`, or rename one\n\n\
+         error: could not load `key.toml`: 1 error\n"
+    );
+}
+
+#[test]
+fn every_components_build_errors_come_together_at_the_key_they_name() {
+    let err = assert_fixture(
+        "build-errors.toml",
+        &[
+            diag("invalid config for `sub` (mqtt-subscribe)", "build-errors.toml:7:67", None),
+            diag("invalid config for `sim` (sensor-sim)", "build-errors.toml:11:20", None),
+        ],
+    );
+    assert!(err.contains("^ `qos = 3`: QoS is 0, 1 or 2"), "{err}");
+    assert!(err.contains("^^^^^^^^ `range` must be `[low, high]` with low <= high, not `[40, 10]`"), "{err}");
+}
+
+/// A flow with every kind of graph warning.
+const WARNED: &str = "[flow]\nname = \"w\"\nconnections = [\"a -> b\", \"a -> b\", \"m -> n\", \"n -> m\"]\n\
+    [components.a]\ntype = \"counter\"\n[components.b]\ntype = \"console\"\n\
+    [components.m]\ntype = \"map\"\nconfig = { expr = \".\" }\n[components.n]\ntype = \"map\"\nconfig = { expr = \".\" }\n\
+    [components.lone]\ntype = \"console\"\n";
+
+#[test]
+fn check_warns_about_the_graph_and_still_passes() {
+    let dir = tempdir();
+    write(dir.path(), "w.toml", WARNED);
+    let out = fbp().current_dir(dir.path()).args(["check", "w.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "w.toml: ok (5 components, 4 connections)\n");
+    assert_eq!(
+        stderr(&out),
+        "warning: this connection is written twice\n --> w.toml:3:26\n  |\n\
+         3 | connections = [\"a -> b\", \"a -> b\", \"m -> n\", \"n -> m\"]\n  \
+         |                --------  ^^^^^^^^ written again here\n  |                |\n  \
+         |                first written here\n  |\n  \
+         = help: each copy delivers every message once more; remove one\n\n\
+         warning: `m`, `n` form a cycle that no source feeds\n --> w.toml:8:13\n  |\n\
+         8 | [components.m]\n  |             ^ nothing enters this cycle\n  |\n  \
+         = help: connect a source into the cycle, or break it\n\n\
+         warning: `lone` is not connected to anything\n  --> w.toml:14:13\n   |\n\
+         14 | [components.lone]\n   |             ^^^^ no connection goes to or from it\n   |\n   \
+         = help: connect it in `connections = [...]`, or remove `[components.lone]`\n\n\
+         warning: `w.toml`: 3 warnings\n"
+    );
+}
+
+#[test]
+fn a_flow_without_a_source_is_warned_about() {
+    let dir = tempdir();
+    write(
+        dir.path(),
+        "nosource.toml",
+        "[flow]\nname = \"n\"\nconnections = [\"m -> b\"]\n[components.m]\ntype = \"map\"\nconfig = { expr = \".\" }\n\
+         [components.b]\ntype = \"console\"\n",
+    );
+    let out = fbp().current_dir(dir.path()).args(["check", "nosource.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = stderr(&out);
+    assert!(err.starts_with("warning: the flow has no source: no message will ever enter it\n"), "{err}");
+    assert!(err.ends_with("warning: `nosource.toml`: 1 warning\n"), "{err}");
+}
+
+#[test]
+fn a_fed_cycle_that_can_only_wait_is_warned_about_until_one_connection_may_drop() {
+    let dir = tempdir();
+    let flow = |conn: &str| {
+        format!(
+            "[flow]\nname = \"loop\"\nconnections = [\"ticks -> a\", \"a -> b\", {conn}]\n\
+             [components.ticks]\ntype = \"counter\"\n\
+             [components.a]\ntype = \"map\"\nconfig = {{ expr = \".\" }}\n\
+             [components.b]\ntype = \"map\"\nconfig = {{ expr = \".\" }}\n"
+        )
+    };
+    write(dir.path(), "loop.toml", &flow("\"b -> a\""));
+    let out = fbp().current_dir(dir.path()).args(["check", "loop.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stderr(&out),
+        "warning: `a`, `b` form a cycle whose connections all wait when full\n --> loop.toml:6:13\n  |\n\
+         6 | [components.a]\n  |             ^ this cycle can fill up and stop\n  |\n  \
+         = help: give one connection of the cycle `when_full = \"drop_oldest\"` (or `drop_newest`)\n\n\
+         warning: `loop.toml`: 1 warning\n"
+    );
+    write(dir.path(), "loop.toml", &flow("{ from = \"b\", to = \"a\", when_full = \"drop_oldest\" }"));
+    let out = fbp().current_dir(dir.path()).args(["check", "loop.toml"]).output().unwrap();
+    assert_eq!((out.status.code(), stderr(&out)), (Some(0), String::new()));
+}

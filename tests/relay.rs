@@ -127,15 +127,25 @@ fn relay_set_overrides_what_the_uri_says() {
 }
 
 #[test]
-fn relay_refuses_an_unknown_scheme_listing_the_supported_ones() {
+fn relay_refuses_an_unknown_scheme_pointing_at_the_list_in_its_help() {
     let dir = tempdir();
     let o = run_in(dir.path(), &["relay", "gopher://x/y", "-"]);
     assert_eq!(o.status.code(), Some(2));
-    let err = stderr(&o);
-    assert!(err.contains("error: source URI: unknown URI scheme `gopher:` in `gopher://x/y`"), "{err}");
-    assert!(err.contains("sqlite://PATH?table=T") && err.contains("sink (sqlite)"), "{err}");
-    assert!(err.contains("postgresql://"), "{err}");
-    assert!(err.contains("mqtt://HOST:PORT/TOPIC") && err.contains("nats://HOST:PORT/SUBJECT"), "{err}");
+    assert_eq!(
+        stderr(&o),
+        "error: source URI: unknown URI scheme `gopher:` in `gopher://x/y`\n  \
+         = help: `fbp relay --help` lists every scheme\n"
+    );
+    let o = run_in(dir.path(), &["relay", "mqt://127.0.0.1/x", "-"]);
+    assert!(
+        stderr(&o).contains("= help: did you mean `mqtt:`? `fbp relay --help` lists every scheme"),
+        "{}",
+        stderr(&o)
+    );
+    let help = stdout(&run_in(dir.path(), &["relay", "--help"]));
+    assert!(help.contains("sqlite://PATH?table=T") && help.contains("sink (sqlite)"), "{help}");
+    assert!(help.contains("postgresql://"), "{help}");
+    assert!(help.contains("mqtt://HOST:PORT/TOPIC") && help.contains("nats://HOST:PORT/SUBJECT"), "{help}");
 }
 
 #[test]

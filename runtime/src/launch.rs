@@ -1,6 +1,11 @@
 //! `fbp launch 'a k=v ! b ! c'`: a GStreamer-like pipeline, turned into the
 //! equivalent flow file (which `--print-flow` prints and `launch` then runs).
 
+use std::ops::Range;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::flow::Diagnostics;
 use crate::spec::{Catalogue, KeyType};
 
 /// Why a pipeline could not be read.
@@ -132,6 +137,131 @@ pub(crate) fn literal(v: &str, ty: Option<KeyType>) -> String {
     }
 }
 
+/// Where each part of an element was typed in the pipeline (byte ranges).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Typed {
+    /// The whole element, type and settings.
+    whole: Range<usize>,
+    /// The type word.
+    ty: Range<usize>,
+    /// Each setting's key and value.
+    settings: Vec<(Range<usize>, Range<usize>)>,
+}
+
+/// The words of a pipeline with their places, split as a shell splits them
+/// (quotes and backslashes kept inside a word).
+fn words(pipeline: &str) -> Vec<(Range<usize>, &str)> {
+    let mut out = Vec::new();
+    let mut chars = pipeline.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut quote = None;
+        let mut end = start;
+        while let Some(&(i, c)) = chars.peek() {
+            match (quote, c) {
+                (None, c) if c.is_whitespace() => break,
+                (None, '\'') | (None, '"') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (q, '\\') if q != Some('\'') => {
+                    chars.next();
+                }
+                _ => {}
+            }
+            chars.next();
+            end = chars.peek().map_or(pipeline.len(), |&(j, _)| j).max(i + c.len_utf8());
+        }
+        out.push((start..end, &pipeline[start..end]));
+    }
+    out
+}
+
+/// The places of every element, in order; `None` when they cannot be told.
+fn typed(pipeline: &str) -> Option<Vec<Typed>> {
+    let mut out: Vec<Typed> = Vec::new();
+    let mut current: Option<Typed> = None;
+    for (span, word) in words(pipeline) {
+        if word == "!" {
+            out.push(current.take()?);
+            continue;
+        }
+        match &mut current {
+            None => current = Some(Typed { whole: span.clone(), ty: span, settings: Vec::new() }),
+            Some(el) => {
+                let eq = word.find('=')?;
+                el.whole.end = span.end;
+                el.settings.push((span.start..span.start + eq, span.start + eq + 1..span.end));
+            }
+        }
+    }
+    out.push(current?);
+    Some(out)
+}
+
+/// Places `diags`, found in the flow file `text` that `pipeline` became,
+/// into the pipeline: a key or value at what the user typed for it, anything
+/// else of a component at its whole element, the rest at the whole pipeline.
+pub fn point_into(pipeline: &str, text: &str, diags: Diagnostics) -> Diagnostics {
+    let Some(map) = origins(pipeline, text) else { return diags };
+    let place = |span: &Range<usize>| {
+        map.iter()
+            .filter(|(generated, _)| {
+                generated.start <= span.start && span.start < generated.end.max(generated.start + 1)
+            })
+            .min_by_key(|(generated, _)| generated.len())
+            .map_or(0..pipeline.len(), |(_, typed)| typed.clone())
+    };
+    diags.moved(pipeline.to_string(), place)
+}
+
+pub(crate) fn table<'a>(v: &DeValue<'a>) -> Option<DeTable<'a>> {
+    match v {
+        DeValue::Table(t) => Some(t.clone()),
+        _ => None,
+    }
+}
+
+pub(crate) fn get<'a>(t: &DeTable<'a>, k: &str) -> Option<(Range<usize>, toml::Spanned<DeValue<'a>>)> {
+    t.iter().find(|(key, _)| key.get_ref() == k).map(|(k, v)| (k.span(), v.clone()))
+}
+
+/// Pairs of (range in the flow file, range in the pipeline it came from).
+fn origins(pipeline: &str, text: &str) -> Option<Vec<(Range<usize>, Range<usize>)>> {
+    let typed = typed(pipeline)?;
+    let parsed = DeTable::parse(text).ok()?;
+    let mut map = Vec::new();
+    let (_, components) = get(parsed.get_ref(), "components")?;
+    let mut components: Vec<_> = table(components.get_ref())?.into_iter().collect();
+    components.sort_by_key(|(k, _)| k.span().start);
+    // A component's table runs from its name to the next component's.
+    let starts: Vec<usize> = components.iter().map(|(k, _)| k.span().start).skip(1).chain([text.len()]).collect();
+    for (((name, body), el), end) in components.iter().zip(&typed).zip(starts) {
+        map.push((name.span().start..end, el.whole.clone()));
+        let body = table(body.get_ref())?;
+        if let Some((_, ty)) = get(&body, "type") {
+            map.push((ty.span(), el.ty.clone()));
+        }
+        let Some((_, config)) = get(&body, "config") else { continue };
+        let mut config: Vec<_> = table(config.get_ref())?.into_iter().collect();
+        config.sort_by_key(|(k, _)| k.span().start);
+        for ((k, v), (key, value)) in config.iter().zip(&el.settings) {
+            map.push((k.span(), key.clone()));
+            map.push((v.span(), value.clone()));
+        }
+    }
+    let (_, flow) = get(parsed.get_ref(), "flow")?;
+    if let Some((_, DeValue::Array(conns))) =
+        get(&table(flow.get_ref())?, "connections").map(|(s, v)| (s, v.into_inner()))
+    {
+        for (c, pair) in conns.iter().zip(typed.windows(2)) {
+            map.push((c.span(), pair[0].whole.start..pair[1].whole.end));
+        }
+    }
+    Some(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +278,20 @@ mod tests {
         assert!(toml.contains("config = { max_count = 3 }"), "{toml}");
         assert!(toml.contains("config = { expr = \".count + 1\" }"), "{toml}");
         toml::from_str::<toml::Table>(&toml).unwrap();
+    }
+
+    #[test]
+    fn every_element_key_and_value_keeps_its_place_in_the_pipeline() {
+        let p = r#"counter max_count=3 ! map expr=".a | .b" ! console"#;
+        let els = typed(p).unwrap();
+        let at = |r: &Range<usize>| &p[r.clone()];
+        assert_eq!(els.len(), 3);
+        assert_eq!(at(&els[0].whole), "counter max_count=3");
+        assert_eq!((at(&els[0].settings[0].0), at(&els[0].settings[0].1)), ("max_count", "3"));
+        assert_eq!(at(&els[1].ty), "map");
+        assert_eq!(at(&els[1].settings[0].1), r#"".a | .b""#);
+        assert_eq!(at(&els[2].whole), "console");
+        assert_eq!(typed("a ! ! b"), None);
     }
 
     #[test]

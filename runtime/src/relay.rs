@@ -8,15 +8,20 @@
 //! flow file, so `${VAR}` in a URI or a setting is substituted from the
 //! environment, and relative paths are taken from the current folder.
 
-use crate::launch::{component_table, quote};
+use std::ops::Range;
+
+use toml::de::DeTable;
+
+use crate::flow::Diagnostics;
+use crate::launch::{component_table, get, quote, table};
 use crate::spec::Catalogue;
 use crate::uri::{self, Role, UriError};
 
 /// Why a relay could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelayError {
-    /// A URI that cannot be used; shown with the supported schemes.
-    #[error("{role} URI: {error}\n{}", uri::supported().trim_end())]
+    /// A URI that cannot be used; shown with how to write its scheme.
+    #[error("{role} URI: {error}\n  = help: {}", uri::hint(error, *role))]
     Uri {
         /// Which end.
         role: Role,
@@ -74,6 +79,38 @@ pub fn to_flow_toml(source: &str, sink: &str, sets: &[String], catalogue: &Catal
         text.push_str(&component_table(name, endpoint.component, &endpoint.settings, catalogue));
     }
     Ok(text)
+}
+
+/// Places `diags`, found in the flow file `text` that the two URIs became,
+/// on the line `SOURCE SINK`: a setting at its `key=value` in the URI when
+/// it is written there, else the whole URI of that end; the rest at both.
+pub fn point_into(source: &str, sink: &str, text: &str, diags: Diagnostics) -> Diagnostics {
+    let line = format!("{source} {sink}");
+    let ends = [("source", 0..source.len()), ("sink", source.len() + 1..line.len())];
+    let Ok(parsed) = DeTable::parse(text) else { return diags };
+    let components = get(parsed.get_ref(), "components").and_then(|(_, v)| table(v.get_ref())).unwrap_or_default();
+    let place = |span: &Range<usize>| {
+        // A component's table runs from its name to the next component's.
+        let Some((name, body)) =
+            components.iter().filter(|(k, _)| k.span().start <= span.start).max_by_key(|(k, _)| k.span().start)
+        else {
+            return 0..line.len();
+        };
+        let Some((_, uri)) = ends.iter().find(|(end, _)| name.get_ref() == *end) else { return 0..line.len() };
+        let key = table(body.get_ref()).and_then(|b| get(&b, "config")).and_then(|(_, c)| {
+            let config = table(c.get_ref())?;
+            let (k, _) = config.iter().find(|(k, v)| k.span() == *span || v.span() == *span)?;
+            Some(k.get_ref().to_string())
+        });
+        let in_uri = key.and_then(|k| {
+            let at = line[uri.clone()].find(&format!("{k}="))?;
+            let start = uri.start + at;
+            let end = line[start..uri.end].find('&').map_or(uri.end, |e| start + e);
+            Some(start..end)
+        });
+        in_uri.unwrap_or_else(|| uri.clone())
+    };
+    diags.moved(line.clone(), place)
 }
 
 #[cfg(test)]
@@ -170,7 +207,19 @@ mod tests {
         assert!(matches!(&err, RelayError::Uri { role: Role::Source, error: UriError::Unknown { .. } }), "{err}");
         let text = err.to_string();
         assert!(text.starts_with("source URI: unknown URI scheme `nope:`"), "{text}");
-        assert!(text.contains("supported URIs:") && text.contains("postgresql://"), "{text}");
-        assert_eq!(text.contains("not available yet"), !uri::PLANNED.is_empty(), "{text}");
+        assert!(text.ends_with("\n  = help: `fbp relay --help` lists every scheme"), "{text}");
+        let err = to_flow_toml("sqlite://x.db", "-", &[], &EMPTY).unwrap_err().to_string();
+        assert!(err.ends_with("= help: `sqlite:` is only a sink; `fbp relay --help` lists every scheme"), "{err}");
+        let err = to_flow_toml("-", "sqlite://x.db", &[], &EMPTY).unwrap_err().to_string();
+        assert!(
+            err.ends_with("= help: write `sqlite://PATH?table=T`, e.g. `sqlite://readings.db?table=readings`"),
+            "{err}"
+        );
+        let err = to_flow_toml("mqtt:/", "-", &[], &EMPTY).unwrap_err().to_string();
+        assert!(
+            err.contains("= help: write `mqtt://HOST:PORT/TOPIC`, e.g. `mqtt://127.0.0.1:1883/sensors/%23`"),
+            "{err}"
+        );
+        assert!(!err.contains("supported URIs"), "{err}");
     }
 }

@@ -314,6 +314,59 @@ pub fn supported() -> String {
     text
 }
 
+/// One example per scheme, for the help under a bad URI.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("file", "file:readings.jsonl"),
+    ("-", "-"),
+    ("stdin", "stdin:"),
+    ("stdout", "stdout:"),
+    ("sqlite", "sqlite://readings.db?table=readings"),
+    ("amqp", "amqp://guest:guest@127.0.0.1:5672/amq.topic/sensors.%23"),
+    ("nats", "nats://127.0.0.1:4222/sensors.>"),
+    ("postgresql", "postgresql://postgres@127.0.0.1:5432/test?table=readings"),
+    ("postgres", "postgres://postgres@127.0.0.1:5432/test?table=readings"),
+    ("exec", "exec:./provider.py?arg=--verbose"),
+    ("mqtt", "mqtt://127.0.0.1:1883/sensors/%23"),
+    ("mqtts", "mqtts://broker.example:8883/sensors/%23"),
+    ("tcp", "tcp://0.0.0.0:5514"),
+    ("udp", "udp://0.0.0.0:5514"),
+    ("ws", "ws://127.0.0.1:8080/feed"),
+    ("wss", "wss://feed.example/ws"),
+    ("http", "http://127.0.0.1:8080/items"),
+    ("https", "https://api.example/items"),
+];
+
+/// How to write a URI for `role` after `error`: its own scheme's form and an
+/// example, or the nearest scheme; the full table is in `fbp relay --help`.
+pub fn hint(error: &UriError, role: Role) -> String {
+    const ALL: &str = "`fbp relay --help` lists every scheme";
+    let scheme = match error {
+        UriError::Bad { scheme, .. } | UriError::Role { scheme, .. } => scheme,
+        UriError::Unknown { scheme, .. } => {
+            let names = SCHEMES.iter().flat_map(|s| s.names.iter().copied()).filter(|n| *n != "-");
+            return match crate::flow::diag::did_you_mean(scheme, names) {
+                Some(best) => format!("did you mean `{best}:`? {ALL}"),
+                None => ALL.to_string(),
+            };
+        }
+        UriError::Malformed { .. } | UriError::NotYet { .. } => return ALL.to_string(),
+    };
+    let rows: Vec<&Scheme> = SCHEMES.iter().filter(|s| s.names.contains(&scheme.as_str())).collect();
+    let Some(row) = rows.iter().find(|s| s.component(role).is_some()) else {
+        let roles: Vec<String> = rows
+            .iter()
+            .flat_map(|s| [(Role::Source, s.source), (Role::Sink, s.sink)])
+            .filter_map(|(r, ty)| ty.map(|_| r.to_string()))
+            .collect();
+        return format!("`{scheme}:` is only a {}; {ALL}", roles.join(" and "));
+    };
+    let example = EXAMPLES.iter().find(|(s, _)| s == scheme).map(|(_, e)| *e);
+    match example {
+        Some(e) => format!("write `{}`, e.g. `{e}`", row.form),
+        None => format!("write `{}`", row.form),
+    }
+}
+
 /// Parses `uri` and maps it, for `role`, to a component type and settings.
 pub fn resolve(uri: &str, role: Role) -> Result<Endpoint, UriError> {
     let parsed = parse(uri)?;

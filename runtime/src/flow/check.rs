@@ -34,7 +34,18 @@ pub fn check_source(
     catalogue: &Catalogue,
     env: raw::Env<'_>,
 ) -> Result<Flow, Diagnostics> {
-    check_nested(path, text, base_dir, catalogue, env, &[])
+    check_nested(path, text, base_dir, catalogue, &super::Options { env, sets: &[] }, &[])
+}
+
+/// [`check_source`] with overrides (`--set`, `--env-file`).
+pub fn check_source_with(
+    path: &str,
+    text: &str,
+    base_dir: &Path,
+    catalogue: &Catalogue,
+    options: &super::Options<'_>,
+) -> Result<Flow, Diagnostics> {
+    check_nested(path, text, base_dir, catalogue, options, &[])
 }
 
 /// [`check_source`] for a file that the files on `stack` include as subflows.
@@ -43,11 +54,11 @@ pub(crate) fn check_nested(
     text: &str,
     base_dir: &Path,
     catalogue: &Catalogue,
-    env: raw::Env<'_>,
+    options: &super::Options<'_>,
     stack: &[PathBuf],
 ) -> Result<Flow, Diagnostics> {
     let mut errors = Vec::new();
-    let flow = check_text(text, base_dir, catalogue, env, stack, &mut errors);
+    let flow = check_text(text, base_dir, catalogue, options, stack, &mut errors);
     // In file order, as the user reads them; errors about the whole file first.
     errors.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
     match flow {
@@ -65,10 +76,11 @@ fn check_text(
     text: &str,
     base_dir: &Path,
     catalogue: &Catalogue,
-    env: raw::Env<'_>,
+    options: &super::Options<'_>,
     stack: &[PathBuf],
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Flow> {
+    let env = options.env;
     if text.trim().is_empty() {
         errors.push(
             Diagnostic::whole("the flow file is empty")
@@ -77,14 +89,14 @@ fn check_text(
         return None;
     }
     let (parsed, syntax) = DeTable::parse_recoverable(text);
-    if !syntax.is_empty() {
-        for e in syntax {
-            let span = e.span().unwrap_or(0..0);
-            errors.push(Diagnostic::at(span, format!("invalid TOML: {}", e.message().trim_end())));
-        }
+    // The parser recovers and goes on, but what follows a slip is mostly
+    // follow-on noise (a missing `]` swallows the next tables): one error.
+    if let Some(e) = syntax.into_iter().min_by_key(|e| e.span().map_or(0, |s| s.start)) {
+        errors.push(syntax_error(text, &e));
         return None;
     }
-    let top = raw::table(parsed.get_ref(), text, env, errors);
+    let mut top = raw::table(parsed.get_ref(), text, env, errors);
+    super::overrides::apply(&mut top, options.sets, catalogue, env, errors);
     let reported = errors.iter().filter_map(|d| d.span.clone()).collect();
     Checker {
         catalogue,
@@ -99,6 +111,65 @@ fn check_text(
         expansions: HashMap::new(),
     }
     .flow(&top)
+}
+
+/// A TOML syntax error; a key defined twice shows where it was first.
+fn syntax_error(text: &str, e: &toml::de::Error) -> Diagnostic {
+    let span = e.span().unwrap_or(0..0);
+    let message = e.message().trim_end();
+    if message != "duplicate key" {
+        let d = Diagnostic::at(span, format!("invalid TOML: {message}"));
+        return if message.starts_with("missing comma between array elements") {
+            d.help("an array ends with `]`: is one missing before this?")
+        } else {
+            d
+        };
+    }
+    let written = text.get(span.clone()).unwrap_or("");
+    let name = written.trim().trim_matches(|c| c == '"' || c == '\'');
+    let line_start = text[..span.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let what = if text[line_start..].trim_start().starts_with("[components.") { "component " } else { "" };
+    let d = Diagnostic::at(span.clone(), format!("{what}`{name}` is defined twice")).label("defined again here");
+    let d = match first_definition(text, &span) {
+        Some(first) => d.note_at(first, "first defined here"),
+        None => d,
+    };
+    d.help(format!("remove one of the two `{name}`, or rename one"))
+}
+
+/// Where the key or table that `dup` (a span in `text`) repeats was first
+/// written: the same `[header]` line earlier in the file, or the same key
+/// earlier in the same table. The parser keeps only the later one.
+fn first_definition(text: &str, dup: &Range<usize>) -> Option<Range<usize>> {
+    let line_start = text[..dup.start.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
+    let line = &text[line_start..line_end];
+    let column = dup.start - line_start;
+    let mut lines = text[..line_start].split_inclusive('\n').scan(0, |at, l| {
+        let start = *at;
+        *at += l.len();
+        Some((start, l))
+    });
+    let earlier: Vec<(usize, &str)> = lines.by_ref().collect();
+    if line.trim_start().starts_with('[') {
+        let header = line.trim();
+        let (at, _) = earlier.iter().find(|(_, l)| l.trim() == header)?;
+        return Some(at + column..at + column + dup.len());
+    }
+    let key = text.get(dup.clone())?.trim();
+    for (at, l) in earlier.iter().rev() {
+        let t = l.trim_start();
+        if t.starts_with('[') {
+            return None;
+        }
+        if let Some((k, _)) = t.split_once('=')
+            && k.trim() == key
+        {
+            let offset = at + (l.len() - t.len());
+            return Some(offset..offset + key.len());
+        }
+    }
+    None
 }
 
 /// One end of a connection as written, `comp.port` or `comp`.
@@ -206,6 +277,7 @@ impl Checker<'_> {
         let names: HashMap<String, usize> =
             flow.nodes.iter().enumerate().map(|(i, n)| (n.name.to_string(), i)).collect();
         let names: HashMap<&str, usize> = names.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut edge_spans = Vec::new();
         if let Some(ft) = flow_table {
             self.flow_settings(&ft, &mut flow);
             if let Some((_, conns)) = ft.iter().find(|(k, _)| k.value == "connections") {
@@ -214,6 +286,7 @@ impl Checker<'_> {
                 let first = flow.edges.len();
                 flow.edges.extend(edges);
                 self.type_check(&mut flow, first, &spans);
+                edge_spans = std::iter::repeat_n(None, first).chain(spans.into_iter().map(Some)).collect();
             }
         }
         if let Some(ports) = get("ports").and_then(|p| self.table_of(p, "`[ports]`")) {
@@ -223,6 +296,8 @@ impl Checker<'_> {
         let span_of = |name: &str| spans.get(name.split('/').next().unwrap_or(name)).cloned();
         let mut warnings = super::acks::warnings(&flow, span_of);
         warnings.extend(super::listeners::warnings(&flow, span_of));
+        warnings.extend(super::lint::warnings(&flow, span_of, &edge_spans));
+        warnings.sort_by_key(|d| d.span.as_ref().map(|s| s.start));
         if !warnings.is_empty() {
             flow.warnings =
                 Some(Diagnostics { path: String::new(), source: self.source.to_string(), errors: warnings });
@@ -456,7 +531,7 @@ impl Checker<'_> {
                 from_environment(&raw.value, &mut secrets);
             }
             let e = secrets.iter().fold(e, |m, s| m.replace(s.as_str(), "***"));
-            let span = raw.map_or(type_span, |r| r.span.clone());
+            let span = raw.map_or(type_span, |r| named_key(&e, r).unwrap_or_else(|| r.span.clone()));
             self.err(Diagnostic::at(span, format!("invalid config for `{}` ({})", name.value, spec.name)).label(e));
         }
     }
@@ -958,6 +1033,18 @@ fn default_json(literal: &str) -> serde_json::Value {
         .and_then(|t| t.get("v").cloned())
         .and_then(|v| serde_json::to_value(v).ok())
         .unwrap_or(serde_json::Value::Null)
+}
+
+/// Where the value of the first config key that `message` names in
+/// backticks (`` `qos` `` or `` `qos = 3` ``) is written, if `config` has it.
+fn named_key(message: &str, config: &Sp<RawValue>) -> Option<Range<usize>> {
+    let RawValue::Table(table) = &config.value else {
+        return None;
+    };
+    message.split('`').skip(1).step_by(2).find_map(|quoted| {
+        let name = quoted.split(|c: char| c == '=' || c.is_whitespace()).next()?;
+        table.iter().find(|(k, _)| k.value == name).map(|(_, v)| v.span.clone())
+    })
 }
 
 /// The strings in a value that came from environment variables (never shown).

@@ -19,17 +19,19 @@ pub struct Diagnostic {
     pub label: String,
     /// How to fix it, e.g. ``did you mean `interval`?``.
     pub help: Option<String>,
+    /// Other places that explain this one, each with its label (``first defined here``).
+    pub notes: Vec<(Range<usize>, String)>,
 }
 
 impl Diagnostic {
     /// An error at `span`.
     pub fn at(span: Range<usize>, message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), span: Some(span), label: String::new(), help: None }
+        Diagnostic { message: message.into(), span: Some(span), label: String::new(), help: None, notes: Vec::new() }
     }
 
     /// An error about the whole file.
     pub fn whole(message: impl Into<String>) -> Self {
-        Diagnostic { message: message.into(), span: None, label: String::new(), help: None }
+        Diagnostic { message: message.into(), span: None, label: String::new(), help: None, notes: Vec::new() }
     }
 
     /// Adds a label under the caret.
@@ -41,6 +43,12 @@ impl Diagnostic {
     /// Adds a help line.
     pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
+        self
+    }
+
+    /// Adds a secondary place, shown with its label beside the caret's line.
+    pub fn note_at(mut self, span: Range<usize>, label: impl Into<String>) -> Self {
+        self.notes.push((span, label.into()));
         self
     }
 
@@ -86,6 +94,17 @@ impl Diagnostics {
         (line, col)
     }
 
+    /// These diagnostics shown against `source` instead, every span (and
+    /// note) moved by `place`: for a flow file made from what the user typed.
+    pub fn moved(mut self, source: String, place: impl Fn(&Range<usize>) -> Range<usize>) -> Diagnostics {
+        for d in &mut self.errors {
+            d.span = d.span.as_ref().map(&place);
+            d.notes.iter_mut().for_each(|(s, _)| *s = place(s));
+        }
+        self.source = source;
+        self
+    }
+
     /// The positions `line:column` of every error, for tests and tools.
     pub fn positions(&self) -> Vec<Option<(usize, usize)>> {
         self.errors.iter().map(|d| d.span.as_ref().map(|s| self.line_col(s.start))).collect()
@@ -93,7 +112,12 @@ impl Diagnostics {
 
     /// Renders every error and the closing count, as `fbp check` prints them.
     pub fn render(&self) -> String {
-        let renderer = Renderer::plain();
+        self.render_in(false)
+    }
+
+    /// [`Diagnostics::render`], in colour when `colour` is set (for a terminal).
+    pub fn render_in(&self, colour: bool) -> String {
+        let renderer = renderer(colour);
         let mut out = String::new();
         for d in &self.errors {
             out.push_str(&self.render_one(&renderer, Level::ERROR, d));
@@ -107,7 +131,12 @@ impl Diagnostics {
     /// Renders the diagnostics as warnings (the flow loads all the same) and
     /// the closing count.
     pub fn render_warnings(&self) -> String {
-        let renderer = Renderer::plain();
+        self.render_warnings_in(false)
+    }
+
+    /// [`Diagnostics::render_warnings`], in colour when `colour` is set.
+    pub fn render_warnings_in(&self, colour: bool) -> String {
+        let renderer = renderer(colour);
         let mut out = String::new();
         for d in &self.errors {
             out.push_str(&self.render_one(&renderer, Level::WARNING, d));
@@ -132,18 +161,25 @@ impl Diagnostics {
         // keeping every position in the line.
         let (source, message, label) =
             (secret::blank_toml(&self.source), secret::urls_in(&d.message), secret::urls_in(&d.label));
-        let mut group = level.primary_title(&message).element(
-            Snippet::source(&source)
-                .path(&self.path)
-                .line_start(1)
-                .fold(true)
-                .annotation(AnnotationKind::Primary.span(span).label(&label)),
-        );
+        let notes: Vec<(Range<usize>, String)> =
+            d.notes.iter().map(|(s, l)| (clamp(&self.source, s.clone()), secret::urls_in(l))).collect();
+        let snippet = Snippet::source(&source)
+            .path(&self.path)
+            .line_start(1)
+            .fold(true)
+            .annotation(AnnotationKind::Primary.span(span).label(&label));
+        let snippet =
+            notes.iter().fold(snippet, |s, (at, l)| s.annotation(AnnotationKind::Context.span(at.clone()).label(l)));
+        let mut group = level.primary_title(&message).element(snippet);
         if let Some(help) = &d.help {
             group = group.element(Level::HELP.message(help));
         }
         renderer.render(&[group]).to_string()
     }
+}
+
+fn renderer(colour: bool) -> Renderer {
+    if colour { Renderer::styled() } else { Renderer::plain() }
 }
 
 fn clamp(source: &str, span: Range<usize>) -> Range<usize> {

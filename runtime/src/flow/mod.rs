@@ -8,7 +8,9 @@
 pub mod acks;
 pub mod check;
 pub mod diag;
+mod lint;
 pub mod listeners;
+pub mod overrides;
 pub mod raw;
 mod subflow;
 
@@ -203,7 +205,21 @@ pub fn load(path: &Path, catalogue: &Catalogue) -> Result<Flow, Diagnostics> {
 
 /// [`load`] with an injectable environment.
 pub fn load_with_env(path: &Path, catalogue: &Catalogue, env: raw::Env<'_>) -> Result<Flow, Diagnostics> {
-    load_nested(path, catalogue, env, &[])
+    load_with(path, catalogue, &Options { env, sets: &[] })
+}
+
+/// What the command line changes in a flow file before it is checked.
+#[derive(Clone, Copy)]
+pub struct Options<'a> {
+    /// Where `${VAR}` values come from.
+    pub env: raw::Env<'a>,
+    /// `component.key=value` overrides of config keys (`--set`).
+    pub sets: &'a [String],
+}
+
+/// [`load`] with overrides: `--set` keys and an environment (`--env-file`).
+pub fn load_with(path: &Path, catalogue: &Catalogue, options: &Options<'_>) -> Result<Flow, Diagnostics> {
+    load_file(path, catalogue, options, &[])
 }
 
 /// Loads a flow file that `stack` (the files including it) uses as a subflow.
@@ -211,6 +227,15 @@ pub(crate) fn load_nested(
     path: &Path,
     catalogue: &Catalogue,
     env: raw::Env<'_>,
+    stack: &[PathBuf],
+) -> Result<Flow, Diagnostics> {
+    load_file(path, catalogue, &Options { env, sets: &[] }, stack)
+}
+
+fn load_file(
+    path: &Path,
+    catalogue: &Catalogue,
+    options: &Options<'_>,
     stack: &[PathBuf],
 ) -> Result<Flow, Diagnostics> {
     let shown = path.display().to_string();
@@ -250,5 +275,5 @@ pub(crate) fn load_nested(
     };
     let mut stack = stack.to_vec();
     stack.push(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()));
-    check::check_nested(&shown, &text, &base_dir, catalogue, env, &stack)
+    check::check_nested(&shown, &text, &base_dir, catalogue, options, &stack)
 }
