@@ -135,6 +135,10 @@ fn permanent_failures_end_the_flow_at_once_saying_what_to_change() {
         (format!("tcp-listen bind=127.0.0.1:{port} ! console"), "another program listens there"),
         ("counter ! exec command=./refuses.sh ! console".to_string(), "reported an error: no such table"),
         ("counter ! exec command=no-such-program-here ! console".to_string(), "check `command`"),
+        (
+            "counter ! postgres url=postgresql://postgres@127.0.0.1:5432/fbp_no_such_db table=t".to_string(),
+            "database \"fbp_no_such_db\" does not exist; create the database",
+        ),
     ];
     for (pipeline, cause) in cases {
         let start = Instant::now();

@@ -216,7 +216,7 @@ pub(crate) async fn reject_rest(input: &mut InPort, batch: &mut Vec<Message>, ct
 /// A batch given up: it is rejected (its sources learn it was not
 /// delivered). At shutdown the sink goes on with the next batch (it drains
 /// its input, each batch tried once, without pauses); after a permanent
-/// error it fails with the cause.
+/// error it fails with the cause, and is not restarted.
 pub(crate) fn give_up(stop: Stop, batch: &[Message], ctx: &Context) -> Result<(), Failure> {
     match stop {
         Stop::Shutdown => {
@@ -224,13 +224,14 @@ pub(crate) fn give_up(stop: Stop, batch: &[Message], ctx: &Context) -> Result<()
             Ok(())
         }
         Stop::Permanent(why) => {
-            crate::storage::reject_all(batch);
-            Err(Failure(why))
+            not_written(batch, ctx);
+            // A restart would meet the same refusal.
+            Err(ctx.permanent(why))
         }
     }
 }
 
-/// A batch left unwritten at shutdown: rejected (a source that can
+/// A batch left unwritten (at shutdown, or refused for good): rejected (a source that can
 /// redeliver will) and counted in `dropped`, so the summary never shows it
 /// as written.
 pub(crate) fn not_written(batch: &[Message], ctx: &Context) {

@@ -254,8 +254,8 @@ async fn coordinate(
                 for (s, node) in now.iter_mut().zip(&flow.nodes) {
                     s.sink = node.spec.kind == crate::spec::Kind::Sink;
                 }
-                let (taken, written, errors, dropped) = crate::report::totals(&now, &is_source);
-                tracing::info!(taken, written, errors, dropped, "Flowing.");
+                let (taken, at_sinks, errors, dropped) = crate::report::totals(&now, &is_source);
+                tracing::info!(taken, at_sinks, errors, dropped, "Flowing.");
             }
             _ = sources.cancelled(), if !draining => {
                 draining = true;

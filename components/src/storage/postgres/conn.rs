@@ -237,6 +237,17 @@ pub(crate) fn is_connection_error(e: &tokio_postgres::Error) -> bool {
         || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(db.code())
 }
 
+/// Why no reconnection can succeed, when the server refused the connection
+/// itself: a database that does not exist, credentials refused (class 28).
+pub(crate) fn refused_for_good(e: &tokio_postgres::Error) -> Option<&'static str> {
+    let db = e.as_db_error()?;
+    match db.code().code() {
+        "3D000" => Some("create the database, or fix the database name in `url`"),
+        code if code.starts_with("28") => Some("fix the user or password in `url`, or the server's pg_hba.conf"),
+        _ => None,
+    }
+}
+
 /// Whether an error refuses the work for now on a connection that is still
 /// good, so the same work is worth trying again after a pause: a cancelled
 /// statement (an admin, `statement_timeout`), a serialization failure or a

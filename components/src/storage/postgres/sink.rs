@@ -87,6 +87,9 @@ impl Postgres {
                 }
                 Err(e) => {
                     let why = chain(&e);
+                    if let Some(fix) = super::conn::refused_for_good(&e) {
+                        return Err(Fault::Permanent(format!("cannot connect: {why}; {fix}")));
+                    }
                     link.down(&why);
                     return Err(Fault::Transient(format!("cannot connect: {why}")));
                 }
