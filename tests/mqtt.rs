@@ -821,3 +821,46 @@ config = {{ path = "windows.jsonl", format = "lines" }}
     // The broker sent 20 and kept the rest: the window flushes those 20 when the flow stops.
     assert_eq!(counted(&dir.path().join("windows.jsonl")), 20, "{log}");
 }
+
+#[test]
+fn lorrystreams_own_pipelines_run_unchanged() {
+    let dir = tempdir();
+    let topic = client_id("testdrive");
+    let db = dir.path().join("testdrive.db");
+    let count_rows = |table: &str| {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row(&format!("SELECT count(*) FROM {table} WHERE value >= 0"), [], |r| r.get(0)))
+            .unwrap_or(0i64)
+    };
+    let probed = |table: &str| {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n > 0)
+    };
+    // LorryStream's element names and `location=`, as in its README; then a bare URI per end.
+    let pipelines = [
+        (
+            format!(
+                "mqttsrc location=mqtt://localhost/{topic}/%23 ! sqlsink location=sqlite://testdrive.db?table=testdrive"
+            ),
+            "testdrive",
+        ),
+        (format!("mqtt://localhost/{topic}/%23 ! map expr=. ! sqlite://testdrive.db?table=bare"), "bare"),
+    ];
+    for (pipeline, table) in pipelines {
+        let fbp = Fbp::start(dir.path(), &["launch", &pipeline], &[]);
+        // A probe of the readings' shape (it makes the table), until one is stored.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !probed(table) {
+            assert!(Instant::now() < deadline, "{pipeline}: no probe stored: {}", fbp.log());
+            publish(1883, vec![(format!("{topic}/probe"), br#"{"value": -1}"#.to_vec())], QoS::AtLeastOnce);
+            wait_until(Duration::from_millis(300), || probed(table));
+        }
+        let readings =
+            (0..20u64).map(|i| (format!("{topic}/ch{}", i % 3), format!(r#"{{"value": {i}}}"#).into_bytes()));
+        publish(1883, readings.collect(), QoS::AtLeastOnce);
+        assert!(wait_until(Duration::from_secs(15), || count_rows(table) == 20), "{pipeline}: {}", count_rows(table));
+        let log = fbp.stop();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}

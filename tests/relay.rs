@@ -195,3 +195,13 @@ fn relay_file_to_exec_writes_the_command_then_one_envelope_per_line() {
     let data: Vec<_> = got[1..].iter().map(|e| e["data"].clone()).collect();
     assert_eq!(data, [serde_json::json!({"a": 1}), serde_json::json!({"a": 2})]);
 }
+
+#[test]
+fn relay_takes_lorrystreams_crate_uri_as_the_postgres_sink_over_cratedbs_postgresql_port() {
+    let dir = tempdir();
+    let o = run_in(dir.path(), &["relay", "--print-flow", "file:in.jsonl", "crate://localhost/?table=testdrive"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let flow = stdout(&o);
+    assert!(flow.contains("type = \"postgres\""), "{flow}");
+    assert!(flow.contains("url = \"postgresql://crate@localhost:5432/doc\", table = \"testdrive\""), "{flow}");
+}

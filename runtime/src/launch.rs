@@ -7,6 +7,7 @@ use toml::de::{DeTable, DeValue};
 
 use crate::flow::Diagnostics;
 use crate::spec::{Catalogue, KeyType};
+use crate::uri::{self, Role, UriError};
 
 /// Why a pipeline could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,7 +21,57 @@ pub enum LaunchError {
     /// A setting that is not `key=value`.
     #[error("`{0}` is not a setting; write `key=value` after the component type")]
     NotASetting(String),
+    /// A URI (an element, or a `location=`) that cannot be used where it is.
+    #[error("element {position} of the pipeline: {error}\n  = help: {}", uri::hint(error, *role))]
+    Uri {
+        /// 1 for the first element.
+        position: usize,
+        /// What it is there: the first element is a source, the last a sink.
+        role: Role,
+        /// What is wrong with it.
+        error: UriError,
+    },
+    /// An element whose place gives it no role for a URI.
+    #[error(
+        "element {0} of the pipeline: a URI or `location=` names a source (the first element) or a \
+         sink (the last), not a step in between"
+    )]
+    UriInTheMiddle(usize),
+    /// A LorryStream element without its `location=`.
+    #[error("`{0}` needs `location=URI`, e.g. `{0} location={1}`")]
+    NoLocation(&'static str, &'static str),
+    /// `location=` of another component type than the element's.
+    #[error("`{ty} location={location}`: that URI is a `{is}`; write `{is} location={location}` or drop the type")]
+    Mismatch {
+        /// The element's type.
+        ty: String,
+        /// The URI.
+        location: String,
+        /// The type the URI gives.
+        is: &'static str,
+    },
 }
+
+/// LorryStream's element names, as aliases: each is the source or the sink
+/// its `location=URI` gives (`mqttsrc location=mqtt://localhost/testdrive/%23`),
+/// with an example for the error when `location` is missing.
+const ALIASES: &[(&str, Role, &str)] = &[
+    ("mqttsrc", Role::Source, "mqtt://localhost/testdrive/%23"),
+    ("amqpsrc", Role::Source, "amqp://localhost/testdrive/readings"),
+    ("natssrc", Role::Source, "nats://localhost:4222/readings"),
+    ("filesrc", Role::Source, "file:readings.jsonl"),
+    ("httpsrc", Role::Source, "http://localhost:8080/readings?interval=5s"),
+    ("tcpsrc", Role::Source, "tcp://0.0.0.0:5515"),
+    ("udpsrc", Role::Source, "udp://0.0.0.0:5514"),
+    ("wssrc", Role::Source, "ws://localhost:8080/feed"),
+    ("sqlsink", Role::Sink, "sqlite://testdrive.db?table=testdrive"),
+    ("mqttsink", Role::Sink, "mqtt://localhost/testdrive/out"),
+    ("amqpsink", Role::Sink, "amqp://localhost/testdrive/out"),
+    ("natssink", Role::Sink, "nats://localhost:4222/out"),
+    ("filesink", Role::Sink, "file:out.jsonl"),
+    ("httpsink", Role::Sink, "http://localhost:8080/ingest"),
+    ("wssink", Role::Sink, "ws://localhost:8080/feed"),
+];
 
 /// One element of a pipeline: `TYPE key=value ...`, named uniquely.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,19 +96,74 @@ pub fn elements(pipeline: &str) -> Result<Vec<Element>, LaunchError> {
         }
     }
     let mut elements: Vec<Element> = Vec::new();
+    let last = words.len();
     for (i, el) in words.iter().enumerate() {
         let Some((ty, settings)) = el.split_first() else {
             return Err(LaunchError::Empty(i + 1));
         };
-        let taken: Vec<String> = elements.iter().map(|e| e.name.clone()).collect();
         let mut config = Vec::new();
         for s in settings {
             let (k, v) = s.split_once('=').ok_or_else(|| LaunchError::NotASetting(s.clone()))?;
             config.push((k.to_string(), v.to_string()));
         }
-        elements.push(Element { name: unique_name(ty, &taken), ty: ty.clone(), settings: config });
+        let role = match (i, last) {
+            (_, 1) => None,
+            (0, _) => Some(Role::Source),
+            (i, n) if i + 1 == n => Some(Role::Sink),
+            _ => None,
+        };
+        let (ty, config) = located(i + 1, role, ty, config)?;
+        let taken: Vec<String> = elements.iter().map(|e| e.name.clone()).collect();
+        elements.push(Element { name: unique_name(&ty, &taken), ty, settings: config });
     }
     Ok(elements)
+}
+
+/// Whether an element's first word is a URI rather than a type: it has
+/// `://`, or is `-`, or starts with a scheme that is written without `//`.
+fn is_uri(word: &str) -> bool {
+    word.contains("://") || word == "-" || ["file:", "exec:", "stdin:", "stdout:"].iter().any(|s| word.starts_with(s))
+}
+
+/// An element written as a URI (`mqtt://host/t ! ...`), a LorryStream
+/// element (`mqttsrc location=URI`) or any element with `location=URI`:
+/// the component type and settings the URI gives for the element's role,
+/// followed by the element's other settings. Other elements as they are.
+fn located(
+    position: usize,
+    role: Option<Role>,
+    ty: &str,
+    mut settings: Vec<(String, String)>,
+) -> Result<(String, Vec<(String, String)>), LaunchError> {
+    let location = settings.iter().position(|(k, _)| k == "location").map(|i| settings.remove(i).1);
+    let alias = ALIASES.iter().find(|(name, _, _)| *name == ty);
+    let (uri_text, role) = match (is_uri(ty), alias, location) {
+        (true, _, location) => {
+            if let Some(location) = location {
+                settings.push(("location".into(), location));
+            }
+            (ty.to_string(), role)
+        }
+        (false, Some((_, alias_role, _)), Some(location)) => (location, Some(role.unwrap_or(*alias_role))),
+        (false, Some((name, _, example)), None) => return Err(LaunchError::NoLocation(name, example)),
+        (false, None, Some(location)) => (location, role),
+        (false, None, None) => return Ok((ty.to_string(), settings)),
+    };
+    let Some(role) = role else {
+        return Err(LaunchError::UriInTheMiddle(position));
+    };
+    let endpoint = uri::resolve(&uri_text, role).map_err(|error| LaunchError::Uri { position, role, error })?;
+    if !is_uri(ty) && alias.is_none() && endpoint.component != ty {
+        return Err(LaunchError::Mismatch { ty: ty.into(), location: uri_text, is: endpoint.component });
+    }
+    let mut all = endpoint.settings;
+    for (k, v) in settings {
+        match all.iter_mut().find(|(key, _)| *key == k) {
+            Some(existing) => existing.1 = v,
+            None => all.push((k, v)),
+        }
+    }
+    Ok((endpoint.component.to_string(), all))
 }
 
 /// The `connections` array of a chain of elements, one per line.
@@ -118,6 +224,13 @@ pub(crate) fn quote(s: &str) -> String {
 /// The TOML literal for a value, by the key's declared type.
 pub(crate) fn literal(v: &str, ty: Option<KeyType>) -> String {
     let parses = |lit: &str| toml::from_str::<toml::Table>(&format!("v = {lit}")).is_ok();
+    // One value where a list is wanted is a list of one: `topics=sensors/#`.
+    let is_list = |lit: &str| lit.trim_start().starts_with('[') && parses(lit);
+    match ty {
+        Some(KeyType::StringList) if !is_list(v) => return format!("[{}]", quote(v)),
+        Some(KeyType::NumberList) if !is_list(v) && parses(v) => return format!("[{v}]"),
+        _ => {}
+    }
     match ty {
         Some(
             KeyType::Integer
@@ -299,5 +412,42 @@ mod tests {
         assert_eq!(to_flow_toml("counter ! ! console", &EMPTY), Err(LaunchError::Empty(2)));
         assert_eq!(to_flow_toml("counter max_count", &EMPTY), Err(LaunchError::NotASetting("max_count".into())));
         assert_eq!(to_flow_toml("map expr='.a", &EMPTY), Err(LaunchError::Quotes));
+    }
+
+    #[test]
+    fn lorrystream_elements_and_uris_become_our_components() {
+        let toml =
+            to_flow_toml("mqttsrc location=mqtt://localhost/t/%23 ! sqlsink location=sqlite://x.db?table=t", &EMPTY)
+                .unwrap();
+        assert!(
+            toml.contains("type = \"mqtt-subscribe\"\nconfig = { url = \"mqtt://localhost\", topics = [\"t/#\"] }"),
+            "{toml}"
+        );
+        assert!(toml.contains("type = \"sqlite\"\nconfig = { path = \"x.db\", table = \"t\" }"), "{toml}");
+        let toml = to_flow_toml("file:in.jsonl ! map expr=. ! file:out.jsonl", &EMPTY).unwrap();
+        assert!(toml.contains("\"file-read -> map\"") && toml.contains("\"map -> file-write\""), "{toml}");
+        let toml = to_flow_toml("mqtt-subscribe location=mqtt://h/a qos=2 ! console", &EMPTY).unwrap();
+        assert!(toml.contains("url = \"mqtt://h\", topics = [\"a\"], qos = 2"), "{toml}");
+    }
+
+    #[test]
+    fn uris_where_they_cannot_be_are_refused_with_what_to_write() {
+        assert_eq!(
+            to_flow_toml("mqttsrc ! console", &EMPTY),
+            Err(LaunchError::NoLocation("mqttsrc", "mqtt://localhost/testdrive/%23"))
+        );
+        assert_eq!(to_flow_toml("counter ! file:x.jsonl ! console", &EMPTY), Err(LaunchError::UriInTheMiddle(2)));
+        let err = to_flow_toml("file-read location=mqtt://h/a ! console", &EMPTY).unwrap_err();
+        assert!(matches!(&err, LaunchError::Mismatch { is: "mqtt-subscribe", .. }), "{err}");
+        let err = to_flow_toml("counter ! sqlsink location=sqlite://x.db", &EMPTY).unwrap_err().to_string();
+        assert!(err.starts_with("element 2 of the pipeline: bad `sqlite:` URI"), "{err}");
+    }
+
+    #[test]
+    fn one_value_for_a_list_key_is_a_list_of_one() {
+        assert_eq!(literal("sensors/#", Some(KeyType::StringList)), "[\"sensors/#\"]");
+        assert_eq!(literal("[\"a\", \"b\"]", Some(KeyType::StringList)), "[\"a\", \"b\"]");
+        assert_eq!(literal("5", Some(KeyType::NumberList)), "[5]");
+        assert_eq!(literal("[1, 2]", Some(KeyType::NumberList)), "[1, 2]");
     }
 }

@@ -30,6 +30,8 @@ pub struct Harness {
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
     seq: u64,
+    /// Shared by every run, as the supervisor shares it between instances.
+    carry: Arc<std::sync::Mutex<crate::component::Carry>>,
 }
 
 /// What a run produced, port by port.
@@ -82,6 +84,7 @@ impl Harness {
             outputs: outputs.into_iter().map(|p| (p.name, q())).collect(),
             shutdown: CancellationToken::new(),
             metrics: Arc::default(),
+            carry: Arc::default(),
             seq: 0,
         }
     }
@@ -175,5 +178,6 @@ impl Harness {
             self.metrics.clone(),
             Arc::new(AtomicU64::new(0)),
         )
+        .with_carry(self.carry.clone())
     }
 }

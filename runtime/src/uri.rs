@@ -148,6 +148,14 @@ pub static SCHEMES: &[Scheme] = &[
         config: postgres_sink,
     },
     Scheme {
+        names: &["crate"],
+        form: "crate://HOST[:PORT]/?table=T",
+        doc: "CrateDB through its PostgreSQL protocol (the postgres sink; user crate, schema doc, port 5432)",
+        source: None,
+        sink: Some("postgres"),
+        config: crate_sink,
+    },
+    Scheme {
         names: &["postgresql", "postgres"],
         form: "postgresql://USER@HOST:PORT/DB?query=Q&watermark=C",
         doc: "rows of query Q polled by column C, or ?listen=CHANNEL for notifications",
@@ -531,6 +539,21 @@ fn postgres_sink(uri: &Uri) -> Result<Settings, String> {
         return Err("no table; write `postgresql://USER@HOST:PORT/DB?table=T`".into());
     }
     postgres(uri)
+}
+
+/// LorryStream's `crate://HOST/?table=T`: CrateDB speaks PostgreSQL's
+/// protocol on port 5432, with the user `crate` and the schema `doc`.
+fn crate_sink(uri: &Uri) -> Result<Settings, String> {
+    let authority = uri.path.split('/').next().unwrap_or_default();
+    if authority.is_empty() {
+        return Err("no server; write e.g. `crate://localhost/?table=readings`".into());
+    }
+    let authority = if authority.contains('@') { authority.to_string() } else { format!("crate@{authority}") };
+    let host = authority.rsplit_once('@').map_or(authority.as_str(), |(_, h)| h);
+    let port = if host.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) { "" } else { ":5432" };
+    let rewritten =
+        Uri { scheme: "postgresql".into(), path: format!("{authority}{port}/doc"), query: uri.query.clone() };
+    postgres_sink(&rewritten)
 }
 
 /// `postgres-read`: a query (with a watermark) or a channel to read.
