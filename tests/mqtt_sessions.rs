@@ -231,3 +231,22 @@ fn qos2_with_a_persistent_session_loses_nothing_across_a_broker_restart_and_kill
 fn qos1_with_a_persistent_session_loses_nothing_across_a_broker_restart_and_kill_9() {
     a_persistent_session_loses_nothing(1);
 }
+
+#[test]
+fn a_broker_that_refuses_the_credentials_fails_the_flow_at_once_saying_so() {
+    let dir = tempdir();
+    let port = free_port();
+    let _broker = OwnBroker::start(dir.path(), port, "allow_anonymous false");
+    for pipeline in [
+        format!("mqtt-subscribe url=mqtt://127.0.0.1:{port} topics=a ! console"),
+        format!("counter ! mqtt-publish url=mqtt://127.0.0.1:{port} topic=a"),
+    ] {
+        let start = std::time::Instant::now();
+        let o = crate::util::fbp().current_dir(dir.path()).args(["launch", &pipeline]).output().unwrap();
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{pipeline}: {log}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{pipeline}: not retried: {log}");
+        let last = log.lines().last().unwrap_or_default();
+        assert!(last.contains("the broker refused the connection (NotAuthorized)"), "{pipeline}: {log}");
+    }
+}

@@ -136,6 +136,10 @@ fn permanent_failures_end_the_flow_at_once_saying_what_to_change() {
         ("counter ! exec command=./refuses.sh ! console".to_string(), "reported an error: no such table"),
         ("counter ! exec command=no-such-program-here ! console".to_string(), "check `command`"),
         (
+            "amqp-subscribe url=amqp://guest:wrong@127.0.0.1:5672/%2f queue=fbp_refused ! console".to_string(),
+            "ACCESS_REFUSED - Login was refused",
+        ),
+        (
             "counter ! postgres url=postgresql://postgres@127.0.0.1:5432/fbp_no_such_db table=t".to_string(),
             "database \"fbp_no_such_db\" does not exist; create the database",
         ),

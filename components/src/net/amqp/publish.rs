@@ -179,7 +179,7 @@ impl Publish {
             };
             if is_refusal(&error) {
                 reject_all(&batch);
-                return Err(Failure(format!("{}: the broker refused: {error}", self.broker.target)));
+                return Err(ctx.permanent(format!("{}: the broker refused: {error}", self.broker.target)));
             }
             // While the broker is away, an input that ends with nothing in hand ends the
             // component; a shutdown rejects what is in hand and what is still queued.

@@ -265,7 +265,7 @@ impl Subscribe {
                     }
                 }
                 Err(e) if is_refusal(&e) => {
-                    return Err(Failure(format!("{}: the broker refused: {e}", self.broker.target)));
+                    return Err(ctx.permanent(format!("{}: the broker refused: {e}", self.broker.target)));
                 }
                 Err(e) => e,
             };

@@ -173,6 +173,7 @@ impl Running {
             tokio::select! {
                 biased;
                 event = self.session.events.recv() => match event {
+                    Some(Event::Refused(why)) => return Err(ctx.permanent(why)),
                     Some(event) => self.event(event).await?,
                     None => return Err(Failure("the MQTT connection task ended".into())),
                 },

@@ -60,6 +60,9 @@ pub(super) enum Event {
     Written(u16),
     /// The broker confirmed the publish with this packet id (PUBACK, PUBCOMP).
     Confirmed(u16),
+    /// The broker refused the connection for a reason no retry changes
+    /// (credentials, authorisation, client id, protocol): the task has ended.
+    Refused(String),
 }
 
 /// A running connection: the client to make requests, the events, and the
@@ -224,6 +227,12 @@ impl Poller {
                 Ok(RawEvent::Outgoing(Outgoing::Disconnect)) => return,
                 Ok(_) => {}
                 Err(ConnectionError::RequestsDone) => return,
+                Err(ConnectionError::ConnectionRefused(code)) if refused_for_good(code).is_some() => {
+                    let fix = refused_for_good(code).unwrap_or_default();
+                    self.held.push_back(Event::Refused(format!("the broker refused the connection ({code:?}); {fix}")));
+                    self.forward(Instant::now()).await;
+                    return;
+                }
                 Err(e) => {
                     self.lost(generation);
                     let delay = self.link.down(&e);
@@ -488,5 +497,20 @@ mod tests {
         assert_eq!(w.written(8), None);
         assert_eq!(w.confirmed(7), Some(1));
         assert_eq!(w.confirmed(8), Some(2));
+    }
+}
+
+/// What to change when a CONNACK refuses for good; `None` for a broker that
+/// is only unavailable for now.
+fn refused_for_good(code: rumqttc::ConnectReturnCode) -> Option<&'static str> {
+    use rumqttc::ConnectReturnCode as C;
+    match code {
+        C::BadUserNamePassword => Some("check `username` and `password`"),
+        C::NotAuthorized => {
+            Some("the broker's ACL does not let this user connect; check `username` or the broker's config")
+        }
+        C::BadClientId => Some("the broker refuses this `client_id`; change it"),
+        C::RefusedProtocolVersion => Some("the broker does not speak MQTT 3.1.1"),
+        _ => None,
     }
 }

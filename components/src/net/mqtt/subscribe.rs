@@ -269,6 +269,7 @@ impl Running {
                     taken += 1;
                     Some(self.oversized(generation, head, read_at))
                 }
+                Event::Refused(why) => return Err(self.ctx.permanent(why)),
                 Event::Connected { .. } | Event::Written(_) | Event::Confirmed(_) => None,
             };
             if let Some((msg, error)) = refused {
