@@ -711,3 +711,49 @@ fn an_oversized_core_nats_message_is_dead_lettered_and_the_rest_flows() {
 fn an_oversized_jetstream_message_is_dead_lettered_acked_and_the_rest_flows() {
     an_oversized_message_is_dead_lettered_and_the_rest_flows(true);
 }
+
+#[test]
+fn credentials_the_server_refuses_fail_the_flow_at_once_and_those_in_the_url_are_used() {
+    let dir = tempdir();
+    let port = fbp_runtime::testbed::free_port();
+    let exe = fbp_runtime::testbed::program("nats-server").expect("nats-server is installed");
+    let server = std::process::Command::new(exe)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--user", "gw", "--pass", "s3cret"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = Killed(server);
+    assert!(fbp_runtime::testbed::wait_for_port(port, Duration::from_secs(10)), "nats-server did not start");
+    let run = |pipeline: String| {
+        let start = std::time::Instant::now();
+        let o = fbp().current_dir(dir.path()).args(["launch", "--shutdown-timeout", "2s", &pipeline]).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned(), start.elapsed())
+    };
+    for pipeline in [
+        format!("nats-subscribe url=nats://127.0.0.1:{port} subject=x ! console"),
+        format!("counter ! nats-publish url=nats://gw:wrong@127.0.0.1:{port} subject=x"),
+    ] {
+        let (code, log, took) = run(pipeline.clone());
+        assert_eq!(code, Some(1), "{pipeline}: {log}");
+        assert!(took < Duration::from_secs(8), "{pipeline}: not retried: {log}");
+        assert!(
+            log.lines().last().unwrap_or_default().contains("authorization violation; check the credentials"),
+            "{log}"
+        );
+        assert!(!log.contains("wrong"), "the password is never shown: {log}");
+    }
+    let (code, log, _) =
+        run(format!("counter max_count=3 interval=0s ! nats-publish url=nats://gw:s3cret@127.0.0.1:{port} subject=x"));
+    assert_eq!(code, Some(0), "credentials in the URL are used: {log}");
+}
+
+/// A process of the test's own, killed by PID when dropped (also when the test fails).
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

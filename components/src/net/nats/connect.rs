@@ -121,6 +121,8 @@ pub(super) struct Connection {
     /// Messages the client dropped for a full subscription ("slow consumer"),
     /// as it reported them (at least that many).
     pub(super) slow: Arc<AtomicU64>,
+    /// Set when the server refused the credentials: no reconnection helps.
+    refused: watch::Receiver<Option<String>>,
 }
 
 impl Conn {
@@ -136,8 +138,16 @@ impl Conn {
         if servers.is_empty() {
             return Err("`url` is empty; write e.g. `nats://127.0.0.1:4222`".into());
         }
+        // `nats://USER:PASS@HOST`: the user and password in the URL, as for other clients.
+        let in_url = servers.iter().find(|s| s.has_user_pass());
         let auth = match (&c.creds_file, &c.token, &c.username, &c.password, &c.nkey_seed_file) {
-            (None, None, None, None, None) => Auth::None,
+            (None, None, None, None, None) => match in_url {
+                Some(s) => Auth::User(
+                    s.username().unwrap_or_default().to_string(),
+                    s.password().unwrap_or_default().to_string(),
+                ),
+                None => Auth::None,
+            },
             (Some(f), None, None, None, None) => Auth::Creds(ctx.path(f)),
             (None, Some(t), None, None, None) => Auth::Token(t.clone()),
             (None, None, Some(u), Some(p), None) => Auth::User(u.clone(), p.clone()),
@@ -160,7 +170,7 @@ impl Conn {
         }
         let wants_tls = c.tls || files != TlsFiles::default() || servers.iter().any(|s| s.scheme() == "tls");
         Ok(Conn {
-            target: format!("nats {}", c.url.trim()),
+            target: format!("nats {}", fbp_runtime::secret::url(c.url.trim())),
             servers,
             backoff: Backoff::parse("reconnect", &c.reconnect)?,
             auth,
@@ -174,7 +184,8 @@ impl Conn {
     /// unreadable credentials or TLS file.
     pub(super) async fn connect(&self, component: &Arc<str>, capacity: usize) -> Result<Connection, Failure> {
         let (tx, up) = watch::channel(false);
-        let events = Events::new(Link::new(component.clone(), self.target.clone(), self.backoff), tx);
+        let (refused_tx, refused) = watch::channel(None);
+        let events = Events::new(Link::new(component.clone(), self.target.clone(), self.backoff), tx, refused_tx);
         let slow = events.slow.clone();
         let backoff = self.backoff;
         let mut opts = ConnectOptions::new()
@@ -207,11 +218,17 @@ impl Conn {
             opts = opts.require_tls(true).tls_client_config((*config).clone());
         }
         let client = opts.connect(self.servers.clone()).await.map_err(|e| local(e.to_string()))?;
-        Ok(Connection { client, up, target: self.target.clone(), backoff: self.backoff, slow })
+        Ok(Connection { client, up, target: self.target.clone(), backoff: self.backoff, slow, refused })
     }
 }
 
 impl Connection {
+    /// What says the server refused the credentials, apart from the
+    /// connection (which the work borrows).
+    pub(super) fn refusal(&self) -> Refusal {
+        Refusal { target: self.target.clone(), refused: self.refused.clone() }
+    }
+
     /// Waits until connected (`true`); `false` if `input` ends meanwhile
     /// (nothing is left to publish, so a flow stopping while the server is
     /// away need not wait for it); an error if the client is gone.
@@ -222,6 +239,29 @@ impl Connection {
                 Err(_) => Err(Failure(format!("{}: the client closed", self.target))),
             },
             () = input.done() => Ok(false),
+        }
+    }
+}
+
+/// Watches for the server refusing the credentials.
+pub(super) struct Refusal {
+    target: String,
+    refused: watch::Receiver<Option<String>>,
+}
+
+impl Refusal {
+    /// Runs `work` until it ends, or until the server refuses the
+    /// credentials: then a permanent failure, as no reconnection helps.
+    pub(super) async fn unless_refused(
+        mut self,
+        ctx: &fbp_runtime::Context,
+        work: impl std::future::Future<Output = Result<(), Failure>>,
+    ) -> Result<(), Failure> {
+        tokio::select! {
+            done = work => done,
+            Ok(why) = self.refused.wait_for(Option::is_some) => {
+                Err(ctx.permanent(format!("{}: {}", self.target, why.as_deref().unwrap_or_default())))
+            }
         }
     }
 }
@@ -242,12 +282,13 @@ fn delay(backoff: Backoff, attempts: usize) -> Duration {
 struct Events {
     link: Mutex<Link>,
     up: watch::Sender<bool>,
+    refused: watch::Sender<Option<String>>,
     slow: Arc<AtomicU64>,
 }
 
 impl Events {
-    fn new(link: Link, up: watch::Sender<bool>) -> Arc<Events> {
-        Arc::new(Events { link: Mutex::new(link), up, slow: Arc::default() })
+    fn new(link: Link, up: watch::Sender<bool>, refused: watch::Sender<Option<String>>) -> Arc<Events> {
+        Arc::new(Events { link: Mutex::new(link), up, refused, slow: Arc::default() })
     }
 
     fn on(self: &Arc<Self>, event: Event) {
@@ -260,6 +301,11 @@ impl Events {
             Event::Disconnected => {
                 link.down(&"disconnected");
                 self.up.send_replace(false);
+            }
+            Event::ClientError(e) if e.to_string().contains("authorization violation") => {
+                self.refused.send_replace(Some(format!(
+                    "{e}; check the credentials (`username`/`password`, `token`, `creds_file` or `nkey_seed_file`)"
+                )));
             }
             Event::ClientError(e) => {
                 if link.state() != fbp_runtime::link::State::Up {

@@ -160,10 +160,14 @@ impl Task for Publisher {
         Box::pin(async move {
             let mut input = ctx.input("in");
             let mut conn = self.conn.connect(&ctx.name, REPLY_CAPACITY).await?;
-            let result = match &self.jetstream {
-                None => self.core(&ctx, &mut input, &mut conn).await,
-                Some(js) => self.jetstream(&ctx, &mut input, &mut conn, js).await,
+            let refusal = conn.refusal();
+            let work = async {
+                match &self.jetstream {
+                    None => self.core(&ctx, &mut input, &mut conn).await,
+                    Some(js) => self.jetstream(&ctx, &mut input, &mut conn, js).await,
+                }
             };
+            let result = refusal.unless_refused(&ctx, work).await;
             // Every batch was flushed before it was dropped; a last flush only while connected
             // (disconnected there is no one to flush to, and it would wait out its time-out).
             if *conn.up.borrow() {

@@ -258,10 +258,14 @@ impl Task for Subscribe {
         Box::pin(async move {
             let conn = self.conn.connect(&ctx.name, self.pending_limit).await?;
             let out = ctx.output("out");
-            match &self.durable {
-                None => self.core(&ctx, &out, conn).await,
-                Some(d) => self.jetstream(&ctx, &out, conn, d).await,
-            }
+            let refusal = conn.refusal();
+            let work = async {
+                match &self.durable {
+                    None => self.core(&ctx, &out, conn).await,
+                    Some(d) => self.jetstream(&ctx, &out, conn, d).await,
+                }
+            };
+            refusal.unless_refused(&ctx, work).await
         })
     }
 }
