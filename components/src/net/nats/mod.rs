@@ -10,6 +10,7 @@
 //! - this file: what both do to a message (payload formats, headers).
 
 mod connect;
+mod probe;
 pub mod publish;
 pub mod subscribe;
 #[cfg(test)]

@@ -1,0 +1,157 @@
+//! What `fbp check --connect` tries for the components that touch the local
+//! machine or open a socket of their own: files, folders, programs, bind
+//! addresses, an HTTP server's TCP port. Brokers and databases have theirs
+//! next to their family (`net/mqtt/probe.rs`, `storage/postgres/probe.rs`...).
+//!
+//! Every probe here is one attempt and changes nothing: a folder is checked
+//! writable with `access(2)`, never by creating a file; a bind address is
+//! bound and released at once; an HTTP server is reached with a TCP
+//! connection that sends nothing (a request, even a HEAD, may do something on
+//! the other side).
+
+use std::path::{Path, PathBuf};
+
+use fbp_runtime::spec::{BuildContext, ProbeFuture, ProbeResult};
+use nix::unistd::{AccessFlags, access};
+
+/// Runs a blocking check as a probe.
+fn local(ctx: &BuildContext, check: fn(&BuildContext) -> ProbeResult) -> ProbeFuture {
+    let ctx = ctx.clone();
+    Box::pin(async move { check(&ctx) })
+}
+
+/// The string config key `key`, or an error naming it.
+fn key<'a>(ctx: &'a BuildContext, key: &str) -> Result<&'a str, String> {
+    ctx.config.get(key).and_then(|v| v.as_str()).ok_or_else(|| format!("`{key}` is not set"))
+}
+
+/// `file-read`: the file exists and is readable; with `follow = true` a
+/// missing file is waited for.
+pub(crate) fn file_read(ctx: &BuildContext) -> ProbeFuture {
+    local(ctx, |ctx| {
+        let path = ctx.path(key(ctx, "path")?);
+        let follow = ctx.config.get("follow").and_then(|v| v.as_bool()).unwrap_or(false);
+        match std::fs::File::open(&path) {
+            Ok(_) if path.is_dir() => Err(format!("{}: is a folder; set `path` to a file", path.display())),
+            Ok(_) => Ok(format!("{}: readable", path.display())),
+            Err(e) if follow && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(format!("{}: not there yet; `follow = true` waits for it", path.display()))
+            }
+            Err(e) => Err(format!("{}: {e}; fix `path` or the file's permissions", path.display())),
+        }
+    })
+}
+
+/// `file-write`: the file can be written, or its folder exists and is writable.
+pub(crate) fn file_write(ctx: &BuildContext) -> ProbeFuture {
+    local(ctx, |ctx| writable(&ctx.path(key(ctx, "path")?), "path"))
+}
+
+/// `sqlite`: the database file can be written, or its folder can take it.
+pub(crate) fn sqlite(ctx: &BuildContext) -> ProbeFuture {
+    local(ctx, |ctx| writable(&ctx.path(key(ctx, "path")?), "path"))
+}
+
+/// Whether `path` can be written: the file itself if it is there, else its
+/// folder (where it would be created). `key` names the config key to fix.
+pub(crate) fn writable(path: &Path, key: &str) -> ProbeResult {
+    if path.is_dir() {
+        return Err(format!("{}: is a folder; set `{key}` to a file in it", path.display()));
+    }
+    if path.exists() {
+        return access(path, AccessFlags::W_OK)
+            .map(|()| format!("{}: writable", path.display()))
+            .map_err(|e| format!("{}: not writable: {}; fix its permissions or `{key}`", path.display(), e.desc()));
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !folder.is_dir() {
+        return Err(format!("{}: the folder does not exist; create it or fix `{key}`", folder.display()));
+    }
+    access(&folder, AccessFlags::W_OK | AccessFlags::X_OK)
+        .map(|()| format!("{}: will be created (folder writable)", path.display()))
+        .map_err(|e| {
+            format!("{}: cannot create files in it: {}; fix its permissions or `{key}`", folder.display(), e.desc())
+        })
+}
+
+/// `exec`: the program is found in `PATH` (or at its path) and is executable.
+pub(crate) fn exec(ctx: &BuildContext) -> ProbeFuture {
+    local(ctx, |ctx| {
+        let command = key(ctx, "command")?;
+        let found = program(ctx, command)?;
+        access(&found, AccessFlags::X_OK)
+            .map(|()| format!("{}: executable", found.display()))
+            .map_err(|e| format!("{}: not executable: {}; `chmod +x` it or fix `command`", found.display(), e.desc()))
+    })
+}
+
+/// Where `command` is: a path (relative to `cwd` or the flow's folder) or a name in `PATH`.
+fn program(ctx: &BuildContext, command: &str) -> Result<PathBuf, String> {
+    if command.contains('/') {
+        let base = ctx.config.get("cwd").and_then(|v| v.as_str()).map(|c| ctx.path(c));
+        let path = match base {
+            Some(dir) if !Path::new(command).is_absolute() => dir.join(command),
+            _ => ctx.path(command),
+        };
+        return match path.is_file() {
+            true => Ok(path),
+            false => Err(format!("{}: no such program; fix `command`", path.display())),
+        };
+    }
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(command))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("`{command}`: not found in PATH; install it, or give its path in `command`"))
+}
+
+/// `tcp-listen`, `http-listen`, `kv-state`, `websocket`: `bind` can be bound (and is released at once).
+pub(crate) fn tcp_bind(ctx: &BuildContext) -> ProbeFuture {
+    local(ctx, |ctx| {
+        let bind = key(ctx, "bind")?;
+        std::net::TcpListener::bind(bind)
+            .map(|_| format!("tcp {bind}: can be bound"))
+            .map_err(|e| format!("tcp {bind}: {e}; stop what holds the port or change `bind`"))
+    })
+}
+
+/// `udp-listen`: `bind` can be bound (and is released at once).
+pub(crate) fn udp_bind(ctx: &BuildContext) -> ProbeFuture {
+    local(ctx, |ctx| {
+        let bind = key(ctx, "bind")?;
+        std::net::UdpSocket::bind(bind)
+            .map(|_| format!("udp {bind}: can be bound"))
+            .map_err(|e| format!("udp {bind}: {e}; stop what holds the port or change `bind`"))
+    })
+}
+
+/// `http-request`, `http-poll`: the host of `url` resolves and a TCP
+/// connection opens; nothing is sent. A `url` with `{{ }}` holes is checked
+/// only when its scheme and host are written out.
+pub(crate) fn http(ctx: &BuildContext) -> ProbeFuture {
+    let url = ctx.config.get("url").and_then(|v| v.as_str()).map(str::to_string);
+    Box::pin(async move {
+        let url = url.ok_or("`url` is not set")?;
+        let shown = fbp_runtime::secret::url(&url);
+        let per_message = || Ok(format!("{shown}: the host is filled per message; nothing to check"));
+        let parsed = match url::Url::parse(&url) {
+            Ok(u) => u,
+            Err(_) if url.contains("{{") => return per_message(),
+            Err(e) => return Err(format!("{shown}: {e}; fix `url`")),
+        };
+        let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
+            return per_message();
+        };
+        if host.contains("{{") || host.contains("%7B%7B") {
+            return per_message();
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match tokio::net::TcpStream::connect((host, port)).await {
+            Ok(_) => Ok(format!("{shown}: tcp {host}:{port} connects")),
+            Err(e) => Err(format!("{shown}: tcp {host}:{port}: {e}; check the host and that the server runs")),
+        }
+    })
+}
