@@ -108,24 +108,22 @@ fn program(ctx: &BuildContext, command: &str) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("`{command}`: not found in PATH; install it, or give its path in `command`"))
 }
 
-/// `tcp-listen`, `http-listen`, `kv-state`, `websocket`: `bind` can be bound (and is released at once).
+/// `tcp-listen`, `http-listen`, `kv-state`: `bind` can be bound (and is released at once).
 pub(crate) fn tcp_bind(ctx: &BuildContext) -> ProbeFuture {
-    local(ctx, |ctx| {
-        let bind = key(ctx, "bind")?;
-        std::net::TcpListener::bind(bind)
-            .map(|_| format!("tcp {bind}: can be bound"))
-            .map_err(|e| format!("tcp {bind}: {e}; stop what holds the port or change `bind`"))
-    })
+    local(ctx, |ctx| bind(ctx, "tcp", |a| std::net::TcpListener::bind(a).map(drop)))
 }
 
 /// `udp-listen`: `bind` can be bound (and is released at once).
 pub(crate) fn udp_bind(ctx: &BuildContext) -> ProbeFuture {
-    local(ctx, |ctx| {
-        let bind = key(ctx, "bind")?;
-        std::net::UdpSocket::bind(bind)
-            .map(|_| format!("udp {bind}: can be bound"))
-            .map_err(|e| format!("udp {bind}: {e}; stop what holds the port or change `bind`"))
-    })
+    local(ctx, |ctx| bind(ctx, "udp", |a| std::net::UdpSocket::bind(a).map(drop)))
+}
+
+/// Binds the `bind` address with `socket` and releases it.
+fn bind(ctx: &BuildContext, proto: &str, socket: fn(&str) -> std::io::Result<()>) -> ProbeResult {
+    let address = key(ctx, "bind")?;
+    socket(address)
+        .map(|()| format!("{proto} {address}: can be bound"))
+        .map_err(|e| format!("{proto} {address}: {e}; stop what holds the port or change `bind`"))
 }
 
 /// `http-request`, `http-poll`: the host of `url` resolves and a TCP

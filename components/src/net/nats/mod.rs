@@ -10,7 +10,6 @@
 //! - this file: what both do to a message (payload formats, headers).
 
 mod connect;
-mod probe;
 pub mod publish;
 pub mod subscribe;
 #[cfg(test)]

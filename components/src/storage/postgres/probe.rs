@@ -27,14 +27,10 @@ struct Keys {
 pub(crate) fn sink(ctx: &BuildContext) -> ProbeFuture {
     let ctx = ctx.clone();
     Box::pin(async move {
-        let keys: Keys = ctx.parse()?;
-        let server = super::server(&ctx, &keys.url, keys.sslmode.as_deref(), keys.ca_file.as_deref(), &keys.reconnect)?;
-        let client = connect(&server).await?;
+        let (keys, server, client) = connected(&ctx).await?;
         let table = keys.table.as_deref().ok_or("`table` is not set")?;
-        table_check(&client, table)
-            .await
-            .map(|t| format!("{}: {t}", server.target))
-            .map_err(|e| format!("{}: {e}", server.target))
+        let found = table_check(&client, table).await;
+        found.map(|t| format!("{}: {t}", server.target)).map_err(|e| format!("{}: {e}", server.target))
     })
 }
 
@@ -42,9 +38,7 @@ pub(crate) fn sink(ctx: &BuildContext) -> ProbeFuture {
 pub(crate) fn read(ctx: &BuildContext) -> ProbeFuture {
     let ctx = ctx.clone();
     Box::pin(async move {
-        let keys: Keys = ctx.parse()?;
-        let server = super::server(&ctx, &keys.url, keys.sslmode.as_deref(), keys.ca_file.as_deref(), &keys.reconnect)?;
-        let client = connect(&server).await?;
+        let (keys, server, client) = connected(&ctx).await?;
         let Some(query) = &keys.query else { return Ok(format!("{}: connected", server.target)) };
         match client.prepare(query).await {
             Ok(_) => Ok(format!("{}: connected; the query prepares", server.target)),
@@ -53,6 +47,14 @@ pub(crate) fn read(ctx: &BuildContext) -> ProbeFuture {
             }
         }
     })
+}
+
+/// The component's keys, its server, and one connection to it.
+async fn connected(ctx: &BuildContext) -> Result<(Keys, Server, Client), String> {
+    let keys: Keys = ctx.parse()?;
+    let server = super::server(ctx, &keys.url, keys.sslmode.as_deref(), keys.ca_file.as_deref(), &keys.reconnect)?;
+    let client = connect(&server).await?;
+    Ok((keys, server, client))
 }
 
 /// One connection to `server`, or the server's text and what to change.
