@@ -285,7 +285,11 @@ fn generated(
 }
 
 fn run(flow: Flow, flags: RunFlags, log: LogFormat) -> ExitCode {
-    if flags.require_healthy && !probes_pass(&flow, flags.connect_timeout, err) {
+    let write = match log {
+        LogFormat::Text => err,
+        LogFormat::Json => log_check,
+    };
+    if flags.require_healthy && !probes_pass(&flow, flags.connect_timeout, write) {
         err("error: a connector failed its check (--require-healthy); not starting\n");
         return ExitCode::FAILURE;
     }
@@ -352,6 +356,13 @@ fn probes_pass(flow: &Flow, timeout: Duration, write: fn(&str)) -> bool {
     let checked = results.iter().filter(|r| r.is_some()).count();
     write(&format!("  {checked} checked, {failed} failed\n"));
     failed == 0
+}
+
+/// A connector check's lines as log records, for `--log-format json`.
+fn log_check(text: &str) {
+    for line in text.lines() {
+        tracing::info!(check = line.trim(), "Connector check.");
+    }
 }
 
 /// Each node's probe result, in node order; `None` for nothing to check.

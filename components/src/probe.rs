@@ -134,11 +134,11 @@ pub(crate) fn http(ctx: &BuildContext) -> ProbeFuture {
     Box::pin(async move {
         let url = url.ok_or("`url` is not set")?;
         let shown = fbp_runtime::secret::url(&url);
-        let per_message = || Ok(format!("{shown}: the host is filled per message; nothing to check"));
+        let per_message = || Ok(format!("the host of {shown} is filled per message; nothing to check"));
         let parsed = match url::Url::parse(&url) {
             Ok(u) => u,
             Err(_) if url.contains("{{") => return per_message(),
-            Err(e) => return Err(format!("{shown}: {e}; fix `url`")),
+            Err(e) => return Err(format!("`url` {shown} is not a URL: {e}")),
         };
         let (Some(host), Some(port)) = (parsed.host_str(), parsed.port_or_known_default()) else {
             return per_message();
@@ -148,8 +148,49 @@ pub(crate) fn http(ctx: &BuildContext) -> ProbeFuture {
         }
         let host = host.trim_start_matches('[').trim_end_matches(']');
         match tokio::net::TcpStream::connect((host, port)).await {
-            Ok(_) => Ok(format!("{shown}: tcp {host}:{port} connects")),
-            Err(e) => Err(format!("{shown}: tcp {host}:{port}: {e}; check the host and that the server runs")),
+            Ok(_) => Ok(format!("tcp {host}:{port} connects (no request sent) for {shown}")),
+            Err(e) => Err(format!("tcp {host}:{port}: {e}; check the host in {shown} and that the server runs")),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh folder under the system's temporary folder.
+    fn folder(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fbp-probe-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn ctx(config: serde_json::Value) -> BuildContext {
+        BuildContext { name: "p".into(), config, base_dir: PathBuf::from("/") }
+    }
+
+    #[test]
+    fn a_file_to_be_made_is_checked_by_its_folder_and_not_created() {
+        let dir = folder("writable");
+        let new = dir.join("new.db");
+        assert!(writable(&new, "path").unwrap().contains("will be created"));
+        assert!(!new.exists());
+        std::fs::write(&new, "").unwrap();
+        assert!(writable(&new, "path").unwrap().contains("writable"));
+        assert!(writable(&dir, "path").unwrap_err().contains("is a folder"));
+        let nowhere = dir.join("missing").join("x.db");
+        assert!(writable(&nowhere, "path").unwrap_err().contains("does not exist"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_program_is_found_in_path_or_at_its_path() {
+        let sh = program(&ctx(serde_json::json!({})), "sh").unwrap();
+        assert!(sh.ends_with("sh"), "{}", sh.display());
+        let missing = program(&ctx(serde_json::json!({})), "fbp-no-such-program").unwrap_err();
+        assert!(missing.contains("not found in PATH"), "{missing}");
+        let at = program(&ctx(serde_json::json!({})), "./no/such/tool").unwrap_err();
+        assert!(at.contains("no such program"), "{at}");
+    }
 }
