@@ -181,3 +181,34 @@ fn a_server_that_never_answers_fails_within_the_timeout() {
     assert_eq!(status(&text, "keep"), "ok", "{text}");
     drop(silent);
 }
+
+#[test]
+fn a_broker_refusing_the_credentials_is_a_clear_failure() {
+    let dir = tempdir();
+    let passwords = dir.path().join("passwords");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .arg("-b")
+        .arg("-c")
+        .arg(&passwords)
+        .args(["fbp", "right"])
+        .status()
+        .expect("mosquitto_passwd runs");
+    assert!(made.success());
+    let conf = format!("allow_anonymous false\npassword_file {}\n", passwords.display());
+    let broker = fbp_runtime::testbed::Server::mosquitto_with(&dir.path().join("broker"), &conf).expect("mosquitto");
+    let config = |password: &str| {
+        format!(
+            r#"url = "mqtt://127.0.0.1:{}", username = "fbp", password = "{password}", topic = "fbp/probe""#,
+            broker.port()
+        )
+    };
+    let (right, wrong) = (config("right"), config("wrong"));
+    let components = [("c", "counter", ""), ("good", "mqtt-publish", &*right), ("bad", "mqtt-publish", &*wrong)];
+    let o = check(dir.path(), &flow(&["c -> good", "c -> bad"], &components));
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}{}", stderr(&o));
+    assert_eq!(status(&text, "good"), "ok", "{text}");
+    assert_eq!(status(&text, "bad"), "FAIL", "{text}");
+    assert!(line(&text, "bad").contains("fix `username`/`password`"), "{text}");
+    assert!(!text.contains("wrong"), "a password shown:\n{text}");
+}
