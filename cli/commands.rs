@@ -378,7 +378,7 @@ fn probe_all(flow: &Flow, timeout: Duration) -> std::io::Result<Vec<Option<Resul
                 base_dir: node.base_dir.clone(),
             };
             node.spec.probe.map(|probe| {
-                let attempt = probe(&ctx);
+                let attempt = (probe.run)(&ctx);
                 rt.spawn(async move { tokio::time::timeout(timeout, attempt).await })
             })
         })

@@ -11,8 +11,43 @@
 
 use std::path::{Path, PathBuf};
 
-use fbp_runtime::spec::{BuildContext, ProbeFuture, ProbeResult};
+use fbp_runtime::spec::{BuildContext, Probe, ProbeFuture, ProbeResult};
 use nix::unistd::{AccessFlags, access};
+
+/// `file-read`.
+pub(crate) const FILE_READ: Probe = Probe {
+    doc: "the file exists and is readable (with `follow = true`, a missing file is waited for)",
+    run: file_read,
+};
+
+/// `file-write`.
+pub(crate) const FILE_WRITE: Probe = Probe {
+    doc: "the file can be written, or its folder exists and can take it (no file is created)",
+    run: file_write,
+};
+
+/// `sqlite`.
+pub(crate) const SQLITE: Probe = Probe {
+    doc: "the database file can be written, or its folder exists and can take it (no file is created)",
+    run: sqlite,
+};
+
+/// `exec`.
+pub(crate) const EXEC: Probe =
+    Probe { doc: "the program is found in `PATH` (or at its path) and is executable; it is not run", run: exec };
+
+/// The TCP listeners.
+pub(crate) const TCP_BIND: Probe = Probe { doc: "`bind` can be bound (bound and released at once)", run: tcp_bind };
+
+/// `udp-listen`.
+pub(crate) const UDP_BIND: Probe = Probe { doc: "`bind` can be bound (bound and released at once)", run: udp_bind };
+
+/// The HTTP and WebSocket clients.
+pub(crate) const HTTP: Probe = Probe {
+    doc: "the host of `url` resolves and a TCP connection opens; no request is sent (a `url` whose host is a \
+          template is not checked)",
+    run: http,
+};
 
 /// Runs a blocking check as a probe.
 fn local(ctx: &BuildContext, check: fn(&BuildContext) -> ProbeResult) -> ProbeFuture {
@@ -27,7 +62,7 @@ fn key<'a>(ctx: &'a BuildContext, key: &str) -> Result<&'a str, String> {
 
 /// `file-read`: the file exists and is readable; with `follow = true` a
 /// missing file is waited for.
-pub(crate) fn file_read(ctx: &BuildContext) -> ProbeFuture {
+fn file_read(ctx: &BuildContext) -> ProbeFuture {
     local(ctx, |ctx| {
         let path = ctx.path(key(ctx, "path")?);
         let follow = ctx.config.get("follow").and_then(|v| v.as_bool()).unwrap_or(false);
@@ -43,12 +78,12 @@ pub(crate) fn file_read(ctx: &BuildContext) -> ProbeFuture {
 }
 
 /// `file-write`: the file can be written, or its folder exists and is writable.
-pub(crate) fn file_write(ctx: &BuildContext) -> ProbeFuture {
+fn file_write(ctx: &BuildContext) -> ProbeFuture {
     local(ctx, |ctx| writable(&ctx.path(key(ctx, "path")?), "path"))
 }
 
 /// `sqlite`: the database file can be written, or its folder can take it.
-pub(crate) fn sqlite(ctx: &BuildContext) -> ProbeFuture {
+fn sqlite(ctx: &BuildContext) -> ProbeFuture {
     local(ctx, |ctx| writable(&ctx.path(key(ctx, "path")?), "path"))
 }
 
@@ -78,7 +113,7 @@ pub(crate) fn writable(path: &Path, key: &str) -> ProbeResult {
 }
 
 /// `exec`: the program is found in `PATH` (or at its path) and is executable.
-pub(crate) fn exec(ctx: &BuildContext) -> ProbeFuture {
+fn exec(ctx: &BuildContext) -> ProbeFuture {
     local(ctx, |ctx| {
         let command = key(ctx, "command")?;
         let found = program(ctx, command)?;
@@ -109,12 +144,12 @@ fn program(ctx: &BuildContext, command: &str) -> Result<PathBuf, String> {
 }
 
 /// `tcp-listen`, `http-listen`, `kv-state`: `bind` can be bound (and is released at once).
-pub(crate) fn tcp_bind(ctx: &BuildContext) -> ProbeFuture {
+fn tcp_bind(ctx: &BuildContext) -> ProbeFuture {
     local(ctx, |ctx| bind(ctx, "tcp", |a| std::net::TcpListener::bind(a).map(drop)))
 }
 
 /// `udp-listen`: `bind` can be bound (and is released at once).
-pub(crate) fn udp_bind(ctx: &BuildContext) -> ProbeFuture {
+fn udp_bind(ctx: &BuildContext) -> ProbeFuture {
     local(ctx, |ctx| bind(ctx, "udp", |a| std::net::UdpSocket::bind(a).map(drop)))
 }
 
@@ -129,7 +164,7 @@ fn bind(ctx: &BuildContext, proto: &str, socket: fn(&str) -> std::io::Result<()>
 /// `http-request`, `http-poll`: the host of `url` resolves and a TCP
 /// connection opens; nothing is sent. A `url` with `{{ }}` holes is checked
 /// only when its scheme and host are written out.
-pub(crate) fn http(ctx: &BuildContext) -> ProbeFuture {
+fn http(ctx: &BuildContext) -> ProbeFuture {
     let url = ctx.config.get("url").and_then(|v| v.as_str()).map(str::to_string);
     Box::pin(async move {
         let url = url.ok_or("`url` is not set")?;

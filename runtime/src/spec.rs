@@ -276,7 +276,16 @@ pub type ProbeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ProbeR
 /// Tries once what the component would connect to, open or bind, and changes
 /// nothing (no table created, no message published, no file created). The
 /// caller bounds it in time.
-pub type Probe = fn(&BuildContext) -> ProbeFuture;
+pub type ProbeFn = fn(&BuildContext) -> ProbeFuture;
+
+/// What `fbp check --connect` (and `run --require-healthy`) tries for a component.
+#[derive(Clone, Copy)]
+pub struct Probe {
+    /// What it checks, one sentence for `describe` and the docs.
+    pub doc: &'static str,
+    /// The attempt.
+    pub run: ProbeFn,
+}
 
 /// The declaration of a component type.
 #[derive(Clone, Copy)]

@@ -188,7 +188,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.state]\ntype = \"kv-state\"\nconfig = { key = \".sensor\", bind = \"127.0.0.1:8091\", store = \"sqlite:state.db\" }\n",
     build,
     ports: None,
-    probe: Some(probe::probe),
+    probe: Some(probe::PROBE),
 };
 
 #[derive(Deserialize)]

@@ -152,7 +152,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
               config = { url = \"postgresql://postgres@127.0.0.1:5432/metrics\", table = \"readings\", key = [\"sensor\"] }\n",
     build,
     ports: None,
-    probe: Some(probe::sink),
+    probe: Some(probe::SINK),
 };
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! one connection with the component's `url` and one channel opened on it,
 //! then both closed. Nothing is declared, bound or published.
 
-use fbp_runtime::spec::{BuildContext, ProbeFuture};
+use fbp_runtime::spec::{BuildContext, Probe, ProbeFuture};
 use serde::Deserialize;
 
 use super::Broker;
@@ -14,8 +14,12 @@ struct Keys {
     reconnect: String,
 }
 
+/// The probe both AMQP components declare.
+pub(super) const PROBE: Probe =
+    Probe { doc: "connects to the broker and opens a channel, then closes both; nothing is declared", run: probe };
+
 /// Connects once and opens a channel.
-pub(super) fn probe(ctx: &BuildContext) -> ProbeFuture {
+fn probe(ctx: &BuildContext) -> ProbeFuture {
     let ctx = ctx.clone();
     Box::pin(async move {
         let keys: Keys = ctx.parse()?;

@@ -6,13 +6,20 @@
 //! component's fixed `client_id` would take over a running instance's
 //! connection, and a persistent session would be touched.
 
-use fbp_runtime::spec::{BuildContext, ProbeFuture};
+use fbp_runtime::spec::{BuildContext, Probe, ProbeFuture};
 use rumqttc::{AsyncClient, ConnectionError, Event, Packet};
 
 use super::config::{Common, check};
 
+/// The probe both MQTT components declare.
+pub(super) const PROBE: Probe = Probe {
+    doc: "connects to the broker with the component's settings (under a client id of its own, clean session) \
+          and waits for the CONNACK, then disconnects; refused credentials fail",
+    run: probe,
+};
+
 /// Connects once and waits for the CONNACK.
-pub(super) fn probe(ctx: &BuildContext) -> ProbeFuture {
+fn probe(ctx: &BuildContext) -> ProbeFuture {
     let ctx = ctx.clone();
     Box::pin(async move {
         let common: Common = ctx.parse()?;

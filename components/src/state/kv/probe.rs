@@ -3,15 +3,22 @@
 //! file or its folder writable, a PostgreSQL server reached with the table
 //! `kv_state` there or creatable. Nothing is created.
 
-use fbp_runtime::spec::{BuildContext, ProbeFuture};
+use fbp_runtime::spec::{BuildContext, Probe, ProbeFuture};
 
 use super::store::StoreSpec;
 use crate::storage::postgres::conn::Server;
 use crate::storage::postgres::probe::{connect, table_check};
 
+/// The `kv-state` probe.
+pub(super) const PROBE: Probe = Probe {
+    doc: "binds `bind` and releases it; an SQLite `store` file or its folder is writable, a PostgreSQL one \
+          reached with the table `kv_state` there or creatable",
+    run: probe,
+};
+
 /// Binds `bind` once and checks the store.
-pub(super) fn probe(ctx: &BuildContext) -> ProbeFuture {
-    let bound = crate::probe::tcp_bind(ctx);
+fn probe(ctx: &BuildContext) -> ProbeFuture {
+    let bound = (crate::probe::TCP_BIND.run)(ctx);
     let ctx = ctx.clone();
     Box::pin(async move {
         let bound = bound.await?;

@@ -5,7 +5,7 @@
 //! (`to_regclass`, `has_table_privilege`, `has_schema_privilege`); for
 //! `postgres-read`, that its query prepares. Nothing is created or written.
 
-use fbp_runtime::spec::{BuildContext, ProbeFuture, ProbeResult};
+use fbp_runtime::spec::{BuildContext, Probe, ProbeFuture, ProbeResult};
 use serde::Deserialize;
 use tokio_postgres::Client;
 
@@ -23,8 +23,18 @@ struct Keys {
     query: Option<String>,
 }
 
+/// The `postgres` probe.
+pub(crate) const SINK: Probe = Probe {
+    doc: "connects (the server's own text when it refuses), and asks whether the table exists and takes \
+          inserts, or may be created; nothing is created",
+    run: sink,
+};
+
+/// The `postgres-read` probe.
+pub(crate) const READ: Probe = Probe { doc: "connects, and prepares the `query` (nothing runs)", run: read };
+
 /// `postgres`: connects; the table exists and takes inserts, or can be created.
-pub(crate) fn sink(ctx: &BuildContext) -> ProbeFuture {
+fn sink(ctx: &BuildContext) -> ProbeFuture {
     let ctx = ctx.clone();
     Box::pin(async move {
         let (keys, server, client) = connected(&ctx).await?;
@@ -35,7 +45,7 @@ pub(crate) fn sink(ctx: &BuildContext) -> ProbeFuture {
 }
 
 /// `postgres-read`: connects; its `query`, if any, prepares (nothing runs).
-pub(crate) fn read(ctx: &BuildContext) -> ProbeFuture {
+fn read(ctx: &BuildContext) -> ProbeFuture {
     let ctx = ctx.clone();
     Box::pin(async move {
         let (keys, server, client) = connected(&ctx).await?;

@@ -7,7 +7,7 @@
 use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::{Client, ConnectOptions};
-use fbp_runtime::spec::{BuildContext, ProbeFuture, ProbeResult};
+use fbp_runtime::spec::{BuildContext, Probe, ProbeFuture, ProbeResult};
 use serde::Deserialize;
 
 use super::{Conn, ConnConfig};
@@ -20,8 +20,15 @@ struct Stream {
     create_stream: bool,
 }
 
+/// The probe both NATS components declare.
+pub(in crate::net::nats) const PROBE: Probe = Probe {
+    doc: "connects once with the component's servers, credentials and TLS; with a `stream`, that it exists \
+          (or that `create_stream` will create it)",
+    run: probe,
+};
+
 /// Connects once; checks the stream.
-pub(in crate::net::nats) fn probe(ctx: &BuildContext) -> ProbeFuture {
+fn probe(ctx: &BuildContext) -> ProbeFuture {
     let ctx = ctx.clone();
     Box::pin(async move {
         let conn = Conn::new(&ctx.parse::<ConnConfig>()?, &ctx)?;
