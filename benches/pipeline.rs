@@ -46,6 +46,7 @@ static PASS: ComponentSpec = ComponentSpec {
     example: "",
     build: |_: &BuildContext| Ok(Instance::transform(Pass)),
     ports: None,
+    probe: None,
 };
 
 static BENCH: Catalogue = Catalogue(&[

@@ -69,6 +69,8 @@ pub(crate) enum Command {
         deny_warnings: bool,
         #[command(flatten)]
         env: EnvFile,
+        #[command(flatten)]
+        probe: ProbeFlags,
     },
     /// List every component type, one line each.
     #[command(visible_alias = "list")]
@@ -174,6 +176,26 @@ pub(crate) struct RunFlags {
     /// Treat the check's warnings as errors: do not run (exit 2).
     #[arg(long, env = "FBP_DENY_WARNINGS")]
     pub(crate) deny_warnings: bool,
+    /// Before starting, try each connector once as `check --connect` does;
+    /// do not start (exit 1) if one fails.
+    #[arg(long, env = "FBP_REQUIRE_HEALTHY")]
+    pub(crate) require_healthy: bool,
+    /// How long each connector's try may take, with `--require-healthy`.
+    #[arg(long, env = "FBP_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub(crate) connect_timeout: Duration,
+}
+
+/// `check --connect`: try each connector once.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub(crate) struct ProbeFlags {
+    /// Also try each connector of the flow once (connect to its broker or
+    /// database, bind its address, open its file; nothing is created, sent
+    /// or written): one line per component, exit 1 if any fails.
+    #[arg(long, env = "FBP_CONNECT")]
+    pub(crate) connect: bool,
+    /// How long each connector's try may take.
+    #[arg(long, env = "FBP_CONNECT_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub(crate) connect_timeout: Duration,
 }
 
 /// `fbp components` output.

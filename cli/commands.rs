@@ -13,7 +13,9 @@ use fbp_runtime::network::{self, RunOptions};
 use fbp_runtime::{docs, graph, launch, relay, skeleton};
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{Cli, Color, Command, DescribeFormat, EnvFile, GraphFormat, ListFormat, LogFormat, RunFlags};
+use crate::args::{
+    Cli, Color, Command, DescribeFormat, EnvFile, GraphFormat, ListFormat, LogFormat, ProbeFlags, RunFlags,
+};
 
 const USAGE: u8 = 2;
 
@@ -33,8 +35,8 @@ pub(crate) fn dispatch(command: Command, log: LogFormat, colour: bool) -> ExitCo
                 Ok(f) => run(f, flags, log),
             }
         }
-        Command::Check { flows, deny_warnings, env } => match env_file(&env) {
-            Ok(vars) => check(&flows, deny_warnings, &vars, out_of),
+        Command::Check { flows, deny_warnings, env, probe } => match env_file(&env) {
+            Ok(vars) => check(&flows, deny_warnings, &vars, probe, out_of),
             Err(code) => code,
         },
         Command::Components { format } => {
@@ -149,7 +151,13 @@ fn lookup(file: &HashMap<String, String>) -> impl Fn(&str) -> Option<String> + '
     move |k| std::env::var(k).ok().or_else(|| file.get(k).cloned())
 }
 
-fn check(paths: &[std::path::PathBuf], deny_warnings: bool, vars: &HashMap<String, String>, o: Output) -> ExitCode {
+fn check(
+    paths: &[std::path::PathBuf],
+    deny_warnings: bool,
+    vars: &HashMap<String, String>,
+    probe: ProbeFlags,
+    o: Output,
+) -> ExitCode {
     let mut code = ExitCode::SUCCESS;
     let lookup = lookup(vars);
     for path in paths {
@@ -164,7 +172,10 @@ fn check(paths: &[std::path::PathBuf], deny_warnings: bool, vars: &HashMap<Strin
                     if f.nodes.len() == 1 { "" } else { "s" },
                     f.edges.len(),
                     if f.edges.len() == 1 { "" } else { "s" }
-                ))
+                ));
+                if probe.connect && !probes_pass(&f, probe.connect_timeout, out) && code == ExitCode::SUCCESS {
+                    code = ExitCode::FAILURE;
+                }
             }
             Err(d) => code = o.report(&d),
         }
@@ -274,6 +285,14 @@ fn generated(
 }
 
 fn run(flow: Flow, flags: RunFlags, log: LogFormat) -> ExitCode {
+    let write = match log {
+        LogFormat::Text => err,
+        LogFormat::Json => log_check,
+    };
+    if flags.require_healthy && !probes_pass(&flow, flags.connect_timeout, write) {
+        err("error: a connector failed its check (--require-healthy); not starting\n");
+        return ExitCode::FAILURE;
+    }
     for w in flow.warnings.iter().flat_map(|d| &d.errors) {
         tracing::warn!(warning = %w.message, help = w.help.as_deref().unwrap_or(""), "The flow check warns.");
     }
@@ -308,6 +327,86 @@ fn run(flow: Flow, flags: RunFlags, log: LogFormat) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Tries each component's probe once, all at once, each within `timeout`;
+/// writes one aligned line per component with `write` (`ok`, `FAIL`, or `-`
+/// for nothing to check) and a count. Whether every probe passed.
+fn probes_pass(flow: &Flow, timeout: Duration, write: fn(&str)) -> bool {
+    let results = match probe_all(flow, timeout) {
+        Ok(r) => r,
+        Err(e) => {
+            err(&format!("error: cannot start the connector checks: {e}\n"));
+            return false;
+        }
+    };
+    let name_width = flow.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
+    let type_width = flow.nodes.iter().map(|n| n.spec.name.len()).max().unwrap_or(0);
+    let mut failed = 0;
+    for (node, result) in flow.nodes.iter().zip(&results) {
+        let (status, text) = match result {
+            None => ("-", "nothing to check".to_string()),
+            Some(Ok(what)) => ("ok", what.clone()),
+            Some(Err(cause)) => ("FAIL", cause.clone()),
+        };
+        failed += usize::from(status == "FAIL");
+        let text = fbp_runtime::secret::urls_in(&text);
+        write(&format!("  {status:<4} {:<name_width$}  {:<type_width$}  {text}\n", node.name, node.spec.name));
+    }
+    let checked = results.iter().filter(|r| r.is_some()).count();
+    write(&format!("  {checked} checked, {failed} failed\n"));
+    failed == 0
+}
+
+/// A connector check's lines as log records, for `--log-format json`.
+fn log_check(text: &str) {
+    for line in text.lines() {
+        tracing::info!(check = line.trim(), "Connector check.");
+    }
+}
+
+/// Each node's probe result, in node order; `None` for nothing to check.
+fn probe_all(flow: &Flow, timeout: Duration) -> std::io::Result<Vec<Option<Result<String, String>>>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let tasks: Vec<_> = flow
+        .nodes
+        .iter()
+        .map(|node| {
+            let ctx = fbp_runtime::BuildContext {
+                name: node.name.clone(),
+                config: node.config.clone(),
+                base_dir: node.base_dir.clone(),
+            };
+            node.spec.probe.map(|probe| {
+                let attempt = (probe.run)(&ctx);
+                rt.spawn(async move { tokio::time::timeout(timeout, attempt).await })
+            })
+        })
+        .collect();
+    let results = rt.block_on(async move {
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(match task {
+                None => None,
+                Some(t) => Some(match t.await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(format!(
+                        "no answer within {}; check the address, or raise --connect-timeout",
+                        humantime(timeout)
+                    )),
+                    Err(e) => Err(format!("the check failed: {e}")),
+                }),
+            });
+        }
+        results
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(results)
+}
+
+/// A duration as the flags take it (`5s`, `1500ms`).
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 /// A second signal sooner than this after the first is the same request:

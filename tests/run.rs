@@ -90,6 +90,7 @@ static ACK_SOURCE: ComponentSpec = ComponentSpec {
     example: "",
     build: |ctx: &BuildContext| Ok(Instance::task(AckSource { count: ctx.config["count"].as_u64().unwrap_or(10) })),
     ports: None,
+    probe: None,
 };
 
 static ACK_CATALOGUE: Catalogue =

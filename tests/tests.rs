@@ -14,6 +14,7 @@ mod mqtt;
 mod mqtt_sessions;
 mod nats;
 mod postgres;
+mod probe;
 mod relay;
 mod run;
 mod servers;

@@ -28,6 +28,7 @@ pub mod generate;
 pub mod io;
 pub mod net;
 pub mod output;
+mod probe;
 pub mod process;
 mod sink_retry;
 pub mod state;

@@ -47,6 +47,9 @@ pub fn describe(s: &ComponentSpec) -> String {
     if let Some(acks) = s.acks.describe() {
         let _ = writeln!(out, "Acknowledgements: {acks}");
     }
+    if let Some(probe) = s.probe {
+        let _ = writeln!(out, "Connect check (`fbp check --connect`): {}", probe.doc);
+    }
     if s.stateless {
         let _ = writeln!(out, "Workers: stateless; `workers = N` runs N competing instances.");
     }
@@ -79,6 +82,7 @@ pub fn describe_json(s: &ComponentSpec) -> serde_json::Value {
         "config": config,
         "delivery": s.delivery.describe(),
         "acknowledgements": s.acks.describe(),
+        "connect_check": s.probe.map(|p| p.doc),
         "stateless": s.stateless,
         "example": s.example,
     })
@@ -120,6 +124,9 @@ pub fn markdown(catalogue: &Catalogue) -> String {
         let _ = writeln!(out, "\nDelivery: {}.", s.delivery.describe());
         if let Some(acks) = s.acks.describe() {
             let _ = writeln!(out, "\nAcknowledgements: {acks}.");
+        }
+        if let Some(probe) = s.probe {
+            let _ = writeln!(out, "\n`fbp check --connect`: {}.", probe.doc);
         }
         let _ = write!(out, "\n```toml\n{}```\n", s.example);
     }

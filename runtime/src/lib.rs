@@ -59,5 +59,8 @@ pub mod value;
 
 pub use component::{Context, Failure, Instance, Outbox, Task, TaskFuture, Transform};
 pub use message::{Ack, Message, Meta, Outcome};
-pub use spec::{Acks, BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec};
+pub use spec::{
+    Acks, BuildContext, Catalogue, ComponentSpec, Delivery, KeySpec, KeyType, Kind, PortSpec, Probe, ProbeFn,
+    ProbeFuture,
+};
 pub use value::Value;

@@ -191,6 +191,7 @@ mod tests {
             example: "",
             build,
             ports: None,
+            probe: None,
         };
         static CATALOGUE: Catalogue = Catalogue(&[&CONSOLE]);
         let sets = ["sink.n=5".to_string(), "sink.format=true".to_string()];

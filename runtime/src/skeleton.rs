@@ -141,6 +141,7 @@ mod tests {
         example: "",
         build: |_| Err("not built".into()),
         ports: None,
+        probe: None,
     };
     static SINK: ComponentSpec = ComponentSpec {
         name: "sink",

@@ -266,6 +266,27 @@ pub type PortsFn = fn(&serde_json::Value) -> (Vec<Port>, Vec<Port>);
 /// calls it too, to report what only the build can check.
 pub type BuildFn = fn(&BuildContext) -> Result<Instance, String>;
 
+/// What a probe finds: `Ok` with what was checked (`mqtt://host:1883: CONNACK`),
+/// `Err` with the cause and what to change.
+pub type ProbeResult = Result<String, String>;
+
+/// A probe's one bounded attempt, run by `fbp check --connect`.
+pub type ProbeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ProbeResult> + Send>>;
+
+/// Tries once what the component would connect to, open or bind, and changes
+/// nothing (no table created, no message published, no file created). The
+/// caller bounds it in time.
+pub type ProbeFn = fn(&BuildContext) -> ProbeFuture;
+
+/// What `fbp check --connect` (and `run --require-healthy`) tries for a component.
+#[derive(Clone, Copy)]
+pub struct Probe {
+    /// What it checks, one sentence for `describe` and the docs.
+    pub doc: &'static str,
+    /// The attempt.
+    pub run: ProbeFn,
+}
+
 /// The declaration of a component type.
 #[derive(Clone, Copy)]
 pub struct ComponentSpec {
@@ -296,6 +317,8 @@ pub struct ComponentSpec {
     pub build: BuildFn,
     /// Ports that depend on config; `None` when `inputs` and `outputs` say it all.
     pub ports: Option<PortsFn>,
+    /// What `fbp check --connect` tries; `None`: nothing to check.
+    pub probe: Option<Probe>,
 }
 
 impl std::fmt::Debug for ComponentSpec {

@@ -45,6 +45,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.ticks]\ntype = \"counter\"\nconfig = { interval = \"500ms\", max_count = 10 }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

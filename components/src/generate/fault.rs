@@ -35,6 +35,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.chaos]\ntype = \"fault\"\nconfig = { every = 1000, mode = \"panic\" }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]

@@ -46,6 +46,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.fixtures]\ntype = \"inject\"\nconfig = { messages = [{ sensor = \"a\", value = 30 }, { sensor = \"b\", value = 20 }], interval = \"100ms\" }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

@@ -71,6 +71,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.sensors]\ntype = \"sensor-sim\"\nconfig = { sensors = 4, interval = \"200ms\", count = 100, seed = 42 }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

@@ -60,6 +60,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.input]\ntype = \"stdin\"\nconfig = { format = \"json\" }\n",
     build,
     ports: Some(ports),
+    probe: None,
 };
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -79,6 +79,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.daq]\ntype = \"udp-listen\"\nconfig = { bind = \"0.0.0.0:5514\", framing = \"lines\", format = \"json\" }\n",
     build,
     ports: Some(ports),
+    probe: Some(crate::probe::UDP_BIND),
 };
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

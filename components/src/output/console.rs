@@ -47,6 +47,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.alert]\ntype = \"console\"\nconfig = { format = \"json\" }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 /// Messages taken from the input at a time.

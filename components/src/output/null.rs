@@ -18,6 +18,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.sink]\ntype = \"null\"\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Default)]

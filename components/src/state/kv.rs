@@ -10,6 +10,7 @@
 //!   `Host` and `Origin` checks;
 //! - `run`: the task, the one writer of the state.
 
+mod probe;
 mod run;
 mod server;
 mod state;
@@ -187,6 +188,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.state]\ntype = \"kv-state\"\nconfig = { key = \".sensor\", bind = \"127.0.0.1:8091\", store = \"sqlite:state.db\" }\n",
     build,
     ports: None,
+    probe: Some(probe::PROBE),
 };
 
 #[derive(Deserialize)]

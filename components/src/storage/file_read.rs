@@ -126,6 +126,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.logs]\ntype = \"file-read\"\nconfig = { path = \"in/readings.jsonl\", follow = true, from = \"end\" }\n",
     build,
     ports: Some(ports),
+    probe: Some(crate::probe::FILE_READ),
 };
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

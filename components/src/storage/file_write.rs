@@ -88,6 +88,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.archive]\ntype = \"file-write\"\nconfig = { path = \"out/readings.jsonl\", format = \"json\", max_size = \"10MiB\", max_files = 3 }\n",
     build,
     ports: None,
+    probe: Some(crate::probe::FILE_WRITE),
 };
 
 /// Messages taken from the input at a time.

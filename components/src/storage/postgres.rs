@@ -7,6 +7,7 @@
 //! - `sink`: the task: batches, one transaction each, reconnection and retry.
 
 pub(crate) mod conn;
+pub(crate) mod probe;
 mod sink;
 pub(crate) mod sql;
 
@@ -151,6 +152,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
               config = { url = \"postgresql://postgres@127.0.0.1:5432/metrics\", table = \"readings\", key = [\"sensor\"] }\n",
     build,
     ports: None,
+    probe: Some(probe::SINK),
 };
 
 #[derive(Deserialize)]

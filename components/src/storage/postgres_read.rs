@@ -82,6 +82,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
               config = { url = \"postgresql://postgres@127.0.0.1/shop\", query = \"SELECT * FROM orders\", watermark = \"id\", interval = \"2s\" }\n",
     build,
     ports: Some(ports),
+    probe: Some(super::postgres::probe::READ),
 };
 
 #[derive(Deserialize)]

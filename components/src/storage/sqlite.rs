@@ -81,6 +81,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.store]\ntype = \"sqlite\"\nconfig = { path = \"readings.db\", table = \"readings\", batch_size = 200 }\n",
     build,
     ports: None,
+    probe: Some(crate::probe::SQLITE),
 };
 
 #[derive(Deserialize)]

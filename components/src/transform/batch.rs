@@ -56,6 +56,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.group]\ntype = \"batch\"\nconfig = { size = 500, timeout = \"200ms\" }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

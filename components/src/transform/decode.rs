@@ -59,6 +59,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.parse]\ntype = \"decode\"\nconfig = { format = \"csv\", columns = [\"sensor\", \"value\"] }\n",
     build,
     ports: Some(ports),
+    probe: None,
 };
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

@@ -40,6 +40,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.once]\ntype = \"dedupe\"\nconfig = { key = \".id\", size = 1000 }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

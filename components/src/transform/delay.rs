@@ -39,6 +39,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.later]\ntype = \"delay\"\nconfig = { duration = \"500ms\" }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

@@ -53,6 +53,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.to_csv]\ntype = \"encode\"\nconfig = { format = \"csv\", columns = [\"sensor\", \"value\"] }\n",
     build,
     ports: Some(ports),
+    probe: None,
 };
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]

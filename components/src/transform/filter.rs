@@ -23,6 +23,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.hot]\ntype = \"filter\"\nconfig = { expr = \".avg > 28\" }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

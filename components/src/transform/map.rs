@@ -22,6 +22,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.celsius]\ntype = \"map\"\nconfig = { expr = \"{sensor, f: (.value * 9 / 5 + 32)}\" }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

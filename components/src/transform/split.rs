@@ -30,6 +30,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.readings]\ntype = \"split\"\nconfig = { expr = \".readings\" }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

@@ -34,6 +34,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.route]\ntype = \"switch\"\nconfig = { cases = [{ port = \"hot\", expr = \".value > 28\" }, { port = \"cold\", expr = \".value < 5\" }] }\n",
     build,
     ports: Some(ports),
+    probe: None,
 };
 
 const INPUT: PortSpec = PortSpec { name: "in", ty: "json", doc: "messages to route" };

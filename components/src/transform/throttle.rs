@@ -55,6 +55,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.pace]\ntype = \"throttle\"\nconfig = { rate = 10, per = \"1s\", drop = false }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 #[derive(Deserialize)]

@@ -124,6 +124,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.avg]\ntype = \"window\"\nconfig = { every = \"10s\", group_by = \"sensor\", field = \"value\", aggregates = [\"avg\", \"min\", \"max\"] }\n",
     build,
     ports: None,
+    probe: None,
 };
 
 /// How long a window with `config` holds its inputs' acknowledgements.

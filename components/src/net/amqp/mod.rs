@@ -13,6 +13,7 @@
 //! no TLS connector (it would need features that pull a second crypto provider
 //! or a PKCS#12 parser).
 
+mod probe;
 pub mod publish;
 pub mod subscribe;
 

@@ -93,6 +93,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.out]\ntype = \"amqp-publish\"\nconfig = { url = \"amqp://guest:guest@127.0.0.1:5672/%2f\", exchange = \"telemetry\", routing_key = \"sensors.{{ .sensor }}\" }\n",
     build,
     ports: None,
+    probe: Some(super::probe::PROBE),
 };
 
 #[derive(Deserialize)]

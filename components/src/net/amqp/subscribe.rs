@@ -122,6 +122,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.orders]\ntype = \"amqp-subscribe\"\nconfig = { url = \"amqp://guest:guest@127.0.0.1:5672/%2f\", exchange = \"shop\", routing_key = \"orders.#\", queue = \"fbp-orders\", prefetch = 100 }\n",
     build,
     ports: Some(ports),
+    probe: Some(super::probe::PROBE),
 };
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

@@ -114,6 +114,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.hooks]\ntype = \"http-listen\"\nconfig = { bind = \"0.0.0.0:8080\", path = \"/hooks/\", max_body_size = \"256KiB\", headers = [\"content-type\", \"x-github-event\"] }\n",
     build,
     ports: Some(ports),
+    probe: Some(crate::probe::TCP_BIND),
 };
 
 #[derive(Deserialize)]

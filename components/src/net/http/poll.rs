@@ -93,6 +93,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.orders]\ntype = \"http-poll\"\nconfig = { url = \"https://api.example.com/orders\", interval = \"30s\", bearer_token = \"${API_TOKEN:-}\", paginate = \".next\", split = \".items\" }\n",
     build,
     ports: Some(ports),
+    probe: Some(crate::probe::HTTP),
 };
 
 #[derive(Deserialize)]

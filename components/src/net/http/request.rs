@@ -125,6 +125,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.push]\ntype = \"http-request\"\nconfig = { url = \"http://127.0.0.1:9000/items/{{ .id }}\", method = \"PUT\", retries = 5, concurrency = 8 }\n",
     build,
     ports: None,
+    probe: Some(crate::probe::HTTP),
 };
 
 #[derive(Deserialize)]

@@ -78,6 +78,7 @@
 
 mod acks;
 mod config;
+mod probe;
 pub mod publish;
 mod session;
 pub mod subscribe;

@@ -56,6 +56,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
               config = { url = \"mqtt://127.0.0.1:1883\", topic = \"site/{{ $meta.topic }}\", qos = 1 }\n",
     build,
     ports: None,
+    probe: Some(super::probe::PROBE),
 };
 
 #[derive(Deserialize)]

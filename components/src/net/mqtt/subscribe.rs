@@ -83,6 +83,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
               client_id = \"gateway-1\", clean_session = false }\n",
     build,
     ports: Some(ports),
+    probe: Some(super::probe::PROBE),
 };
 
 /// Messages from the connection task waiting for the component, at most.

@@ -200,25 +200,31 @@ impl Conn {
                 std::future::ready(())
             });
         let local = |e: String| Failure(format!("{}: {e}", self.target));
-        opts = match &self.auth {
+        opts = self.secured(opts).await.map_err(local)?;
+        let client = opts.connect(self.servers.clone()).await.map_err(|e| local(e.to_string()))?;
+        Ok(Connection { client, up, target: self.target.clone(), backoff: self.backoff, slow, refused })
+    }
+
+    /// `opts` with the credentials and TLS settings; reads their files.
+    async fn secured(&self, opts: ConnectOptions) -> Result<ConnectOptions, String> {
+        let mut opts = match &self.auth {
             Auth::None => opts,
             Auth::Creds(path) => {
-                opts.credentials_file(path).await.map_err(|e| local(format!("cannot use `{}`: {e}", path.display())))?
+                opts.credentials_file(path).await.map_err(|e| format!("cannot use `{}`: {e}", path.display()))?
             }
             Auth::Token(t) => opts.token(t.clone()),
             Auth::User(u, p) => opts.user_and_password(u.clone(), p.clone()),
             Auth::NKey(path) => {
-                let seed = std::fs::read_to_string(path)
-                    .map_err(|e| local(format!("cannot read `{}`: {e}", path.display())))?;
+                let seed =
+                    std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
                 opts.nkey(seed.trim().to_string())
             }
         };
         if let Some(files) = &self.tls {
-            let config = tls::client_config(files).map_err(local)?;
+            let config = tls::client_config(files)?;
             opts = opts.require_tls(true).tls_client_config((*config).clone());
         }
-        let client = opts.connect(self.servers.clone()).await.map_err(|e| local(e.to_string()))?;
-        Ok(Connection { client, up, target: self.target.clone(), backoff: self.backoff, slow, refused })
+        Ok(opts)
     }
 }
 
@@ -324,6 +330,8 @@ impl Events {
         }
     }
 }
+
+pub(super) mod probe;
 
 #[cfg(test)]
 mod tests {

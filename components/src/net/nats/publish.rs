@@ -87,6 +87,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.results]\ntype = \"nats-publish\"\nconfig = { url = \"nats://127.0.0.1:4222\", subject = \"results.{{ .sensor }}\" }\n",
     build,
     ports: None,
+    probe: Some(super::connect::probe::PROBE),
 };
 
 /// Messages taken from the input at a time (published, then flushed once).

@@ -142,6 +142,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.readings]\ntype = \"nats-subscribe\"\nconfig = { url = \"nats://127.0.0.1:4222\", subject = \"sensors.>\", queue_group = \"workers\" }\n",
     build,
     ports: Some(ports),
+    probe: Some(super::connect::probe::PROBE),
 };
 
 /// How long a rejected JetStream message waits before it is redelivered.

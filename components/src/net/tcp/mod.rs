@@ -74,6 +74,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.daq]\ntype = \"tcp-listen\"\nconfig = { bind = \"0.0.0.0:5515\", framing = \"lines\", format = \"json\" }\n",
     build,
     ports: Some(ports),
+    probe: Some(crate::probe::TCP_BIND),
 };
 
 #[derive(Deserialize)]

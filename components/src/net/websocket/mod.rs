@@ -80,6 +80,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.feed]\ntype = \"websocket\"\nconfig = { url = \"ws://127.0.0.1:8080/feed\", format = \"json\" }\n",
     build,
     ports: Some(ports),
+    probe: Some(crate::probe::HTTP),
 };
 
 #[derive(Deserialize)]

@@ -133,6 +133,7 @@ pub static SPEC: ComponentSpec = ComponentSpec {
     example: "[components.upper]\ntype = \"exec\"\nconfig = { command = \"python3\", args = [\"upper.py\"], provider_config = { field = \"name\" } }\n",
     build,
     ports: Some(ports),
+    probe: Some(crate::probe::EXEC),
 };
 
 /// Where the program sits in the flow.
