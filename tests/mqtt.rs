@@ -87,7 +87,7 @@ impl Collector {
     }
 
     /// The same with a persistent session, which outlives a broker restart.
-    fn persistent(port: u16, filter: &str) -> Collector {
+    pub(crate) fn persistent(port: u16, filter: &str) -> Collector {
         let mut o = options(port, "sub");
         o.set_clean_session(false);
         Collector::with(o, filter)

@@ -27,6 +27,8 @@
 //! The buffer is a plain synchronous struct; the task around it decides when
 //! to wait (see [`Append::Full`]).
 
+pub mod codec;
+pub mod forward;
 pub mod record;
 pub mod segment;
 
@@ -241,11 +243,17 @@ impl DiskBuffer {
             self.synced = self.appended;
         }
         self.last_sync = Instant::now();
+        self.persist().map_err(|e| self.io_error(e))
+    }
+
+    /// Writes the committed position if it moved, then deletes the segments
+    /// it has passed (never before: a crash in between only replays more).
+    fn persist(&mut self) -> io::Result<()> {
         if self.persisted != Some(self.committed) {
-            segment::write_position(&self.dir, self.committed).map_err(|e| self.io_error(e))?;
+            segment::write_position(&self.dir, self.committed)?;
             self.persisted = Some(self.committed);
         }
-        Ok(())
+        self.delete_passed()
     }
 
     /// How many appends are durable (compare with [`Append::Written`]).
@@ -279,13 +287,19 @@ impl DiskBuffer {
     }
 
     /// Marks the record read with `token` as committed by the target; the
-    /// committed position advances over every committed record before it.
+    /// committed position advances over every committed record before it,
+    /// and is written (and passed segments deleted) at the next sync.
     pub fn commit(&mut self, token: u64) -> Result<(), Error> {
         let Some(i) = token.checked_sub(self.first_token) else { return Ok(()) };
         if let Some(entry) = self.inflight.get_mut(i as usize) {
             entry.done = true;
         }
         self.advance().map_err(|e| self.io_error(e))
+    }
+
+    /// Whether every record read has been committed and the position written.
+    pub fn settled(&self) -> bool {
+        self.inflight.iter().all(|e| e.done) && !self.sync_pending()
     }
 
     /// Bytes on disk in segment files.
@@ -323,8 +337,7 @@ impl DiskBuffer {
         self.inflight.push_back(InFlight { after, done });
         let token = self.first_token + self.inflight.len() as u64 - 1;
         if done {
-            // Only committed entries before it: advancing cannot fail on I/O
-            // other than deleting passed segments, retried at the next commit.
+            // Advancing is in memory only: it cannot fail.
             let _ = self.advance();
         }
         token
@@ -390,7 +403,7 @@ impl DiskBuffer {
     }
 
     /// Pops the committed prefix of in-flight records, moving the committed
-    /// position, and deletes the segments it has passed.
+    /// position.
     fn advance(&mut self) -> io::Result<()> {
         while self.inflight.front().is_some_and(|e| e.done) {
             if let Some(e) = self.inflight.pop_front() {
@@ -398,7 +411,7 @@ impl DiskBuffer {
             }
             self.first_token += 1;
         }
-        self.delete_passed()
+        Ok(())
     }
 
     fn delete_passed(&mut self) -> io::Result<()> {
@@ -418,7 +431,9 @@ impl DiskBuffer {
     fn make_room(&mut self, len: u64) -> io::Result<bool> {
         while self.bytes() + len > self.max_size {
             if self.when_full == WhenFull::Block {
-                return self.release_caught_up().map(|()| self.bytes() + len <= self.max_size);
+                self.release_caught_up()?;
+                self.persist()?;
+                return Ok(self.bytes() + len <= self.max_size);
             }
             if self.segments.len() == 1 {
                 self.roll()?;
