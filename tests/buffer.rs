@@ -166,22 +166,27 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-#[test]
-fn a_long_outage_of_the_target_broker_queues_to_disk_with_memory_bounded() {
-    let dir = tempdir();
-    let source = Server::mosquitto_with(&dir.path().join("a"), UNLIMITED_QUEUE).unwrap();
-    let mut target = Server::mosquitto_with(&dir.path().join("b"), UNLIMITED_QUEUE).unwrap();
-    let far = Collector::persistent(target.port(), "out/#");
+/// A persistent QoS 1 subscription on `source` -> disk buffer -> QoS 1 publish to `target`.
+fn mqtt_relay_flow(source: &Server, target: &Server, client_id: &str) -> String {
     let subscribe = format!(
-        "type = \"mqtt-subscribe\"\nconfig = {{ url = \"mqtt://{}\", topics = [\"in/#\"], qos = 1, client_id = \"fbp-outage\", clean_session = false }}",
+        "type = \"mqtt-subscribe\"\nconfig = {{ url = \"mqtt://{}\", topics = [\"in/#\"], qos = 1, client_id = \"{client_id}\", clean_session = false }}",
         source.addr()
     );
     let publish_to = format!(
         "type = \"mqtt-publish\"\nconfig = {{ url = \"mqtt://{}\", topic = \"out/x\", qos = 1, reconnect = \"50ms..500ms\" }}",
         target.addr()
     );
-    let running =
-        Running::start(dir.path(), &buffered_flow(&subscribe, &publish_to, r#"{ type = "disk", path = "buf" }"#));
+    buffered_flow(&subscribe, &publish_to, r#"{ type = "disk", path = "buf" }"#)
+}
+
+#[test]
+fn a_long_outage_of_the_target_broker_queues_to_disk_with_memory_bounded() {
+    let dir = tempdir();
+    let source = Server::mosquitto_with(&dir.path().join("a"), UNLIMITED_QUEUE).unwrap();
+    let mut target = Server::mosquitto_with(&dir.path().join("b"), UNLIMITED_QUEUE).unwrap();
+    let far = Collector::persistent(target.port(), "out/#");
+    let flow = mqtt_relay_flow(&source, &target, "fbp-outage");
+    let running = Running::start(dir.path(), &flow);
     assert!(running.wait_log("Connected.", 2), "{}", running.log());
     target.stop();
     publish(source.port(), numbered(|_| "in/a".into(), 0..20_000), rumqttc::QoS::AtLeastOnce);
@@ -195,4 +200,43 @@ fn a_long_outage_of_the_target_broker_queues_to_disk_with_memory_bounded() {
     let all = wait_until(Duration::from_secs(60), || far.ids().len() == 20_000);
     assert!(all, "{} of 20000 arrived:\n{}", far.ids().len(), running.log());
     running.stop();
+}
+
+#[test]
+fn fbp_killed_again_and_again_mid_stream_loses_nothing_through_its_buffer() {
+    let dir = tempdir();
+    let source = Server::mosquitto_with(&dir.path().join("a"), UNLIMITED_QUEUE).unwrap();
+    let target = Server::mosquitto_with(&dir.path().join("b"), UNLIMITED_QUEUE).unwrap();
+    let far = Collector::persistent(target.port(), "out/#");
+    let flow = mqtt_relay_flow(&source, &target, "fbp-killed");
+    let mut running = Running::start(dir.path(), &flow);
+    assert!(running.wait_log("Connected.", 2), "{}", running.log());
+    let port = source.port();
+    let publisher = std::thread::spawn(move || {
+        for chunk in 0..20 {
+            publish(port, numbered(|_| "in/a".into(), chunk * 1000..(chunk + 1) * 1000), rumqttc::QoS::AtLeastOnce);
+        }
+    });
+    let received = || far.received();
+    for kill in 0..5 {
+        // A random moment: after some hundreds more messages arrived (or a few seconds).
+        let target_count = received() + random_below(1400) + 100;
+        wait_until(Duration::from_secs(5), || received() >= target_count);
+        let killed = std::process::Command::new("kill").args(["-KILL", &running.pid().to_string()]).status();
+        assert!(killed.unwrap().success(), "kill {kill}");
+        let _ = running.wait();
+        running = Running::start(dir.path(), &flow);
+    }
+    publisher.join().unwrap();
+    let all = wait_until(Duration::from_secs(60), || far.ids().len() == 20_000);
+    let duplicates = received() - far.ids().len();
+    println!("fbp SIGKILLed 5 times mid-stream: {} of 20000 arrived, {duplicates} duplicates", far.ids().len());
+    assert!(all, "{} of 20000 arrived:\n{}", far.ids().len(), running.log());
+    running.stop();
+}
+
+/// A number below `n`, from the clock: moments that differ from run to run.
+fn random_below(n: usize) -> usize {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    nanos as usize % n
 }

@@ -117,6 +117,11 @@ impl Collector {
         Collector { client, got, stop }
     }
 
+    /// How many messages arrived, duplicates included.
+    pub(crate) fn received(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+
     pub(crate) fn ids(&self) -> HashSet<u64> {
         self.got.lock().unwrap().iter().filter_map(|(_, p)| id(p)).collect()
     }
