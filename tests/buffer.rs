@@ -90,6 +90,19 @@ fn check_reports_bad_buffer_keys_with_their_place() {
     }
 }
 
+#[test]
+fn a_buffer_path_that_cannot_be_a_directory_stops_the_start_naming_it() {
+    let dir = tempdir();
+    write(dir.path(), "in.jsonl", &numbered_lines(0..10));
+    write(dir.path(), "a-file", "x");
+    let buffer = r#"{ type = "disk", path = "a-file/buf" }"#;
+    let out = run_flow(dir.path(), &buffered_flow(&file_source("in.jsonl"), &file_sink("out.jsonl"), buffer));
+    let log = stderr(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("a-file/buf"), "the path is named:\n{log}");
+    assert!(!dir.path().join("out.jsonl").exists(), "nothing ran");
+}
+
 /// A buffer directory holding the messages `{"id": i}` for `ids`, in segments of 4 KiB.
 fn prepared_buffer(dir: &Path, ids: std::ops::Range<u64>) {
     let config = Config { path: dir.to_path_buf(), max_size: 32 << 10, when_full: WhenFull::Block };

@@ -5,12 +5,13 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// The first bytes of every segment file: magic and format version.
-pub const HEADER: [u8; 8] = [b'F', b'B', b'P', b'S', 1, 0, 0, 0];
-/// Size of [`HEADER`], where the first record of a segment starts.
-pub const HEADER_LEN: u64 = HEADER.len() as u64;
 /// The format version written in the header.
 pub const VERSION: u16 = 1;
+/// The first bytes of every segment file: magic `FBPS`, format version
+/// (little-endian), two zero bytes.
+pub const HEADER: [u8; 8] = [b'F', b'B', b'P', b'S', VERSION.to_le_bytes()[0], VERSION.to_le_bytes()[1], 0, 0];
+/// Size of [`HEADER`], where the first record of a segment starts.
+pub const HEADER_LEN: u64 = HEADER.len() as u64;
 const POSITION: &str = "position";
 
 /// Where the buffer resumes reading: a segment and an offset in it.

@@ -2,10 +2,27 @@
 
 use super::*;
 
-fn tempdir() -> PathBuf {
+/// A directory of its own for a test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> TempDir {
     let dir = std::env::temp_dir().join(format!("fbp-buffer-{}-{}", std::process::id(), fastrand::u64(..)));
     fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn config(dir: &Path, max_size: u64, when_full: WhenFull) -> Config {
@@ -121,7 +138,7 @@ fn drop_oldest_removes_the_oldest_records_and_counts_them() {
 
 /// A buffer closed with ten records in one segment: its directory, that
 /// segment's path and size.
-fn ten_records_written() -> (PathBuf, PathBuf, u64) {
+fn ten_records_written() -> (TempDir, PathBuf, u64) {
     let dir = tempdir();
     let mut buffer = open(&dir);
     append_all(&mut buffer, 0..10);
