@@ -25,6 +25,7 @@ use crate::channel::{Receiver, Sender};
 use crate::message::{Ack, Message, Outcome};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
+use crate::ratelimit::LogLimit;
 
 /// How long a task waits for a notification before it looks again.
 const POLL: Duration = Duration::from_millis(100);
@@ -35,8 +36,10 @@ struct Shared {
     written: Notify,
     /// Notified after commits: a full buffer may have room.
     committed: Notify,
-    /// The writer has finished: the reader stops.
+    /// The writer has finished: the reader sends on what is left, then stops.
     closing: AtomicBool,
+    /// Warnings per message (rejected downstream, not a message) are limited.
+    warnings: LogLimit,
 }
 
 impl Shared {
@@ -63,6 +66,7 @@ pub fn spawn(
         written: Notify::new(),
         committed: Notify::new(),
         closing: AtomicBool::new(false),
+        warnings: LogLimit::default(),
     });
     handle.spawn(write(shared.clone(), input.receiver(), metrics));
     handle.spawn(read(shared, output.clone()))
@@ -181,7 +185,7 @@ async fn forward(shared: &Arc<Shared>, tx: &Sender, record: super::Read) -> bool
             sent
         }
         Err(e) => {
-            tracing::warn!(error = %e, "Disk buffer: a record is not a message; skipped.");
+            warn_limited(shared, &format!("a record is not a message ({e}); skipped"));
             commit(shared, record.token);
             true
         }
@@ -213,11 +217,16 @@ fn commit_on_delivery(shared: Arc<Shared>, token: u64) -> Ack {
         if outcome == Outcome::Delivered {
             commit(&shared, token);
         } else {
-            tracing::warn!(
-                "Disk buffer: a message was rejected downstream; it stays in the buffer for the next start."
-            );
+            warn_limited(&shared, "a message was rejected downstream; it is replayed at the next start");
         }
     })
+}
+
+fn warn_limited(shared: &Shared, what: &str) {
+    let verdict = shared.warnings.check();
+    if verdict.log {
+        tracing::warn!(left_out = verdict.left_out, "Disk buffer: {what}.");
+    }
 }
 
 fn commit(shared: &Shared, token: u64) {

@@ -135,6 +135,8 @@ struct InFlight {
 #[derive(Debug)]
 struct Reader {
     id: u64,
+    /// The segment file, opened at the first read.
+    file: Option<File>,
     /// File offset of `data[0]`.
     start: u64,
     data: Vec<u8>,
@@ -143,7 +145,7 @@ struct Reader {
 
 impl Reader {
     fn at(at: Position) -> Reader {
-        Reader { id: at.id, start: at.offset, data: Vec::new(), pos: 0 }
+        Reader { id: at.id, file: None, start: at.offset, data: Vec::new(), pos: 0 }
     }
 
     fn offset(&self) -> u64 {
@@ -357,8 +359,12 @@ impl DiskBuffer {
             let loaded = self.reader.start + self.reader.data.len() as u64;
             if loaded < limit {
                 self.compact();
-                let more = segment::read_range(&self.dir, self.reader.id, loaded, limit)?;
-                self.reader.data.extend_from_slice(&more);
+                let file = match self.reader.file.take() {
+                    Some(file) => file,
+                    None => File::open(segment::path(&self.dir, self.reader.id))?,
+                };
+                let file = self.reader.file.insert(file);
+                segment::read_into(file, loaded, limit, &mut self.reader.data)?;
             }
             if self.reader.pos < self.reader.data.len() {
                 return Ok(true);

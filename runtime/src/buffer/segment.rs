@@ -61,11 +61,17 @@ pub fn header_ok(dir: &Path, id: u64) -> io::Result<bool> {
 
 /// Reads segment `id` from `from` to `to`.
 pub fn read_range(dir: &Path, id: u64, from: u64, to: u64) -> io::Result<Vec<u8>> {
-    let mut file = File::open(path(dir, id))?;
-    file.seek(SeekFrom::Start(from))?;
-    let mut out = Vec::with_capacity(to.saturating_sub(from) as usize);
-    file.take(to.saturating_sub(from)).read_to_end(&mut out)?;
+    let mut out = Vec::new();
+    read_into(&mut File::open(path(dir, id))?, from, to, &mut out)?;
     Ok(out)
+}
+
+/// Appends the bytes of `file` from `from` to `to` (or its end) to `out`.
+pub fn read_into(file: &mut File, from: u64, to: u64, out: &mut Vec<u8>) -> io::Result<()> {
+    file.seek(SeekFrom::Start(from))?;
+    out.reserve(to.saturating_sub(from) as usize);
+    file.take(to.saturating_sub(from)).read_to_end(out)?;
+    Ok(())
 }
 
 /// Makes the directory's entries (created or removed files) durable.
