@@ -164,7 +164,12 @@ fn start_buffers(
     metrics: &Arc<Registry>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError> {
     let mut opened = Vec::with_capacity(buffered.len());
+    let mut dirs = std::collections::HashSet::new();
     for b in buffered {
+        // `check` catches this within one file; a subflow used twice repeats its paths.
+        if let Some(e) = flow.edges[b.edge].buffer.as_ref().filter(|e| !dirs.insert(e.path.clone())) {
+            return Err(RunError::Start(format!("two connections buffer in {}", e.path.display())));
+        }
         let config = flow.edges[b.edge].buffer.as_ref().map(|e| e.config());
         let Some(config) = config else { continue };
         let buffer = crate::buffer::DiskBuffer::open(&config).map_err(|e| RunError::Start(e.to_string()))?;
