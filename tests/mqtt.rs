@@ -87,7 +87,7 @@ impl Collector {
     }
 
     /// The same with a persistent session, which outlives a broker restart.
-    fn persistent(port: u16, filter: &str) -> Collector {
+    pub(crate) fn persistent(port: u16, filter: &str) -> Collector {
         let mut o = options(port, "sub");
         o.set_clean_session(false);
         Collector::with(o, filter)
@@ -115,6 +115,11 @@ impl Collector {
         });
         wait.recv_timeout(Duration::from_secs(10)).expect("the test subscriber is subscribed");
         Collector { client, got, stop }
+    }
+
+    /// How many messages arrived, duplicates included.
+    pub(crate) fn received(&self) -> usize {
+        self.got.lock().unwrap().len()
     }
 
     pub(crate) fn ids(&self) -> HashSet<u64> {

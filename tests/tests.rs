@@ -2,6 +2,7 @@
 //! runtime against real files and processes.
 
 mod amqp;
+mod buffer;
 mod catalogue;
 mod cli;
 mod exec;

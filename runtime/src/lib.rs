@@ -8,7 +8,8 @@
 //!   type makes ([`spec::ComponentSpec`]).
 //! - [`flow`]: what the user wrote (`RawFlow`, spanned, unchecked) becomes a
 //!   [`flow::Flow`] (resolved, typed, checked), with rustc-style diagnostics.
-//! - [`queue`]: bounded queues, one per connection, owned by the network.
+//! - [`queue`]: bounded queues, one per connection, owned by the network;
+//!   [`buffer`]: a connection's disk buffer (store and forward).
 //! - [`component`]: the two component shapes and the context an instance sees;
 //!   `drive` runs a transform in batches and contains its panics (the message in
 //!   hand is retried once by the next instance).
@@ -27,6 +28,7 @@
 //!   durations and sizes, and a harness to test one component without a flow;
 //!   [`testbed`]: real brokers started on free ports for tests.
 
+pub mod buffer;
 pub mod cause;
 pub mod channel;
 pub mod component;

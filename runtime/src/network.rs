@@ -17,7 +17,7 @@ use crate::flow::{Flow, OnFailure};
 use crate::message::Message;
 use crate::metrics::{Registry, Summary};
 use crate::queue::OutPort;
-use crate::queue::Queue;
+use crate::queue::{Queue, WhenFull};
 use crate::supervisor::{Event, Supervisor, Wiring};
 
 /// How to run a flow.
@@ -124,18 +124,78 @@ fn run_inner(flow: Flow, opts: &RunOptions, metrics: &Arc<Registry>) -> Result<(
         )),
         None => None,
     };
-    let wirings = wire(&flow);
+    let (wirings, buffered) = wire(&flow);
+    let settling = start_buffers(&flow, buffered, data.handle(), metrics)?;
     let system = actix::System::new();
     let result =
         system.block_on(coordinate(flow, wirings, data.handle().clone(), opts.clone(), metrics.clone(), dead_letter));
+    settle_buffers(&data, settling);
     data.shutdown_timeout(Duration::from_millis(100));
     result
 }
 
-/// Creates one queue per connection and hands each component its ends.
-pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
-    let queues: Vec<Queue> = flow.edges.iter().map(|e| Queue::new(e.capacity, e.when_full)).collect();
-    flow.nodes
+/// How long an ending flow waits for its disk buffers to write the position
+/// of what the targets committed last (whatever is not written is replayed).
+const BUFFER_SETTLE: Duration = Duration::from_secs(2);
+
+fn settle_buffers(data: &tokio::runtime::Runtime, settling: Vec<tokio::task::JoinHandle<()>>) {
+    if settling.is_empty() {
+        return;
+    }
+    data.block_on(async {
+        let _ = tokio::time::timeout(BUFFER_SETTLE, futures_util::future::join_all(settling)).await;
+    });
+}
+
+/// A buffered connection's two queues: into the buffer, out of it.
+pub(crate) struct Buffered {
+    edge: usize,
+    input: Queue,
+    output: Queue,
+}
+
+/// Opens every connection's disk buffer, then starts the tasks that move
+/// messages through them (returned: each ends once its buffer has settled);
+/// a buffer that cannot be opened stops the start.
+fn start_buffers(
+    flow: &Flow,
+    buffered: Vec<Buffered>,
+    data: &tokio::runtime::Handle,
+    metrics: &Arc<Registry>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, RunError> {
+    let mut opened = Vec::with_capacity(buffered.len());
+    let mut dirs = std::collections::HashSet::new();
+    for b in buffered {
+        // `check` catches this within one file; a subflow used twice repeats its paths.
+        if let Some(e) = flow.edges[b.edge].buffer.as_ref().filter(|e| !dirs.insert(e.path.clone())) {
+            return Err(RunError::Start(format!("two connections buffer in {}", e.path.display())));
+        }
+        let config = flow.edges[b.edge].buffer.as_ref().map(|e| e.config());
+        let Some(config) = config else { continue };
+        let buffer = crate::buffer::DiskBuffer::open(&config).map_err(|e| RunError::Start(e.to_string()))?;
+        tracing::info!(path = %config.path.display(), bytes = buffer.bytes(), "Disk buffer opened.");
+        opened.push((b, buffer));
+    }
+    let start = |(b, buffer): (Buffered, crate::buffer::DiskBuffer)| {
+        let upstream = metrics.component(&flow.nodes[flow.edges[b.edge].from.node].name);
+        crate::buffer::forward::spawn(data, buffer, &b.input, &b.output, upstream)
+    };
+    Ok(opened.into_iter().map(start).collect())
+}
+
+/// Creates one queue per connection (two around a disk buffer) and hands
+/// each component its ends.
+pub(crate) fn wire(flow: &Flow) -> (Vec<Wiring>, Vec<Buffered>) {
+    let inputs: Vec<Queue> = flow.edges.iter().map(|e| Queue::new(e.capacity, e.when_full)).collect();
+    let mut buffered = Vec::new();
+    let mut queues = inputs.clone();
+    for (edge, e) in flow.edges.iter().enumerate().filter(|(_, e)| e.buffer.is_some()) {
+        let output = Queue::new(e.capacity, WhenFull::Block);
+        queues[edge] = output.clone();
+        buffered.push(Buffered { edge, input: inputs[edge].clone(), output });
+    }
+    let wirings = flow
+        .nodes
         .iter()
         .enumerate()
         .map(|(i, node)| {
@@ -150,7 +210,7 @@ pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
             let outs = |p: usize| {
                 flow.edges
                     .iter()
-                    .zip(&queues)
+                    .zip(&inputs)
                     .filter(|(e, _)| e.from.node == i && e.from.port == p)
                     .map(|(_, q)| q.clone())
                     .collect()
@@ -164,7 +224,8 @@ pub(crate) fn wire(flow: &Flow) -> Vec<Wiring> {
                 ack_holders: crate::flow::acks::holders(flow, i).into(),
             }
         })
-        .collect()
+        .collect();
+    (wirings, buffered)
 }
 
 async fn coordinate(

@@ -10,7 +10,8 @@ use toml::de::DeTable;
 
 use super::diag::{Diagnostic, Diagnostics, did_you_mean};
 use super::raw::{self, RawValue, Sp};
-use super::{DEFAULT_CAPACITY, Edge, Export, Flow, Limits, Node, OnFailure, Policy, PortRef, Restart};
+use super::{DEFAULT_CAPACITY, Edge, EdgeBuffer, Export, Flow, Limits, Node, OnFailure, Policy, PortRef, Restart};
+use crate::buffer::WhenFull as BufferFull;
 use crate::port::PortType;
 use crate::queue::WhenFull;
 use crate::spec::{BuildContext, Catalogue, ComponentSpec, KeyType};
@@ -18,13 +19,16 @@ use crate::units::parse_duration;
 use crate::value::{DEFAULT_MAX_DEPTH, MAX_MAX_DEPTH};
 
 type Table = Vec<(Sp<String>, Sp<RawValue>)>;
+/// A connection's ends and keys: from, to, capacity, when_full, buffer.
+type ConnectionKeys = (End, End, Option<usize>, WhenFull, Option<EdgeBuffer>);
 
 const TOP_KEYS: &[&str] = &["flow", "components", "ports"];
 const FLOW_KEYS: &[&str] = &["name", "description", "connections", "dead_letter", "on_component_failure", "limits"];
 const LIMIT_KEYS: &[&str] = &["max_depth", "jq_timeout", "jq_max_steps", "jq_max_outputs"];
 const COMPONENT_KEYS: &[&str] = &["type", "config", "restart", "capacity", "workers", "description"];
 const RESTART_KEYS: &[&str] = &["policy", "max_restarts", "within", "backoff"];
-const EDGE_KEYS: &[&str] = &["from", "to", "capacity", "when_full"];
+const EDGE_KEYS: &[&str] = &["from", "to", "capacity", "when_full", "buffer"];
+const BUFFER_KEYS: &[&str] = &["type", "path", "max_size", "when_full"];
 
 /// Checks a flow file's text.
 pub fn check_source(
@@ -797,11 +801,14 @@ impl Checker<'_> {
             );
             return Vec::new();
         };
-        items.iter().filter_map(|item| Some((self.connection(item, nodes, names)?, item.span.clone()))).collect()
+        let edges: Vec<(Edge, Range<usize>)> =
+            items.iter().filter_map(|item| Some((self.connection(item, nodes, names)?, item.span.clone()))).collect();
+        self.shared_buffer_dirs(&edges);
+        edges
     }
 
     fn connection(&mut self, item: &Sp<RawValue>, nodes: &[Node], names: &HashMap<&str, usize>) -> Option<Edge> {
-        let (from, to, capacity, when_full) = match &item.value {
+        let (from, to, capacity, when_full, buffer) = match &item.value {
             RawValue::Str { text, from_var, .. } => {
                 let Some((a, b)) = text.split_once("->").filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty())
                 else {
@@ -826,6 +833,7 @@ impl Checker<'_> {
                     End { name: b.trim().to_string(), span: b_span, hidden: *from_var },
                     None,
                     WhenFull::Block,
+                    None,
                 )
             }
             RawValue::Table(t) => self.connection_table(item, t)?,
@@ -841,16 +849,17 @@ impl Checker<'_> {
         let to_ref = self.port_ref(&to, nodes, names, false);
         let (from, to) = (from_ref?, to_ref?);
         let capacity = capacity.unwrap_or(nodes[to.node].capacity);
-        Some(Edge { from, to, capacity, when_full, check: None })
+        Some(Edge { from, to, capacity, when_full, check: None, buffer })
     }
 
-    fn connection_table(&mut self, item: &Sp<RawValue>, t: &Table) -> Option<(End, End, Option<usize>, WhenFull)> {
-        let (mut from, mut to, mut capacity, mut when_full) = (None, None, None, WhenFull::Block);
+    fn connection_table(&mut self, item: &Sp<RawValue>, t: &Table) -> Option<ConnectionKeys> {
+        let (mut from, mut to, mut capacity, mut when_full, mut buffer) = (None, None, None, WhenFull::Block, None);
         for (k, v) in t {
             match k.value.as_str() {
                 "from" => from = self.end(v, "`from`"),
                 "to" => to = self.end(v, "`to`"),
                 "capacity" => capacity = self.positive(v, "capacity"),
+                "buffer" => buffer = self.edge_buffer(v),
                 "when_full" => match v.value.as_str().and_then(WhenFull::parse) {
                     Some(w) => when_full = w,
                     None => {
@@ -878,7 +887,96 @@ impl Checker<'_> {
             );
             return None;
         }
-        Some((from?, to?, capacity, when_full))
+        Some((from?, to?, capacity, when_full, buffer))
+    }
+
+    /// A connection's `buffer = { type = "disk", path = "DIR", max_size = "1GiB", when_full = "block" }`.
+    fn edge_buffer(&mut self, v: &Sp<RawValue>) -> Option<EdgeBuffer> {
+        let t = self.table_of(v, "`buffer`")?;
+        let (mut kind, mut path, mut max_size, mut when_full) = (None, None, Some(1 << 30), Some(BufferFull::Block));
+        for (k, v) in &t {
+            match k.value.as_str() {
+                "type" => kind = self.string(v, "`type`").map(|s| (s, v.span.clone())),
+                "path" => path = self.buffer_dir(v),
+                "max_size" => max_size = self.buffer_size(v),
+                "when_full" => when_full = self.buffer_full(v),
+                _ => {
+                    let d = unknown_key(k, "buffer key", BUFFER_KEYS);
+                    self.err(d);
+                }
+            }
+        }
+        match &kind {
+            Some((k, _)) if k == "disk" => {}
+            Some((k, span)) => self.err(
+                Diagnostic::at(span.clone(), format!("buffer `type` must be `disk`, found `{k}`"))
+                    .help("the one buffer type is `disk`"),
+            ),
+            None => self.err(Diagnostic::at(v.span.clone(), "a buffer needs `type = \"disk\"`")),
+        }
+        if path.is_none() && !t.iter().any(|(k, _)| k.value == "path") {
+            self.err(Diagnostic::at(v.span.clone(), "a buffer needs `path`, the directory it keeps its files in"));
+        }
+        let buffer = EdgeBuffer { path: path?, max_size: max_size?, when_full: when_full? };
+        kind.filter(|(k, _)| k == "disk").map(|_| buffer)
+    }
+
+    fn buffer_dir(&mut self, v: &Sp<RawValue>) -> Option<PathBuf> {
+        let dir = self.base_dir.join(self.string(v, "`path`")?);
+        if dir.exists() && !dir.is_dir() {
+            self.err(Diagnostic::at(v.span.clone(), format!("buffer `path` {} is not a directory", dir.display())));
+            return None;
+        }
+        Some(dir)
+    }
+
+    fn buffer_size(&mut self, v: &Sp<RawValue>) -> Option<u64> {
+        let text = self.string(v, "`max_size`")?;
+        match crate::units::parse_size(&text) {
+            Ok(n) if n > 0 => Some(n),
+            Ok(_) => {
+                self.err(Diagnostic::at(v.span.clone(), "buffer `max_size` must be more than 0"));
+                None
+            }
+            Err(e) => {
+                self.err(Diagnostic::at(v.span.clone(), format!("buffer `max_size`: {e}")).help("write e.g. \"1GiB\""));
+                None
+            }
+        }
+    }
+
+    fn buffer_full(&mut self, v: &Sp<RawValue>) -> Option<BufferFull> {
+        match v.value.as_str() {
+            Some("block") => Some(BufferFull::Block),
+            Some("drop_oldest") => Some(BufferFull::DropOldest),
+            other => {
+                let d = Diagnostic::at(
+                    v.span.clone(),
+                    format!("buffer `when_full` must be block or drop_oldest, found {}", v.value.shown()),
+                )
+                .suggest(other.unwrap_or(""), ["block", "drop_oldest"]);
+                self.err(d);
+                None
+            }
+        }
+    }
+
+    /// Two connections buffering in one directory would mix their records.
+    fn shared_buffer_dirs(&mut self, edges: &[(Edge, Range<usize>)]) {
+        let buffers: Vec<(&Path, &Range<usize>)> =
+            edges.iter().filter_map(|(e, span)| Some((e.buffer.as_ref()?.path.as_path(), span))).collect();
+        for (i, &(dir, span)) in buffers.iter().enumerate() {
+            if let Some((_, first)) = buffers[..i].iter().find(|(d, _)| *d == dir) {
+                self.err(
+                    Diagnostic::at(
+                        span.clone(),
+                        format!("buffer `path` {} is used by another connection", dir.display()),
+                    )
+                    .note_at((*first).clone(), "first used here")
+                    .help("give each buffered connection its own directory"),
+                );
+            }
+        }
     }
 
     /// One end of a connection table, `from` or `to`.

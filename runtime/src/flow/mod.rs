@@ -146,6 +146,26 @@ pub struct Edge {
     pub when_full: WhenFull,
     /// A type to check each message against at run time (a `json` port feeding a narrower one).
     pub check: Option<PortType>,
+    /// A disk buffer between the two ends (`buffer = { type = "disk", ... }`).
+    pub buffer: Option<EdgeBuffer>,
+}
+
+/// A connection's disk buffer, as the flow file gives it (DESIGN §9).
+#[derive(Clone, Debug)]
+pub struct EdgeBuffer {
+    /// The buffer's directory, relative paths resolved against the flow file's.
+    pub path: std::path::PathBuf,
+    /// The most bytes on disk (plus one segment); default 1 GiB.
+    pub max_size: u64,
+    /// What a full buffer does: `block` (the default) or `drop_oldest`.
+    pub when_full: crate::buffer::WhenFull,
+}
+
+impl EdgeBuffer {
+    /// The buffer's configuration.
+    pub fn config(&self) -> crate::buffer::Config {
+        crate::buffer::Config { path: self.path.clone(), max_size: self.max_size, when_full: self.when_full }
+    }
 }
 
 /// `[flow] on_component_failure`.
