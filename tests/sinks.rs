@@ -51,6 +51,18 @@ fn finish(run: Running) -> String {
     log
 }
 
+/// SIGTERM once fbp handles it; its log once it has exited cleanly, far
+/// below the 10 s drain timeout a retry wait used to take.
+fn stopped_at_once(run: Running) -> String {
+    assert!(wait_until(Duration::from_secs(10), || catches(run.pid(), 15)), "fbp never handled SIGTERM");
+    let asked = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap().success());
+    let log = finish(run);
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}: {log}");
+    log
+}
+
 /// The store's counters from the summary: (errors, restarts).
 fn store_counters(log: &str) -> (u64, u64) {
     (summary(log, "store", "errors").expect("a summary"), summary(log, "store", "restarts").expect("a summary"))
@@ -296,14 +308,7 @@ fn http_request_sigterm_during_the_retry_wait_ends_at_once() {
     write(dir.path(), "in.jsonl", &records(3));
     let run = Running::start(dir.path(), &push_flow(&server));
     assert!(run.wait_log("Cannot write the batch", 1), "{}", run.log());
-    assert!(wait_until(Duration::from_secs(10), || catches(run.pid(), 15)), "fbp never handled SIGTERM");
-    let asked = Instant::now();
-    let killed = Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap();
-    assert!(killed.success());
-    let log = finish(run);
-    let took = asked.elapsed();
-    // Far below the 10 s drain timeout it waited out before.
-    assert!(took < Duration::from_secs(5), "took {took:?}: {log}");
+    let log = stopped_at_once(run);
     assert_eq!(logged(&log, "Shutting down with a batch not written").len(), 1, "{log}");
     assert!(lines(&dir.path().join("out.jsonl")).is_empty());
     assert!(server.accepted.lock().unwrap().is_empty());
@@ -323,13 +328,7 @@ fn postgres_sigterm_while_the_server_is_away_ends_at_once() {
     assert!(wait_until(Duration::from_secs(30), || pg.number(&count) >= 100), "{}", run.log());
     proxy.cut();
     assert!(run.wait_log("Cannot write the batch", 1), "{}", run.log());
-    assert!(wait_until(Duration::from_secs(10), || catches(run.pid(), 15)), "fbp never handled SIGTERM");
-    let asked = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap().success());
-    let log = finish(run);
-    let took = asked.elapsed();
-    // Far below the 10 s drain timeout it waited out before.
-    assert!(took < Duration::from_secs(5), "took {took:?}: {log}");
+    let log = stopped_at_once(run);
     assert_eq!(logged(&log, "Shutting down with a batch not written").len(), 1, "{log}");
     let rows = pg.number(&count);
     assert!(rows < 20_000, "{rows} rows");
@@ -464,12 +463,7 @@ fn mqtt_publish_sigterm_while_the_broker_is_away_ends_at_once_counting_what_it_h
     );
     let run = Running::start(dir.path(), &flow);
     assert!(run.wait_log("connection", 1), "{}", run.log());
-    assert!(wait_until(Duration::from_secs(10), || catches(run.pid(), 15)), "fbp never handled SIGTERM");
-    let asked = Instant::now();
-    assert!(Command::new("kill").args(["-TERM", &run.pid().to_string()]).status().unwrap().success());
-    let log = finish(run);
-    let took = asked.elapsed();
-    assert!(took < Duration::from_secs(5), "took {took:?}: {log}");
+    let log = stopped_at_once(run);
     let sent = summary(&log, "ticks", "sent").unwrap();
     assert!(sent > 0, "{log}");
     assert_eq!(summary(&log, "store", "dropped"), Some(sent), "every message held is counted: {log}");
