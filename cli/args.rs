@@ -122,6 +122,10 @@ pub(crate) enum Command {
         /// Print the equivalent flow file instead of running it.
         #[arg(long, env = "FBP_PRINT_FLOW")]
         print_flow: bool,
+        /// Keep what goes to the last element in a disk buffer in DIR (store and
+        /// forward: rides out the sink's outages, survives kill -9; docs/operations.md).
+        #[arg(long, value_name = "DIR", env = "FBP_BUFFER")]
+        buffer: Option<String>,
         #[command(flatten)]
         env: EnvFile,
         #[command(flatten)]
@@ -147,6 +151,10 @@ pub(crate) enum Command {
         /// Print the equivalent flow file instead of running it.
         #[arg(long, env = "FBP_PRINT_FLOW")]
         print_flow: bool,
+        /// Keep what goes to the sink in a disk buffer in DIR (store and forward:
+        /// rides out the sink's outages, survives kill -9; docs/operations.md).
+        #[arg(long, value_name = "DIR", env = "FBP_BUFFER")]
+        buffer: Option<String>,
         #[command(flatten)]
         env: EnvFile,
         #[command(flatten)]

@@ -65,14 +65,15 @@ pub(crate) fn dispatch(command: Command, log: LogFormat, colour: bool) -> ExitCo
                 ExitCode::SUCCESS
             }
         },
-        Command::Launch { pipeline, sets, print_flow, env, run } => {
-            let text = launch::to_flow_toml(&pipeline, &CATALOGUE);
+        Command::Launch { pipeline, sets, print_flow, buffer, env, run } => {
+            let text = launch::to_flow_toml(&pipeline, &CATALOGUE).map(|t| with_buffer(t, buffer.as_deref()));
             let then = if print_flow { Then::Print } else { Then::Run(run, log) };
             let from = Generated { name: "<launch>", env: &env, sets: &sets };
             generated(from, text, then, out_of, |t, d| launch::point_into(&pipeline, t, d))
         }
-        Command::Relay { source, sink, sets, print_flow, env, run } => {
-            let text = relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE);
+        Command::Relay { source, sink, sets, print_flow, buffer, env, run } => {
+            let text =
+                relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE).map(|t| with_buffer(t, buffer.as_deref()));
             let then = if print_flow { Then::Print } else { Then::Run(run, log) };
             // The relay's `--set` is applied as it builds the flow.
             let from = Generated { name: "<relay>", env: &env, sets: &[] };
@@ -228,6 +229,14 @@ fn new(pipeline: &str, output: Option<&Path>) -> ExitCode {
             err(&format!("error: cannot write `{}`: {e}\n", path.display()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `--buffer DIR`: a disk buffer on the connection into the sink.
+fn with_buffer(text: String, dir: Option<&str>) -> String {
+    match dir {
+        Some(dir) => relay::buffered(&text, dir),
+        None => text,
     }
 }
 

@@ -205,3 +205,21 @@ fn relay_takes_lorrystreams_crate_uri_as_the_postgres_sink_over_cratedbs_postgre
     assert!(flow.contains("type = \"postgres\""), "{flow}");
     assert!(flow.contains("url = \"postgresql://crate@localhost:5432/doc\", table = \"testdrive\""), "{flow}");
 }
+
+#[test]
+fn relay_and_launch_buffer_on_disk_what_goes_to_the_sink() {
+    let dir = tempdir();
+    let input: String = (0..500).map(|i| format!("{{\"n\": {i}}}\n")).collect();
+    write(dir.path(), "in.jsonl", &input);
+    let o = run_in(dir.path(), &["relay", "--buffer", "buf", "file:in.jsonl", "file:out.jsonl"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(lines(&dir.path().join("out.jsonl")).len(), 500);
+    assert!(dir.path().join("buf").is_dir(), "the buffer's directory");
+    let o = run_in(dir.path(), &["launch", "--buffer", "buf2", "--print-flow", "counter max_count=3 ! console"]);
+    assert!(stdout(&o).contains(r#"{ from = "counter", to = "console", buffer = { type = "disk", path = "buf2" } }"#));
+    let o = run_in(
+        dir.path(),
+        &["--log-level", "error", "launch", "--buffer", "buf2", "counter max_count=3 interval=0s ! console"],
+    );
+    assert_eq!(stdout(&o), "{\"count\":1}\n{\"count\":2}\n{\"count\":3}\n", "{}", stderr(&o));
+}

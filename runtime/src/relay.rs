@@ -81,6 +81,25 @@ pub fn to_flow_toml(source: &str, sink: &str, sets: &[String], catalogue: &Catal
     Ok(text)
 }
 
+/// `--buffer DIR` of `relay` and `launch`: the flow file `text` (as they
+/// generate it) with a disk buffer in `dir` on its last connection, the one
+/// into the sink. Text without connections is returned as it is.
+pub fn buffered(text: &str, dir: &str) -> String {
+    let Some(start) = text.find("connections = [") else { return text.to_string() };
+    let end = start + text[start..].find(']').unwrap_or(0);
+    let Some(arrow) = text[start..end].rfind(" -> ").map(|i| start + i) else { return text.to_string() };
+    let open = text[..arrow].rfind('"').unwrap_or(arrow);
+    let close = arrow + text[arrow..].find('"').unwrap_or(0);
+    let (from, to) = (&text[open + 1..arrow], &text[arrow + 4..close]);
+    let table = format!(
+        "{{ from = {}, to = {}, buffer = {{ type = \"disk\", path = {} }} }}",
+        quote(from),
+        quote(to),
+        quote(dir)
+    );
+    format!("{}{table}{}", &text[..open], &text[close + 1..])
+}
+
 /// Places `diags`, found in the flow file `text` that the two URIs became,
 /// on the line `SOURCE SINK`: a setting at its `key=value` in the URI when
 /// it is written there, else the whole URI of that end; the rest at both.
@@ -150,6 +169,13 @@ mod tests {
 
     #[test]
     fn builds_source_to_sink() {
+        let relayed = buffered(&to_flow_toml("file:in.jsonl", "file:out.jsonl", &[], &EMPTY).unwrap(), "buf dir");
+        let expected =
+            r#"connections = [{ from = "source", to = "sink", buffer = { type = "disk", path = "buf dir" } }]"#;
+        assert!(relayed.contains(expected), "{relayed}");
+        let launched = crate::launch::to_flow_toml("counter ! map expr=. ! console", &EMPTY).unwrap();
+        let launched = buffered(&launched, "b");
+        assert!(launched.contains("\"counter -> map\",\n  { from = \"map\", to = \"console\", buffer"), "{launched}");
         let toml = to_flow_toml("file:in.jsonl", "sqlite://out.db?table=t", &[], &EMPTY).unwrap();
         assert_eq!(
             toml,
