@@ -119,17 +119,8 @@ pub(crate) enum Command {
         /// `TYPE-2` for a second one; repeatable; replaces what the pipeline set).
         #[arg(long = "set", value_name = "NAME.KEY=VALUE", env = "FBP_SET")]
         sets: Vec<String>,
-        /// Print the equivalent flow file instead of running it.
-        #[arg(long, env = "FBP_PRINT_FLOW")]
-        print_flow: bool,
-        /// Keep what goes to the last element in a disk buffer in DIR (store and
-        /// forward: rides out the sink's outages, survives kill -9; docs/operations.md).
-        #[arg(long, value_name = "DIR", env = "FBP_BUFFER")]
-        buffer: Option<String>,
         #[command(flatten)]
-        env: EnvFile,
-        #[command(flatten)]
-        run: RunFlags,
+        made: MadeFlags,
     },
     /// Relay messages from a source URI to a sink URI: 'file:in.jsonl' 'sqlite://out.db?table=t'.
     ///
@@ -148,18 +139,25 @@ pub(crate) enum Command {
         /// (repeatable; replaces what the URI set; FBP_SET holds one).
         #[arg(long = "set", value_name = "END.KEY=VALUE", env = "FBP_SET")]
         sets: Vec<String>,
-        /// Print the equivalent flow file instead of running it.
-        #[arg(long, env = "FBP_PRINT_FLOW")]
-        print_flow: bool,
-        /// Keep what goes to the sink in a disk buffer in DIR (store and forward:
-        /// rides out the sink's outages, survives kill -9; docs/operations.md).
-        #[arg(long, value_name = "DIR", env = "FBP_BUFFER")]
-        buffer: Option<String>,
         #[command(flatten)]
-        env: EnvFile,
-        #[command(flatten)]
-        run: RunFlags,
+        made: MadeFlags,
     },
+}
+
+/// What `launch` and `relay` do with the flow they make.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct MadeFlags {
+    /// Print the equivalent flow file instead of running it.
+    #[arg(long, env = "FBP_PRINT_FLOW")]
+    pub(crate) print_flow: bool,
+    /// Keep what goes to the sink (the last element) in a disk buffer in DIR (store
+    /// and forward: rides out the sink's outages, survives kill -9; docs/operations.md).
+    #[arg(long, value_name = "DIR", env = "FBP_BUFFER")]
+    pub(crate) buffer: Option<String>,
+    #[command(flatten)]
+    pub(crate) env: EnvFile,
+    #[command(flatten)]
+    pub(crate) run: RunFlags,
 }
 
 /// Values for `${VAR}` from a file.

@@ -14,7 +14,7 @@ use fbp_runtime::{docs, graph, launch, relay, skeleton};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{
-    Cli, Color, Command, DescribeFormat, EnvFile, GraphFormat, ListFormat, LogFormat, ProbeFlags, RunFlags,
+    Cli, Color, Command, DescribeFormat, EnvFile, GraphFormat, ListFormat, LogFormat, MadeFlags, ProbeFlags, RunFlags,
 };
 
 const USAGE: u8 = 2;
@@ -65,19 +65,16 @@ pub(crate) fn dispatch(command: Command, log: LogFormat, colour: bool) -> ExitCo
                 ExitCode::SUCCESS
             }
         },
-        Command::Launch { pipeline, sets, print_flow, buffer, env, run } => {
-            let text = launch::to_flow_toml(&pipeline, &CATALOGUE).map(|t| with_buffer(t, buffer.as_deref()));
-            let then = if print_flow { Then::Print } else { Then::Run(run, log) };
-            let from = Generated { name: "<launch>", env: &env, sets: &sets };
-            generated(from, text, then, out_of, |t, d| launch::point_into(&pipeline, t, d))
+        Command::Launch { pipeline, sets, made } => {
+            let text = launch::to_flow_toml(&pipeline, &CATALOGUE);
+            let from = Generated { name: "<launch>", made: &made, sets: &sets, log };
+            generated(from, text, out_of, |t, d| launch::point_into(&pipeline, t, d))
         }
-        Command::Relay { source, sink, sets, print_flow, buffer, env, run } => {
-            let text =
-                relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE).map(|t| with_buffer(t, buffer.as_deref()));
-            let then = if print_flow { Then::Print } else { Then::Run(run, log) };
+        Command::Relay { source, sink, sets, made } => {
+            let text = relay::to_flow_toml(&source, &sink, &sets, &CATALOGUE);
             // The relay's `--set` is applied as it builds the flow.
-            let from = Generated { name: "<relay>", env: &env, sets: &[] };
-            generated(from, text, then, out_of, |t, d| relay::point_into(&source, &sink, t, d))
+            let from = Generated { name: "<relay>", made: &made, sets: &[], log };
+            generated(from, text, out_of, |t, d| relay::point_into(&source, &sink, t, d))
         }
     }
 }
@@ -232,49 +229,34 @@ fn new(pipeline: &str, output: Option<&Path>) -> ExitCode {
     }
 }
 
-/// `--buffer DIR`: a disk buffer on the connection into the sink.
-fn with_buffer(text: String, dir: Option<&str>) -> String {
-    match dir {
-        Some(dir) => relay::buffered(&text, dir),
-        None => text,
-    }
-}
-
-/// What to do with a flow built from the command line.
-enum Then {
-    /// Print it (`--print-flow`).
-    Print,
-    /// Run it.
-    Run(RunFlags, LogFormat),
-}
-
-/// A flow file built from the command line (`launch`, `relay`): checked, then
-/// printed or run like a flow file.
-/// Where a flow built from the command line comes from.
+/// Where a flow built from the command line comes from, and what to do with it.
 struct Generated<'a> {
     /// How diagnostics name it.
     name: &'a str,
-    /// `--env-file`.
-    env: &'a EnvFile,
+    /// `--print-flow`, `--buffer`, `--env-file` and how to run it.
+    made: &'a MadeFlags,
     /// `--set` entries applied when it is checked.
     sets: &'a [String],
+    log: LogFormat,
 }
 
+/// A flow file built from the command line (`launch`, `relay`): given its
+/// `--buffer`, checked, then printed or run like a flow file.
 fn generated(
     from: Generated<'_>,
     text: Result<String, impl std::fmt::Display>,
-    then: Then,
     o: Output,
     place: impl Fn(&str, Diagnostics) -> Diagnostics,
 ) -> ExitCode {
-    let text = match text {
-        Ok(t) => t,
-        Err(e) => {
+    let text = match (text, &from.made.buffer) {
+        (Ok(t), Some(dir)) => relay::buffered(&t, dir),
+        (Ok(t), None) => t,
+        (Err(e), _) => {
             err(&format!("error: {e}\n"));
             return ExitCode::from(USAGE);
         }
     };
-    let vars = match env_file(from.env) {
+    let vars = match env_file(&from.made.env) {
         Ok(v) => v,
         Err(code) => return code,
     };
@@ -282,14 +264,15 @@ fn generated(
     let cwd = std::env::current_dir().unwrap_or_default();
     let options = flow::Options { env: &lookup, sets: from.sets };
     let loaded = flow::check::check_source_with(from.name, &text, &cwd, &CATALOGUE, &options);
-    match (loaded, then) {
-        (Err(d), _) => o.report(&place(&text, d)),
-        (Ok(_), Then::Print) => {
+    let flags = from.made.run;
+    match loaded {
+        Err(d) => o.report(&place(&text, d)),
+        Ok(_) if from.made.print_flow => {
             out(&text);
             ExitCode::SUCCESS
         }
-        (Ok(f), Then::Run(flags, _)) if flags.deny_warnings && f.warnings.is_some() => o.denied(&f),
-        (Ok(f), Then::Run(flags, log)) => run(f, flags, log),
+        Ok(f) if flags.deny_warnings && f.warnings.is_some() => o.denied(&f),
+        Ok(f) => run(f, flags, from.log),
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use bytes::Bytes;
 use bytes::BytesMut;
+use fbp_runtime::cause::chain;
 use fbp_runtime::spec::{BuildContext, KeySpec, KeyType};
 use fbp_runtime::units::positive_size;
 use fbp_runtime::value::{self, Value};
@@ -190,7 +191,7 @@ pub(crate) async fn read_body(mut response: reqwest::Response, limit: usize) -> 
         return Err(BodyError::TooLarge { limit });
     }
     let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(FIRST_ALLOCATION));
-    let broken = |e: reqwest::Error| BodyError::Broken(error_chain(&e.without_url()));
+    let broken = |e: reqwest::Error| BodyError::Broken(chain(&e.without_url()));
     while let Some(chunk) = response.chunk().await.map_err(broken)? {
         if chunk.len() > limit - body.len() {
             return Err(BodyError::TooLarge { limit });
@@ -198,18 +199,6 @@ pub(crate) async fn read_body(mut response: reqwest::Response, limit: usize) -> 
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
-}
-
-/// An error with its causes, which reqwest keeps apart ("error sending request" alone says little).
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Whether a status means "the server cannot serve now, try later".

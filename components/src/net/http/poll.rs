@@ -23,8 +23,7 @@ use serde::Deserialize;
 use url::Url;
 
 use super::client::{
-    self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, MAX_BODY_KEY,
-    TIMEOUT_KEY, error_chain,
+    self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, Format, HEADERS_KEY, MAX_BODY_KEY, TIMEOUT_KEY,
 };
 use fbp_runtime::secret as mask;
 
@@ -267,7 +266,7 @@ impl Poll {
         }
         let response = match request.send().await {
             Ok(r) => r,
-            Err(e) => return Fetched::Unavailable { error: error_chain(&e), retry_after: None },
+            Err(e) => return Fetched::Unavailable { error: fbp_runtime::cause::chain(&e), retry_after: None },
         };
         let status = response.status();
         let retry_after = client::retry_after(response.headers(), SystemTime::now());

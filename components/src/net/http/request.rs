@@ -34,7 +34,6 @@ use serde::Deserialize;
 
 use super::client::{
     self, BASIC_KEY, BEARER_KEY, BodyError, CA_FILE_KEY, ClientSettings, HEADERS_KEY, MAX_BODY_KEY, TIMEOUT_KEY,
-    error_chain,
 };
 use super::poll::parse_url;
 use super::template::Template;
@@ -257,14 +256,14 @@ impl Request {
             }
             let (wait, error) = match request.send().await {
                 Err(e) if e.is_connect() => {
-                    let pause = lock(link).down(&mask::urls_in(&error_chain(&e)));
+                    let pause = lock(link).down(&mask::urls_in(&fbp_runtime::cause::chain(&e)));
                     if !sink_retry::pause(pause, shutdown).await {
                         return Done::Stopped(msg);
                     }
                     attempts -= 1;
                     continue;
                 }
-                Err(e) => (None, error_chain(&e)),
+                Err(e) => (None, fbp_runtime::cause::chain(&e)),
                 Ok(response) => {
                     lock(link).up();
                     let status = response.status();

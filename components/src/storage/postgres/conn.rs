@@ -136,7 +136,7 @@ impl Server {
                     return Some(client);
                 }
                 Err(e) => {
-                    let delay = link.down(&chain(&e));
+                    let delay = link.down(&fbp_runtime::cause::chain(&e));
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
                         () = stop.cancelled() => return None,
@@ -270,18 +270,6 @@ pub(crate) fn is_record_error(e: &tokio_postgres::Error) -> bool {
         let code = db.code().code();
         code.starts_with("22") || code.starts_with("23")
     })
-}
-
-/// A connection error with its causes (`error performing TLS handshake:
-/// invalid peer certificate: NotValidForName`).
-pub(crate) fn chain(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text = format!("{text}: {c}");
-        cause = c.source();
-    }
-    text
 }
 
 /// An error as one line: the server's message (and detail) when it sent one.

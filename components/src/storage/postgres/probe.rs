@@ -71,7 +71,7 @@ async fn connected(ctx: &BuildContext) -> Result<(Keys, Server, Client), String>
 pub(crate) async fn connect(server: &Server) -> Result<Client, String> {
     server.connect_driven().await.map_err(|e| {
         let fix = conn::refused_for_good(&e).unwrap_or("check `url` and that the server runs");
-        let cause = if e.as_db_error().is_some() { conn::describe(&e) } else { conn::chain(&e) };
+        let cause = if e.as_db_error().is_some() { conn::describe(&e) } else { fbp_runtime::cause::chain(&e) };
         format!("{}: {cause}; {fix}", server.target)
     })
 }

@@ -13,7 +13,9 @@ use fbp_runtime::{Context, Message, Task, TaskFuture};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
-use super::conn::{chain, describe, is_connection_error, is_passing_error, is_record_error};
+use fbp_runtime::cause::chain;
+
+use super::conn::{describe, is_connection_error, is_passing_error, is_record_error};
 use super::sql::{Column, ColumnKind, Param};
 use super::{Postgres, sql};
 use crate::sink_retry::{Fault, Refused, Retry, give_up};
