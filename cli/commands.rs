@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fbp_components::CATALOGUE;
 use fbp_runtime::flow::{self, Diagnostics, Flow};
-use fbp_runtime::network::{self, RunOptions};
+use fbp_runtime::network::{self, RunError, RunOptions};
 use fbp_runtime::{docs, graph, launch, relay, skeleton};
 use tokio_util::sync::CancellationToken;
 
@@ -272,7 +272,8 @@ fn generated(
             ExitCode::SUCCESS
         }
         Ok(f) if flags.deny_warnings && f.warnings.is_some() => o.denied(&f),
-        Ok(f) => run(f, flags, from.log),
+        // Its text is not what the user typed: failures are not shown in it.
+        Ok(f) => run(Flow { written: None, ..f }, flags, from.log),
     }
 }
 
@@ -292,6 +293,7 @@ fn run(flow: Flow, flags: RunFlags, log: LogFormat) -> ExitCode {
     watch_signals(shutdown.clone());
     let status_every = Some(flags.status_interval).filter(|d| !d.is_zero());
     let options = RunOptions { shutdown_timeout: flags.shutdown_timeout, shutdown, threads: None, status_every };
+    let written = flow.written.clone();
     let report = network::run(flow, options);
     match log {
         // A person reads a table; a machine gets one record per component.
@@ -313,11 +315,22 @@ fn run(flow: Flow, flags: RunFlags, log: LogFormat) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match log {
-                LogFormat::Text => err(&format!("error: {e}\n")),
+                LogFormat::Text => match placed(&e, written.as_deref()) {
+                    Some(d) => err(&d.render_errors(false)),
+                    None => err(&format!("error: {e}\n")),
+                },
                 LogFormat::Json => tracing::error!(error = %e, "Flow failed."),
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A failure no restart can fix, shown at the key of the flow file it names.
+fn placed(e: &RunError, written: Option<&flow::Written>) -> Option<Diagnostics> {
+    match e {
+        RunError::ComponentFailed { component, reason, permanent: true } => written?.failure(component, reason),
+        _ => None,
     }
 }
 

@@ -163,3 +163,24 @@ fn permanent_failures_end_the_flow_at_once_saying_what_to_change() {
         assert!(last.starts_with("error: component `") && last.contains(cause), "{pipeline}: {log}");
     }
 }
+
+#[test]
+fn a_permanent_failure_of_a_flow_file_points_at_the_key_to_change() {
+    let dir = two_components(
+        "input",
+        "type = \"file-read\"\nconfig = { path = \"nope.jsonl\" }",
+        "show",
+        "type = \"console\"",
+    );
+    let o = fbp().current_dir(dir.path()).args(["run", "flow.toml"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let log = String::from_utf8_lossy(&o.stderr);
+    let shown = log.split("error: component `input` failed: ").nth(1).unwrap_or_else(|| panic!("{log}"));
+    assert!(shown.contains(" --> flow.toml:6:19\n"), "{log}");
+    assert!(
+        shown.contains(
+            "6 | config = { path = \"nope.jsonl\" }\n  |                   ^^^^^^^^^^^^ restarting cannot fix this"
+        ),
+        "{log}"
+    );
+}

@@ -54,6 +54,8 @@ pub enum RunError {
         component: String,
         /// Its last error.
         reason: String,
+        /// Whether it was a failure no restart can fix ([`crate::Context::permanent`]).
+        permanent: bool,
     },
     /// The graceful shutdown did not finish in time.
     #[error("shutdown timed out after {timeout:?}; still running: {pending}")]
@@ -283,19 +285,19 @@ async fn coordinate(
                     running[i] = false;
                     finished(i);
                 }
-                Some(Event::Failed(i, reason, left)) => {
+                Some(Event::Failed(i, reason, permanent, left)) => {
                     running[i] = false;
                     finished(i);
                     let component = flow.nodes[i].name.to_string();
                     match flow.on_component_failure {
                         OnFailure::Stop => {
                             tracing::error!(component = %component, "Component failed; stopping the flow.");
-                            failure.get_or_insert(RunError::ComponentFailed { component, reason });
+                            failure.get_or_insert(RunError::ComponentFailed { component, reason, permanent });
                             sources.cancel();
                         }
                         OnFailure::Isolate => {
                             tracing::error!(component = %component, "Component failed; isolating it.");
-                            failure.get_or_insert(RunError::ComponentFailed { component, reason });
+                            failure.get_or_insert(RunError::ComponentFailed { component, reason, permanent });
                         }
                     }
                     let route = ErrorRoute {

@@ -34,9 +34,9 @@ use crate::spec::{BuildContext, Kind};
 pub(crate) enum Event {
     /// The component has finished; its outputs are closed.
     Finished(usize),
-    /// The component failed past its restart budget; with the messages it had
-    /// taken from its queues but not processed.
-    Failed(usize, String, Vec<Message>),
+    /// The component failed past its restart budget, or for good (`true`);
+    /// with the messages it had taken from its queues but not processed.
+    Failed(usize, String, bool, Vec<Message>),
 }
 
 /// The queues one component reads and writes, owned by the network.
@@ -246,23 +246,23 @@ impl Supervisor {
             }
             None if permanent => {
                 tracing::error!(component = %name, error = %reason, "Component failed; restarting cannot fix this.");
-                self.give_up(reason, ctx);
+                self.give_up(reason, true, ctx);
             }
             None => {
                 tracing::error!(component = %name, error = %reason, "Component failed and will not be restarted.");
-                self.give_up(reason, ctx);
+                self.give_up(reason, false, ctx);
             }
         }
     }
 
     /// No restart: once no instance runs, hands what it held to the network.
-    fn give_up(&mut self, reason: String, ctx: &mut actix::Context<Self>) {
+    fn give_up(&mut self, reason: String, permanent: bool, ctx: &mut actix::Context<Self>) {
         if self.running == 0 {
             let carry = std::mem::take(&mut *self.carry.lock().unwrap_or_else(|p| p.into_inner()));
             let kept = carry.kept.into_iter().map(|(m, _)| m);
             let left: Vec<Message> =
                 carry.in_hand.map(|(m, _, _)| m).into_iter().chain(kept).chain(carry.rest).collect();
-            let _ = self.events.send(Event::Failed(self.index, reason, left));
+            let _ = self.events.send(Event::Failed(self.index, reason, permanent, left));
             ctx.stop();
         }
     }

@@ -70,6 +70,9 @@ pub(crate) fn check_nested(
             if let Some(w) = &mut flow.warnings {
                 w.path = path.to_string();
             }
+            if let Some(w) = flow.written.as_mut().and_then(Arc::get_mut) {
+                w.path = path.to_string();
+            }
             Ok(flow)
         }
         _ => Err(Diagnostics { path: path.to_string(), source: text.to_string(), errors }),
@@ -257,6 +260,7 @@ impl Checker<'_> {
             limits: Limits::default(),
             exports: Vec::new(),
             warnings: None,
+            written: None,
         };
         let flow_table = match get("flow") {
             None => {
@@ -272,11 +276,19 @@ impl Checker<'_> {
         self.declared = components.iter().map(|(name, _)| name.value.clone()).collect();
         let spans: HashMap<String, Range<usize>> =
             components.iter().map(|(name, _)| (name.value.clone(), name.span.clone())).collect();
+        let mut written = super::Written { source: self.source.to_string(), ..Default::default() };
         for (name, body) in components {
+            let keys = config_spans(&body);
+            written.components.push(super::WrittenComponent {
+                name: name.value.clone(),
+                span: name.span.clone(),
+                keys,
+            });
             if let Some(node) = self.component(&name, &body) {
                 flow.nodes.push(node);
             }
         }
+        flow.written = Some(Arc::new(written));
         self.expand_subflows(&mut flow);
         let names: HashMap<String, usize> =
             flow.nodes.iter().enumerate().map(|(i, n)| (n.name.to_string(), i)).collect();
@@ -1139,10 +1151,17 @@ fn named_key(message: &str, config: &Sp<RawValue>) -> Option<Range<usize>> {
     let RawValue::Table(table) = &config.value else {
         return None;
     };
-    message.split('`').skip(1).step_by(2).find_map(|quoted| {
-        let name = quoted.split(|c: char| c == '=' || c.is_whitespace()).next()?;
-        table.iter().find(|(k, _)| k.value == name).map(|(_, v)| v.span.clone())
-    })
+    super::diag::first_named(message, table.iter().map(|(k, v)| (k.value.as_str(), &v.span))).cloned()
+}
+
+/// Each config key of a component's table, with where its value is written.
+fn config_spans(body: &Sp<RawValue>) -> Vec<(String, Range<usize>)> {
+    let RawValue::Table(table) = &body.value else { return Vec::new() };
+    let config = table.iter().find(|(k, _)| k.value == "config").map(|(_, v)| &v.value);
+    match config {
+        Some(RawValue::Table(keys)) => keys.iter().map(|(k, v)| (k.value.clone(), v.span.clone())).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// The strings in a value that came from environment variables (never shown).

@@ -74,6 +74,18 @@ pub fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a st
         .map(|(_, c)| c)
 }
 
+/// Among `keys` (name and span), the first one `message` names in backticks
+/// (`` `qos` `` or `` `qos = 3` ``).
+pub fn first_named<'a>(
+    message: &str,
+    keys: impl Iterator<Item = (&'a str, &'a Range<usize>)> + Clone,
+) -> Option<&'a Range<usize>> {
+    message.split('`').skip(1).step_by(2).find_map(|quoted| {
+        let name = quoted.split(|c: char| c == '=' || c.is_whitespace()).next()?;
+        keys.clone().find(|(k, _)| *k == name).map(|(_, span)| span)
+    })
+}
+
 /// Every error found in one flow file, with the file to show them against.
 #[derive(Clone, Debug)]
 pub struct Diagnostics {
@@ -115,14 +127,21 @@ impl Diagnostics {
         self.render_in(false)
     }
 
-    /// [`Diagnostics::render`], in colour when `colour` is set (for a terminal).
-    pub fn render_in(&self, colour: bool) -> String {
+    /// Each error, rendered, without the closing count: for an error at run
+    /// time, when the file itself loaded.
+    pub fn render_errors(&self, colour: bool) -> String {
         let renderer = renderer(colour);
         let mut out = String::new();
         for d in &self.errors {
             out.push_str(&self.render_one(&renderer, Level::ERROR, d));
             out.push_str("\n\n");
         }
+        out
+    }
+
+    /// [`Diagnostics::render`], in colour when `colour` is set (for a terminal).
+    pub fn render_in(&self, colour: bool) -> String {
+        let mut out = self.render_errors(colour);
         let n = self.errors.len();
         out.push_str(&format!("error: could not load `{}`: {n} error{}\n", self.path, if n == 1 { "" } else { "s" }));
         out

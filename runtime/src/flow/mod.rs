@@ -52,6 +52,44 @@ pub struct Flow {
     /// What `check` found that does not stop the flow (a source that cannot
     /// afford the acknowledgements held downstream); `None` when nothing.
     pub warnings: Option<Diagnostics>,
+    /// Where each component and its config keys are written, to point at the
+    /// key a run-time failure names.
+    pub written: Option<std::sync::Arc<Written>>,
+}
+
+/// A flow file's text and where each component's config keys are in it.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The file's path, as the user gave it.
+    pub path: String,
+    /// Its text.
+    pub source: String,
+    /// Each component, in file order.
+    pub components: Vec<WrittenComponent>,
+}
+
+/// Where one component is written.
+#[derive(Debug)]
+pub struct WrittenComponent {
+    /// Its name.
+    pub name: String,
+    /// Where the name is.
+    pub span: std::ops::Range<usize>,
+    /// Each config key, with where its value is.
+    pub keys: Vec<(String, std::ops::Range<usize>)>,
+}
+
+impl Written {
+    /// The failure of `component` as a diagnostic, its caret on the value of
+    /// the first config key `message` names in backticks (else on the
+    /// component's name); `None` for a component not written in this file.
+    pub fn failure(&self, component: &str, message: &str) -> Option<Diagnostics> {
+        let c = self.components.iter().find(|c| c.name == component)?;
+        let span = diag::first_named(message, c.keys.iter().map(|(k, s)| (k.as_str(), s))).unwrap_or(&c.span).clone();
+        let error = diag::Diagnostic::at(span, format!("component `{component}` failed: {message}"))
+            .label("restarting cannot fix this");
+        Some(Diagnostics { path: self.path.clone(), source: self.source.clone(), errors: vec![error] })
+    }
 }
 
 /// `[flow.limits]`: how deep a JSON document may nest, and what a jq program
